@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Email ledger statuses.
+const (
+	EmailSent    = "sent"
+	EmailSkipped = "skipped" // no contact to send to; detail says why
+	EmailRefused = "refused" // the server permanently refused the recipient
+)
+
+// EmailRecord is one entry of the email ledger.
+type EmailRecord struct {
+	Key       string // idempotency key: session, kind, attempt
+	SessionID string
+	Kind      string
+	Status    string
+	Detail    string // no addresses, no personal data
+}
+
+// Email returns the ledger entry for an idempotency key, or ErrNotFound.
+func (s *Store) Email(ctx context.Context, key string) (EmailRecord, error) {
+	r := EmailRecord{Key: key}
+	err := s.db.QueryRowContext(ctx, `
+SELECT session_id, kind, status, detail FROM emails WHERE idempotency_key = $1`, key).
+		Scan(&r.SessionID, &r.Kind, &r.Status, &r.Detail)
+	if errors.Is(err, sql.ErrNoRows) {
+		return EmailRecord{}, ErrNotFound
+	}
+	if err != nil {
+		return EmailRecord{}, fmt.Errorf("store: email: %w", err)
+	}
+	return r, nil
+}
+
+// RecordEmail adds an entry to the email ledger; the first entry for a key wins.
+func (s *Store) RecordEmail(ctx context.Context, r EmailRecord) error {
+	_, err := s.db.ExecContext(ctx, `
+INSERT INTO emails (idempotency_key, session_id, kind, status, detail, recorded_at)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING`,
+		r.Key, r.SessionID, r.Kind, r.Status, r.Detail, now())
+	if err != nil {
+		return fmt.Errorf("store: record email: %w", err)
+	}
+	return nil
+}
+
+// Emails lists a session's ledger entries, for ops and tests.
+func (s *Store) Emails(ctx context.Context, sessionID string) ([]EmailRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `
+SELECT idempotency_key, kind, status, detail FROM emails WHERE session_id = $1
+ORDER BY recorded_at, idempotency_key`, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("store: emails: %w", err)
+	}
+	defer rows.Close()
+	var out []EmailRecord
+	for rows.Next() {
+		r := EmailRecord{SessionID: sessionID}
+		if err := rows.Scan(&r.Key, &r.Kind, &r.Status, &r.Detail); err != nil {
+			return nil, fmt.Errorf("store: emails: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Review case statuses.
+const (
+	ReviewOpen     = "open"
+	ReviewApproved = "approved"
+	ReviewRejected = "rejected"
+	ReviewClosed   = "closed" // ended without a decision (e.g. redaction)
+)
+
+// ReviewCase is a manual review case.
+type ReviewCase struct {
+	SessionID        string
+	Reason           string
+	MismatchedFields []string
+	Status           string
+	Reviewer         string
+	Note             string
+	OpenedAt         time.Time
+	DecidedAt        time.Time
+}
+
+// OpenReview opens a case for a session; opening it again is a no-op.
+func (s *Store) OpenReview(ctx context.Context, c ReviewCase) error {
+	_, err := s.db.ExecContext(ctx, `
+INSERT INTO review_cases (session_id, reason, mismatched_fields, status, opened_at)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id) DO NOTHING`,
+		c.SessionID, c.Reason, joinFields(c.MismatchedFields), ReviewOpen, c.OpenedAt.UTC())
+	if err != nil {
+		return fmt.Errorf("store: open review: %w", err)
+	}
+	return nil
+}
+
+// DecideReview closes an open case with a status. Repeating the same decision
+// is a no-op; a case that is not open (or absent) gives ErrNoReviewOpen.
+func (s *Store) DecideReview(ctx context.Context, c ReviewCase) error {
+	res, err := s.db.ExecContext(ctx, `
+UPDATE review_cases SET status = $2, reviewer = $3, note = $4, decided_at = $5
+WHERE session_id = $1 AND status = $6`,
+		c.SessionID, c.Status, c.Reviewer, c.Note, nullTime(c.DecidedAt), ReviewOpen)
+	if err != nil {
+		return fmt.Errorf("store: decide review: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: decide review: %w", err)
+	} else if n == 1 {
+		return nil
+	}
+	cur, err := s.Review(ctx, c.SessionID)
+	if err == nil && cur.Status == c.Status && cur.Reviewer == c.Reviewer {
+		return nil // a retry of a decision already recorded
+	}
+	return ErrNoReviewOpen
+}
+
+// Review reads a session's case, or ErrNotFound.
+func (s *Store) Review(ctx context.Context, sessionID string) (ReviewCase, error) {
+	c := ReviewCase{SessionID: sessionID}
+	var fields string
+	var opened time.Time
+	var decided sql.NullTime
+	err := s.db.QueryRowContext(ctx, `
+SELECT reason, mismatched_fields, status, reviewer, note, opened_at, decided_at
+FROM review_cases WHERE session_id = $1`, sessionID).
+		Scan(&c.Reason, &fields, &c.Status, &c.Reviewer, &c.Note, &opened, &decided)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ReviewCase{}, ErrNotFound
+	}
+	if err != nil {
+		return ReviewCase{}, fmt.Errorf("store: review: %w", err)
+	}
+	c.MismatchedFields, c.OpenedAt, c.DecidedAt = splitFields(fields), opened, decided.Time
+	return c, nil
+}

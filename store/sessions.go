@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+)
+
+// Contact is what the business registers for a session before the user starts
+// verifying: how to reach the user and what the verified outputs should say.
+// All of it is personal data.
+type Contact struct {
+	SessionID         string
+	ClientReferenceID string
+	Email             string
+	FirstName         string
+	LastName          string
+	DOB               string // YYYY-MM-DD; empty when not to be compared
+}
+
+// Session is a session's row as ops would read it.
+type Session struct {
+	SessionID       string
+	Status          string
+	StripeStatus    string
+	SessionType     string
+	Attempts        int
+	LastErrorCode   string
+	LastErrorReason string
+	Escalation      string
+	Seq             int64
+	HasContact      bool
+	Redacted        bool
+}
+
+// Transition is one change of a session's status, as the workflow decided it.
+type Transition struct {
+	SessionID string
+	// Key makes the write idempotent: the Stripe event id, or a name for a
+	// workflow-made change such as "expiry" or "review:approve".
+	Key string
+	// Seq increases with every transition of the session; a write with a
+	// lower Seq than the row's never overwrites it (a late retry).
+	Seq             int64
+	EventID         string // set when a Stripe event caused it
+	EventType       string
+	From, To        string
+	StripeStatus    string
+	SessionType     string
+	Attempts        int
+	LastErrorCode   string
+	LastErrorReason string
+	Escalation      string
+	Note            string // short, no personal data
+}
+
+// UpsertContact registers or replaces the contact and expected values for a
+// session; the session's status is left alone.
+func (s *Store) UpsertContact(ctx context.Context, c Contact) error {
+	if c.SessionID == "" {
+		return errors.New("store: contact without session id")
+	}
+	t := now()
+	_, err := s.db.ExecContext(ctx, `
+INSERT INTO sessions (session_id, client_reference_id, contact_email, expected_first_name,
+                      expected_last_name, expected_dob, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+ON CONFLICT (session_id) DO UPDATE SET
+    client_reference_id = excluded.client_reference_id,
+    contact_email = excluded.contact_email,
+    expected_first_name = excluded.expected_first_name,
+    expected_last_name = excluded.expected_last_name,
+    expected_dob = excluded.expected_dob,
+    updated_at = excluded.updated_at`,
+		c.SessionID, nullable(c.ClientReferenceID), nullable(c.Email), nullable(c.FirstName),
+		nullable(c.LastName), nullable(c.DOB), t)
+	if err != nil {
+		return fmt.Errorf("store: upsert contact: %w", err)
+	}
+	return nil
+}
+
+// Contact returns the registered contact of a session, or ErrNotFound when
+// there is none (a session created elsewhere, or redacted).
+func (s *Store) Contact(ctx context.Context, sessionID string) (Contact, error) {
+	var ref, email, first, last, dob sql.NullString
+	err := s.db.QueryRowContext(ctx, `
+SELECT client_reference_id, contact_email, expected_first_name, expected_last_name, expected_dob
+FROM sessions WHERE session_id = $1`, sessionID).Scan(&ref, &email, &first, &last, &dob)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !email.Valid && !first.Valid && !last.Valid && !dob.Valid) {
+		return Contact{}, ErrNotFound
+	}
+	if err != nil {
+		return Contact{}, fmt.Errorf("store: contact: %w", err)
+	}
+	return Contact{SessionID: sessionID, ClientReferenceID: ref.String, Email: email.String,
+		FirstName: first.String, LastName: last.String, DOB: dob.String}, nil
+}
+
+// Session reads a session's row.
+func (s *Store) Session(ctx context.Context, sessionID string) (Session, error) {
+	var ss Session
+	var email sql.NullString
+	var redacted sql.NullTime
+	err := s.db.QueryRowContext(ctx, `
+SELECT session_id, status, stripe_status, session_type, attempts, last_error_code,
+       last_error_reason, escalation, seq, contact_email, redacted_at
+FROM sessions WHERE session_id = $1`, sessionID).Scan(&ss.SessionID, &ss.Status, &ss.StripeStatus,
+		&ss.SessionType, &ss.Attempts, &ss.LastErrorCode, &ss.LastErrorReason, &ss.Escalation, &ss.Seq,
+		&email, &redacted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Session{}, ErrNotFound
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("store: session: %w", err)
+	}
+	ss.HasContact, ss.Redacted = email.Valid, redacted.Valid
+	return ss, nil
+}
+
+// ProcessedEventIDs returns up to limit of the newest Stripe event ids that
+// took effect for a session, oldest first.
+func (s *Store) ProcessedEventIDs(ctx context.Context, sessionID string, limit int) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `
+SELECT event_id FROM processed_events WHERE session_id = $1
+ORDER BY processed_at DESC, event_id DESC LIMIT $2`, sessionID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: processed events: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("store: processed events: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: processed events: %w", err)
+	}
+	for i, j := 0, len(ids)-1; i < j; i, j = i+1, j-1 {
+		ids[i], ids[j] = ids[j], ids[i]
+	}
+	return ids, nil
+}
+
+// RecordTransition writes a transition to the audit trail, the event ledger
+// and the session row in one transaction. It is idempotent on (session, Key):
+// applied is false when the transition was already recorded. Two workers
+// racing on one session serialise on the audit row's primary key, and the
+// row only moves forward in Seq.
+func (s *Store) RecordTransition(ctx context.Context, t Transition) (applied bool, err error) {
+	if t.SessionID == "" || t.Key == "" {
+		return false, errors.New("store: transition without session id or key")
+	}
+	at := now()
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `
+INSERT INTO status_transitions (session_id, transition_key, seq, event_id, from_status, to_status,
+                                attempts, last_error_code, escalation, note, recorded_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (session_id, transition_key) DO NOTHING`,
+			t.SessionID, t.Key, t.Seq, t.EventID, t.From, t.To, t.Attempts, t.LastErrorCode, t.Escalation, t.Note, at)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // already recorded: nothing else to do
+		}
+		applied = true
+		if t.EventID != "" {
+			if _, err := tx.ExecContext(ctx, `
+INSERT INTO processed_events (session_id, event_id, event_type, processed_at)
+VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, event_id) DO NOTHING`,
+				t.SessionID, t.EventID, t.EventType, at); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `
+INSERT INTO sessions (session_id, status, stripe_status, session_type, attempts, last_error_code,
+                      last_error_reason, escalation, seq, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+ON CONFLICT (session_id) DO UPDATE SET
+    status = excluded.status, stripe_status = excluded.stripe_status,
+    session_type = excluded.session_type, attempts = excluded.attempts,
+    last_error_code = excluded.last_error_code, last_error_reason = excluded.last_error_reason,
+    escalation = excluded.escalation, seq = excluded.seq, updated_at = excluded.updated_at
+WHERE sessions.seq < excluded.seq`,
+			t.SessionID, t.To, t.StripeStatus, t.SessionType, t.Attempts, t.LastErrorCode,
+			t.LastErrorReason, t.Escalation, t.Seq, at)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: record transition: %w", err)
+	}
+	return applied, nil
+}
+
+// AuditEntry is one row of a session's audit trail.
+type AuditEntry struct {
+	Key, EventID, From, To, LastErrorCode, Escalation, Note string
+	Seq                                                     int64
+	Attempts                                                int
+}
+
+// Audit returns a session's transitions in order.
+func (s *Store) Audit(ctx context.Context, sessionID string) ([]AuditEntry, error) {
+	rows, err := s.db.QueryContext(ctx, `
+SELECT transition_key, event_id, from_status, to_status, last_error_code, escalation, note, seq, attempts
+FROM status_transitions WHERE session_id = $1 ORDER BY seq, recorded_at`, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		if err := rows.Scan(&e.Key, &e.EventID, &e.From, &e.To, &e.LastErrorCode, &e.Escalation, &e.Note, &e.Seq, &e.Attempts); err != nil {
+			return nil, fmt.Errorf("store: audit: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Redact purges a session's personal data (contact, expected values, review
+// notes) and keeps statuses, event ids and the audit trail. Idempotent.
+func (s *Store) Redact(ctx context.Context, sessionID string) error {
+	t := now()
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `
+INSERT INTO sessions (session_id, created_at, updated_at) VALUES ($1, $2, $2)
+ON CONFLICT (session_id) DO NOTHING`, sessionID, t); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `
+UPDATE sessions SET contact_email = NULL, expected_first_name = NULL, expected_last_name = NULL,
+       expected_dob = NULL, redacted_at = COALESCE(redacted_at, $2), updated_at = $2
+WHERE session_id = $1`, sessionID, t); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE review_cases SET note = '' WHERE session_id = $1`, sessionID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: redact: %w", err)
+	}
+	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func mustSub(f fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err) // the embedded folder is fixed at compile time
+	}
+	return sub
+}
+
+func joinFields(fields []string) string { return strings.Join(fields, ",") }
+
+func splitFields(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC()
+}

@@ -1,0 +1,156 @@
+// Package store keeps the service's own records of verification sessions in
+// PostgreSQL (pgx) or SQLite (modernc.org/sqlite, the embedded default): one
+// schema, migrations embedded in the binary and applied at open.
+//
+// It is the only place personal data lives: the contact email and the values
+// the business expects the verified outputs to match. Redact purges them and
+// keeps statuses, event ids and the audit trail.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Sentinel errors.
+var (
+	// ErrNotFound: no such session (or no such record of it).
+	ErrNotFound = errors.New("store: not found")
+	// ErrNoReviewOpen: a decision for a session without an open review case.
+	ErrNoReviewOpen = errors.New("store: no open review case")
+)
+
+// DefaultURL is the embedded default: a SQLite file in the working directory.
+const DefaultURL = "sqlite:identity-verification.db"
+
+// Store is a migrated database.
+type Store struct {
+	db      *sql.DB
+	dialect goose.Dialect
+}
+
+// Open connects to databaseURL (postgres://... or postgresql://... for
+// PostgreSQL; sqlite:PATH, file:PATH or a bare PATH for SQLite) and applies
+// pending migrations.
+func Open(ctx context.Context, databaseURL string) (*Store, error) {
+	if databaseURL == "" {
+		databaseURL = DefaultURL
+	}
+	var s Store
+	var err error
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		s.dialect = goose.DialectPostgres
+		s.db, err = sql.Open("pgx", databaseURL)
+		if err == nil {
+			s.db.SetMaxOpenConns(10)
+			s.db.SetConnMaxIdleTime(5 * time.Minute)
+		}
+	default:
+		s.dialect = goose.DialectSQLite3
+		var dsn string
+		dsn, err = sqliteDSN(databaseURL)
+		if err == nil {
+			s.db, err = sql.Open("sqlite", dsn)
+		}
+		if err == nil {
+			// One writer at a time is SQLite's model; a single connection
+			// avoids SQLITE_BUSY between this process's own goroutines, and
+			// busy_timeout covers other processes on the same file.
+			s.db.SetMaxOpenConns(1)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	if _, err := s.Migrate(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return &s, nil
+}
+
+// sqliteDSN turns a SQLite DATABASE_URL into a modernc DSN with WAL, a busy
+// timeout and immediate write transactions, creating the file's folder.
+func sqliteDSN(u string) (string, error) {
+	path := u
+	for _, p := range []string{"sqlite://", "sqlite:", "file:"} {
+		if rest, ok := strings.CutPrefix(u, p); ok {
+			path = rest
+			break
+		}
+	}
+	path, query, _ := strings.Cut(path, "?")
+	if path == "" {
+		return "", errors.New("empty SQLite path")
+	}
+	if path != ":memory:" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return "", err
+		}
+	}
+	opts := "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate&_time_format=sqlite"
+	if query != "" {
+		opts += "&" + query
+	}
+	return "file:" + path + "?" + opts, nil
+}
+
+// Migrate applies pending migrations and returns how many it applied; a
+// second call is a no-op.
+func (s *Store) Migrate(ctx context.Context) (int, error) {
+	p, err := goose.NewProvider(s.dialect, s.db, mustSub(migrations, "migrations"))
+	if err != nil {
+		return 0, fmt.Errorf("store: migrations: %w", err)
+	}
+	res, err := p.Up(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("store: migrate: %w", err)
+	}
+	return len(res), nil
+}
+
+// Dialect names the database engine ("postgres" or "sqlite3").
+func (s *Store) Dialect() string { return string(s.dialect) }
+
+// Ping checks the connection.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Close releases the connection pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the pool to tests that assert on rows directly.
+func (s *Store) DB() *sql.DB { return s.db }
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// inTx runs fn in a transaction and commits it unless fn fails.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}

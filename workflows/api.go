@@ -1,0 +1,272 @@
+// Package workflows holds the durable verification workflow, one per Stripe
+// Identity VerificationSession, and (in this file) the contract that the
+// webhook, the admin API, the worker and the tests share.
+//
+// Everything in this file travels through Temporal's history, so it carries
+// identifiers, statuses and error codes only: never names, dates of birth,
+// email addresses, verified outputs or session URLs.
+package workflows
+
+import (
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+)
+
+// TaskQueue is the Temporal task queue the worker polls and the webhook starts on.
+const TaskQueue = "identity-verification"
+
+// WorkflowIDPrefix prefixes the Stripe VerificationSession id in a workflow id.
+const WorkflowIDPrefix = "identity-verification-"
+
+// WorkflowID is the id of the one workflow that owns a VerificationSession.
+func WorkflowID(sessionID string) string { return WorkflowIDPrefix + sessionID }
+
+// SessionIDFromWorkflowID reverses WorkflowID; ok is false for foreign ids.
+func SessionIDFromWorkflowID(id string) (sessionID string, ok bool) {
+	return strings.CutPrefix(id, WorkflowIDPrefix)
+}
+
+// WorkflowName is the registered name of the verification workflow.
+const WorkflowName = "IdentityVerification"
+
+// Names of the workflow's message handlers.
+const (
+	// SignalEvent delivers one Stripe event (payload: Event).
+	SignalEvent = "stripe-event"
+	// QueryState answers the workflow's State.
+	QueryState = "state"
+	// UpdateReviewDecision records a reviewer's decision (payload: ReviewDecision,
+	// result: State).
+	UpdateReviewDecision = "review-decision"
+)
+
+// Stripe event types this service routes to the workflow.
+const (
+	EventTypePrefix             = "identity.verification_session."
+	EventCreated                = EventTypePrefix + "created"
+	EventProcessing             = EventTypePrefix + "processing"
+	EventRequiresInput          = EventTypePrefix + "requires_input"
+	EventVerified               = EventTypePrefix + "verified"
+	EventCanceled               = EventTypePrefix + "canceled"
+	EventRedacted               = EventTypePrefix + "redacted"
+	StripeObjectVerifySession   = "identity.verification_session"
+	StripeStatusRequiresInput   = "requires_input"
+	StripeStatusProcessing      = "processing"
+	StripeStatusVerified        = "verified"
+	StripeStatusCanceled        = "canceled"
+	StripeSessionTypeDocument   = "document"
+	StripeSessionTypeIDNumber   = "id_number"
+	defaultAlternateSessionType = StripeSessionTypeIDNumber
+)
+
+// Event is the signal payload: the few fields of a Stripe event this service
+// reads. It deliberately omits metadata, verified outputs, URLs and client
+// secrets.
+type Event struct {
+	ID        string `json:"id"`         // evt_...
+	Type      string `json:"type"`       // identity.verification_session.*
+	Created   int64  `json:"created"`    // Unix seconds, Stripe's clock
+	Livemode  bool   `json:"livemode"`   // false for test-mode events
+	SessionID string `json:"session_id"` // vs_...
+	// Status is data.object.status (requires_input, processing, verified, canceled).
+	Status string `json:"status,omitempty"`
+	// HasLastError tells a last_error with a null code from no last_error at all.
+	HasLastError    bool   `json:"has_last_error,omitempty"`
+	LastErrorCode   string `json:"last_error_code,omitempty"`
+	LastErrorReason string `json:"last_error_reason,omitempty"`
+	// ClientReferenceID is the business's own reference for the user (an id).
+	ClientReferenceID string `json:"client_reference_id,omitempty"`
+	APIVersion        string `json:"api_version,omitempty"`
+}
+
+// Status is where a session stands, as this service sees it. The first five
+// mirror Stripe's; the others are this service's own outcomes.
+type Status string
+
+const (
+	StatusNew           Status = "new"
+	StatusCreated       Status = "created"
+	StatusProcessing    Status = "processing"
+	StatusRequiresInput Status = "requires_input"
+	StatusVerified      Status = "verified"
+	StatusCanceled      Status = "canceled"
+	StatusInReview      Status = "in_review"
+	StatusRejected      Status = "rejected"
+	StatusExpired       Status = "expired"
+	StatusRedacted      Status = "redacted"
+)
+
+// Final reports whether no Stripe event can move the session on any more
+// (only a redaction still purges its data).
+func (s Status) Final() bool {
+	switch s {
+	case StatusVerified, StatusCanceled, StatusRejected, StatusExpired, StatusRedacted:
+		return true
+	}
+	return false
+}
+
+// Escalation is the rung of the escalation ladder a session is on.
+type Escalation string
+
+const (
+	EscalationNone      Escalation = "none"
+	EscalationAlternate Escalation = "alternate_method"
+	EscalationReview    Escalation = "manual_review"
+)
+
+// EscalationPolicy says what happens when a user's attempts run out or an error
+// cannot be fixed by a retry.
+type EscalationPolicy string
+
+const (
+	// PolicyReview opens a manual review case at once.
+	PolicyReview EscalationPolicy = "review"
+	// PolicyAlternate offers the alternate method; when that fails too the
+	// session is rejected.
+	PolicyAlternate EscalationPolicy = "alternate"
+	// PolicyAlternateThenReview offers the alternate method, then manual review.
+	PolicyAlternateThenReview EscalationPolicy = "alternate_then_review"
+)
+
+// Valid reports whether p is a known policy.
+func (p EscalationPolicy) Valid() bool {
+	switch p {
+	case PolicyReview, PolicyAlternate, PolicyAlternateThenReview:
+		return true
+	}
+	return false
+}
+
+// Policy is fixed in the workflow input when a session's workflow starts, so a
+// configuration change never alters a running workflow's decisions.
+type Policy struct {
+	MaxAttempts          int           `json:"max_attempts"`
+	AlternateMaxAttempts int           `json:"alternate_max_attempts"`
+	AlternateType        string        `json:"alternate_type"`
+	ReminderAfter        time.Duration `json:"reminder_after"`
+	ExpireAfter          time.Duration `json:"expire_after"`
+	ReviewDeadline       time.Duration `json:"review_deadline"`
+	// Escalation is the default ladder; EscalationByCode overrides it per
+	// Stripe last_error code.
+	Escalation       EscalationPolicy            `json:"escalation"`
+	EscalationByCode map[string]EscalationPolicy `json:"escalation_by_code,omitempty"`
+	// EventsPerRun bounds the events one run handles before it continues as
+	// new, on top of Temporal's own suggestion. Zero means no bound.
+	EventsPerRun int `json:"events_per_run,omitempty"`
+}
+
+// DefaultPolicy is the policy when configuration says nothing.
+func DefaultPolicy() Policy {
+	return Policy{
+		MaxAttempts:          3,
+		AlternateMaxAttempts: 2,
+		AlternateType:        defaultAlternateSessionType,
+		ReminderAfter:        24 * time.Hour,
+		ExpireAfter:          7 * 24 * time.Hour,
+		ReviewDeadline:       48 * time.Hour,
+		Escalation:           PolicyAlternateThenReview,
+		EscalationByCode: map[string]EscalationPolicy{
+			// An alternate document does not make the user older or move
+			// their country: only a person can decide.
+			"under_supported_age":   PolicyReview,
+			"country_not_supported": PolicyReview,
+		},
+		EventsPerRun: 1000,
+	}
+}
+
+// EscalationFor is the ladder for a last_error code.
+func (p Policy) EscalationFor(code string) EscalationPolicy {
+	if e, ok := p.EscalationByCode[code]; ok {
+		return e
+	}
+	return p.Escalation
+}
+
+// Input starts (or continues) a verification workflow.
+type Input struct {
+	SessionID string `json:"session_id"`
+	Policy    Policy `json:"policy"`
+	// Carried is set only by continue-as-new: the state of the previous run.
+	Carried *State `json:"carried,omitempty"`
+}
+
+// Review is a manual review case as the workflow knows it.
+type Review struct {
+	Reason string `json:"reason"` // attempts_exhausted, non_retryable:<code>, mismatch
+	// MismatchedFields names the verified outputs that differed (never values).
+	MismatchedFields []string  `json:"mismatched_fields,omitempty"`
+	OpenedAt         time.Time `json:"opened_at"`
+	DeadlineAt       time.Time `json:"deadline_at"`
+	Overdue          int       `json:"overdue,omitempty"` // ops notices sent
+	Decision         string    `json:"decision,omitempty"`
+	Reviewer         string    `json:"reviewer,omitempty"`
+	DecidedAt        time.Time `json:"decided_at,omitzero"`
+}
+
+// Open reports whether the case waits for a decision.
+func (r *Review) Open() bool { return r != nil && r.Decision == "" }
+
+// Review decisions.
+const (
+	DecisionApprove = "approve"
+	DecisionReject  = "reject"
+)
+
+// ReviewDecision is the UpdateReviewDecision payload. The note is free text
+// written by ops; it is stored in the database, not in workflow history.
+type ReviewDecision struct {
+	Decision string `json:"decision"` // approve or reject
+	Reviewer string `json:"reviewer"` // an ops identifier, e.g. a username
+	Note     string `json:"note,omitempty"`
+}
+
+// State is what the `state` query answers and what continue-as-new carries.
+type State struct {
+	SessionID       string     `json:"session_id"`
+	Status          Status     `json:"status"`
+	StripeStatus    string     `json:"stripe_status,omitempty"`
+	SessionType     string     `json:"session_type,omitempty"`
+	Attempts        int        `json:"attempts"`
+	LastErrorCode   string     `json:"last_error_code,omitempty"`
+	LastErrorReason string     `json:"last_error_reason,omitempty"`
+	Escalation      Escalation `json:"escalation"`
+	// AlternateAttempts counts failures after switching to the alternate method.
+	AlternateAttempts int     `json:"alternate_attempts,omitempty"`
+	Review            *Review `json:"review,omitempty"`
+	// NextTimer names the pending durable timer (reminder, expiry,
+	// review_deadline) and NextTimerAt when it fires.
+	NextTimer   string    `json:"next_timer,omitempty"`
+	NextTimerAt time.Time `json:"next_timer_at,omitzero"`
+	// Timers: zero means not armed.
+	ReminderAt time.Time `json:"reminder_at,omitzero"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	// LastEventCreated is the newest Stripe `created` applied.
+	LastEventCreated int64 `json:"last_event_created,omitempty"`
+	Redacted         bool  `json:"redacted,omitempty"`
+	// ProcessedEventIDs are the Stripe event ids already applied, oldest first.
+	ProcessedEventIDs []string `json:"processed_event_ids,omitempty"`
+	// Runs counts this workflow's continue-as-new generations.
+	Runs int `json:"runs,omitempty"`
+}
+
+// Typed search attributes the workflow keeps current. They must be registered
+// on the namespace before a worker runs (see SearchAttributes).
+var (
+	SAStatus        = temporal.NewSearchAttributeKeyKeyword("VerificationStatus")
+	SAAttempts      = temporal.NewSearchAttributeKeyInt64("VerificationAttempts")
+	SALastErrorCode = temporal.NewSearchAttributeKeyKeyword("VerificationLastErrorCode")
+	SAEscalation    = temporal.NewSearchAttributeKeyKeyword("VerificationEscalation")
+)
+
+// SearchAttributes lists the custom search attributes and their Temporal types,
+// for registration with `temporal operator search-attribute create`.
+var SearchAttributes = []struct{ Name, Type string }{
+	{SAStatus.GetName(), "Keyword"},
+	{SAAttempts.GetName(), "Int"},
+	{SALastErrorCode.GetName(), "Keyword"},
+	{SAEscalation.GetName(), "Keyword"},
+}
