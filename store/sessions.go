@@ -229,7 +229,7 @@ FROM status_transitions WHERE session_id = $1 ORDER BY seq, recorded_at`, sessio
 }
 
 // Redact purges a session's personal data (contact, expected values, review
-// notes) and keeps statuses, event ids and the audit trail. Idempotent.
+// notes), closes an open review case, and keeps statuses, event ids and the audit trail. Idempotent.
 func (s *Store) Redact(ctx context.Context, sessionID string) error {
 	t := now()
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -244,7 +244,9 @@ UPDATE sessions SET contact_email = NULL, expected_first_name = NULL, expected_l
 WHERE session_id = $1`, sessionID, t); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE review_cases SET note = '' WHERE session_id = $1`, sessionID)
+		_, err := tx.ExecContext(ctx, `
+UPDATE review_cases SET note = '', status = CASE WHEN status = $2 THEN $3 ELSE status END
+WHERE session_id = $1`, sessionID, ReviewOpen, ReviewClosed)
 		return err
 	})
 	if err != nil {

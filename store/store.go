@@ -16,10 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
@@ -41,6 +43,8 @@ const DefaultURL = "sqlite:identity-verification.db"
 type Store struct {
 	db      *sql.DB
 	dialect goose.Dialect
+	// sqlitePath is the SQLite file, locked while migrating.
+	sqlitePath string
 }
 
 // Open connects to databaseURL (postgres://... or postgresql://... for
@@ -63,7 +67,7 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	default:
 		s.dialect = goose.DialectSQLite3
 		var dsn string
-		dsn, err = sqliteDSN(databaseURL)
+		dsn, s.sqlitePath, err = sqliteDSN(databaseURL)
 		if err == nil {
 			s.db, err = sql.Open("sqlite", dsn)
 		}
@@ -90,8 +94,8 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 
 // sqliteDSN turns a SQLite DATABASE_URL into a modernc DSN with WAL, a busy
 // timeout and immediate write transactions, creating the file's folder.
-func sqliteDSN(u string) (string, error) {
-	path := u
+func sqliteDSN(u string) (dsn, path string, err error) {
+	path = u
 	for _, p := range []string{"sqlite://", "sqlite:", "file:"} {
 		if rest, ok := strings.CutPrefix(u, p); ok {
 			path = rest
@@ -100,32 +104,64 @@ func sqliteDSN(u string) (string, error) {
 	}
 	path, query, _ := strings.Cut(path, "?")
 	if path == "" {
-		return "", errors.New("empty SQLite path")
+		return "", "", errors.New("empty SQLite path")
 	}
 	if path != ":memory:" {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	opts := "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate&_time_format=sqlite"
 	if query != "" {
 		opts += "&" + query
 	}
-	return "file:" + path + "?" + opts, nil
+	return "file:" + path + "?" + opts, path, nil
 }
 
 // Migrate applies pending migrations and returns how many it applied; a
-// second call is a no-op.
+// second call is a no-op. Processes starting together (several workers, a
+// webhook) migrate one at a time: PostgreSQL through an advisory lock,
+// SQLite through a lock file beside the database.
 func (s *Store) Migrate(ctx context.Context) (int, error) {
-	p, err := goose.NewProvider(s.dialect, s.db, mustSub(migrations, "migrations"))
+	var opts []goose.ProviderOption
+	if s.dialect == goose.DialectPostgres {
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return 0, fmt.Errorf("store: migration lock: %w", err)
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	p, err := goose.NewProvider(s.dialect, s.db, mustSub(migrations, "migrations"), opts...)
 	if err != nil {
 		return 0, fmt.Errorf("store: migrations: %w", err)
 	}
-	res, err := p.Up(ctx)
+	var res []*goose.MigrationResult
+	err = withFileLock(s.sqlitePath, func() error {
+		res, err = p.Up(ctx)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("store: migrate: %w", err)
 	}
 	return len(res), nil
+}
+
+// withFileLock runs fn holding an exclusive flock on path+".lock"; with no
+// path (PostgreSQL, in-memory SQLite) it just runs fn.
+func withFileLock(path string, fn func() error) error {
+	if path == "" || path == ":memory:" {
+		return fn()
+	}
+	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return fn()
 }
 
 // Dialect names the database engine ("postgres" or "sqlite3").

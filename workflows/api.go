@@ -8,6 +8,7 @@
 package workflows
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -149,6 +150,9 @@ type Policy struct {
 	ReminderAfter        time.Duration `json:"reminder_after"`
 	ExpireAfter          time.Duration `json:"expire_after"`
 	ReviewDeadline       time.Duration `json:"review_deadline"`
+	// NonRetryableCodes are last_error codes no retry can fix: they escalate
+	// at once instead of counting an attempt against the limit.
+	NonRetryableCodes []string `json:"non_retryable_codes"`
 	// Escalation is the default ladder; EscalationByCode overrides it per
 	// Stripe last_error code.
 	Escalation       EscalationPolicy            `json:"escalation"`
@@ -167,7 +171,15 @@ func DefaultPolicy() Policy {
 		ReminderAfter:        24 * time.Hour,
 		ExpireAfter:          7 * 24 * time.Hour,
 		ReviewDeadline:       48 * time.Hour,
-		Escalation:           PolicyAlternateThenReview,
+		// under_supported_age: the user will not be old enough on a retry.
+		// country_not_supported: the document's country stays the same.
+		// selfie_manipulated: a fraud signal; retries would let it iterate.
+		// Not here, because a retry can fix them: device_not_supported
+		// (another device), document_type_not_supported (another document),
+		// consent_declined (the user may change their mind), abandoned, and
+		// the *_unverified_other and *_mismatch codes.
+		NonRetryableCodes: []string{"under_supported_age", "country_not_supported", "selfie_manipulated"},
+		Escalation:        PolicyAlternateThenReview,
 		EscalationByCode: map[string]EscalationPolicy{
 			// An alternate document does not make the user older or move
 			// their country: only a person can decide.
@@ -176,6 +188,12 @@ func DefaultPolicy() Policy {
 		},
 		EventsPerRun: 1000,
 	}
+}
+
+// Retryable reports whether a retry by the user can fix a last_error code.
+// An unknown or null code is a generic failure: retryable.
+func (p Policy) Retryable(code string) bool {
+	return !slices.Contains(p.NonRetryableCodes, code)
 }
 
 // EscalationFor is the ladder for a last_error code.
@@ -216,12 +234,12 @@ const (
 	DecisionReject  = "reject"
 )
 
-// ReviewDecision is the UpdateReviewDecision payload. The note is free text
-// written by ops; it is stored in the database, not in workflow history.
+// ReviewDecision is the UpdateReviewDecision payload. It has no free-text
+// note on purpose: update arguments are kept in workflow history, which must
+// not hold personal data.
 type ReviewDecision struct {
 	Decision string `json:"decision"` // approve or reject
 	Reviewer string `json:"reviewer"` // an ops identifier, e.g. a username
-	Note     string `json:"note,omitempty"`
 }
 
 // State is what the `state` query answers and what continue-as-new carries.
@@ -244,6 +262,8 @@ type State struct {
 	// Timers: zero means not armed.
 	ReminderAt time.Time `json:"reminder_at,omitzero"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	// Seq counts the persisted transitions; it orders database writes.
+	Seq int64 `json:"seq"`
 	// LastEventCreated is the newest Stripe `created` applied.
 	LastEventCreated int64 `json:"last_event_created,omitempty"`
 	Redacted         bool  `json:"redacted,omitempty"`

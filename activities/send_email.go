@@ -1,0 +1,108 @@
+package activities
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"identityverification/email"
+	"identityverification/store"
+)
+
+// EmailRequest asks for one email. It names the kind and what the template
+// needs that the workflow knows (codes, counts); the address and name are
+// read from the database here.
+type EmailRequest struct {
+	SessionID string     `json:"session_id"`
+	Kind      email.Kind `json:"kind"`
+	// Attempt distinguishes repeats of a kind (the user's attempt number, the
+	// n-th overdue notice); with the session and kind it is the idempotency key.
+	Attempt     int       `json:"attempt"`
+	MaxAttempts int       `json:"max_attempts,omitempty"`
+	Reason      string    `json:"reason,omitempty"` // Stripe's last_error.reason or a review reason
+	Fields      []string  `json:"fields,omitempty"` // mismatched field names
+	Deadline    time.Time `json:"deadline,omitzero"`
+}
+
+// Key is the email's idempotency key.
+func (r EmailRequest) Key() string {
+	return fmt.Sprintf("%s:%s:%d", r.SessionID, r.Kind, r.Attempt)
+}
+
+// EmailResult says what became of a request: sent, skipped (and why) or
+// refused; a repeat returns the first outcome.
+type EmailResult struct {
+	Status string `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// SendEmail renders and sends an email once per idempotency key.
+//
+// The ledger is read before sending and written after the SMTP server
+// accepted the message. The window of doubt is between the two: if the worker
+// dies after the server accepted but before the ledger write commits, the
+// retried activity sends again. SMTP has no way to ask whether a message
+// arrived, so the choice is between at-least-once (this) and at-most-once
+// (write first, possibly never send); for a user who must act on the email,
+// a rare duplicate is the lesser harm. The Message-ID is derived from the key,
+// so the two copies are recognisably the same message.
+func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (EmailResult, error) {
+	key := req.Key()
+	if rec, err := a.Store.Email(ctx, key); err == nil {
+		return EmailResult{Status: rec.Status, Detail: rec.Detail}, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return EmailResult{}, err
+	}
+	ledger := store.EmailRecord{Key: key, SessionID: req.SessionID, Kind: string(req.Kind)}
+	skip := func(detail string) (EmailResult, error) {
+		ledger.Status, ledger.Detail = store.EmailSkipped, detail
+		return EmailResult{Status: store.EmailSkipped, Detail: detail}, a.Store.RecordEmail(ctx, ledger)
+	}
+
+	data := email.Data{SessionID: req.SessionID, Reason: req.Reason, Attempt: req.Attempt,
+		MaxAttempts: req.MaxAttempts, Fields: req.Fields, RetryURL: a.RetryBaseURL + req.SessionID}
+	if !req.Deadline.IsZero() {
+		data.Deadline = req.Deadline.UTC().Format(time.RFC1123)
+	}
+	var to string
+	if req.Kind.ForOps() {
+		if a.OpsEmail == "" {
+			return skip("no ops address configured (OPS_EMAIL)")
+		}
+		to = a.OpsEmail
+	} else {
+		c, err := a.Store.Contact(ctx, req.SessionID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && c.Email == "") {
+			return skip("no contact registered for the session")
+		}
+		if err != nil {
+			return EmailResult{}, err
+		}
+		to, data.FirstName = c.Email, c.FirstName
+	}
+
+	r, err := email.Render(req.Kind, data)
+	if err != nil {
+		return EmailResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "EmailTemplate", err)
+	}
+	sum := sha256.Sum256([]byte(key))
+	err = a.Mailer.Send(ctx, email.Message{To: to, Rendered: r,
+		MessageID: hex.EncodeToString(sum[:16]) + "@identity-verification"})
+	if errors.Is(err, email.ErrPermanent) {
+		ledger.Status, ledger.Detail = store.EmailRefused, err.Error()
+		if lerr := a.Store.RecordEmail(ctx, ledger); lerr != nil {
+			return EmailResult{}, lerr
+		}
+		return EmailResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeEmailRefused, nil)
+	}
+	if err != nil {
+		return EmailResult{}, err // transient: the retry policy tries again
+	}
+	ledger.Status = store.EmailSent
+	return EmailResult{Status: store.EmailSent}, a.Store.RecordEmail(ctx, ledger)
+}

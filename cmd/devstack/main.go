@@ -1,0 +1,166 @@
+// Command devstack runs the whole stack locally on its embedded defaults: the
+// Temporal dev server with its Web UI, Mailpit, stripe-mock, and this
+// service's worker and webhook, all on 127.0.0.1, with data kept in .data/.
+// Ctrl-C stops everything it started.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"identityverification/config"
+	"identityverification/devstack"
+	"identityverification/service"
+	"identityverification/store"
+	"identityverification/testevent"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "devstack:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	dataDir := flag.String("data", ".data", "folder for the SQLite database, Temporal's and Mailpit's data, and logs")
+	temporalPort := flag.Int("temporal-port", 7233, "Temporal frontend port")
+	uiPort := flag.Int("ui-port", 8233, "Temporal Web UI port")
+	smtpPort := flag.Int("smtp-port", 1025, "Mailpit SMTP port")
+	mailpitPort := flag.Int("mailpit-port", 8025, "Mailpit API port")
+	stripePort := flag.Int("stripe-port", 12111, "stripe-mock HTTP port")
+	webhookAddr := flag.String("listen", "127.0.0.1:8080", "webhook address")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	wd, _ := os.Getwd()
+	root, err := devstack.Root(wd)
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, p := range []int{*temporalPort, *uiPort, *smtpPort, *mailpitPort, *stripePort} {
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
+			return fmt.Errorf("port %d is taken (is another stack running?): %w", p, err)
+		} else {
+			ln.Close()
+		}
+	}
+	ln, err := net.Listen("tcp", *webhookAddr)
+	if err != nil {
+		return fmt.Errorf("webhook address %s: %w", *webhookAddr, err)
+	}
+
+	bins := map[string]string{}
+	for name := range devstack.Tools {
+		if bins[name], err = devstack.Tool(ctx, root, name, os.Stderr); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(os.Stderr, "starting Temporal, Mailpit and stripe-mock...")
+	temporal, err := devstack.StartTemporal(ctx, bins["temporal"], dir, *temporalPort, *uiPort)
+	if err != nil {
+		return err
+	}
+	defer temporal.Stop()
+	mailpit, err := devstack.StartMailpit(ctx, bins["mailpit"], dir, *smtpPort, *mailpitPort)
+	if err != nil {
+		return err
+	}
+	defer mailpit.Stop()
+	stripe, err := devstack.StartStripeMock(ctx, bins["stripemock"], dir, *stripePort)
+	if err != nil {
+		return err
+	}
+	defer stripe.Stop()
+
+	// The environment wins; the stack fills in what it started.
+	env := config.FromEnviron(os.Environ())
+	defaults := map[string]string{
+		"TEMPORAL_ADDRESS":      temporal.Address,
+		"TEMPORAL_NAMESPACE":    "default",
+		"DATABASE_URL":          "sqlite:" + filepath.Join(dir, "identity-verification.db"),
+		"SMTP_URL":              "smtp://" + mailpit.SMTPAddr,
+		"STRIPE_API_BASE":       stripe.URL,
+		"STRIPE_API_KEY":        "sk_test_devstack",
+		"STRIPE_WEBHOOK_SECRET": "whsec_devstack_not_a_secret",
+		"OPS_EMAIL":             "ops@example.com",
+		"LISTEN_ADDR":           ln.Addr().String(),
+		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
+	}
+	for k, v := range defaults {
+		if env[k] == "" {
+			env[k] = v
+		}
+	}
+	cfg, err := config.Load(env)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+
+	// A demo session with a registered contact, so the printed command
+	// produces both a row and an email.
+	demo := "vs_demo_" + testevent.RandomID(12)
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	err = st.UpsertContact(ctx, store.Contact{SessionID: demo, Email: "demo.user@example.com"})
+	st.Close()
+	if err != nil {
+		return err
+	}
+
+	log := service.NewLogger(cfg.LogLevel)
+	errc := make(chan error, 1)
+	go func() { errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln}, log) }()
+
+	fmt.Printf(`
+Stack is up (data in %s; logs of the tools there too). Ctrl-C stops everything.
+
+  Webhook         http://%s/webhooks/stripe   (/livez /readyz /metrics)
+  Temporal UI     %s
+  Temporal        %s (namespace default)
+  Mailpit API     %s/api/v1/messages   (SMTP %s)
+  stripe-mock     %s
+  Database        %s
+
+Send a signed test event (session %s has a registered contact):
+
+  STRIPE_WEBHOOK_SECRET=%s go run ./cmd/stripe-event -url http://%s/webhooks/stripe -type verified -session %s
+
+Then: the workflow identity-verification-%s in the Temporal UI, its row in the
+database, and the email at %s/api/v1/messages.
+
+`, dir, ln.Addr(), temporal.UIURL, temporal.Address, mailpit.APIURL, mailpit.SMTPAddr, stripe.URL, cfg.DatabaseURL,
+		demo, cfg.WebhookSecrets[0], ln.Addr(), demo, demo, mailpit.APIURL)
+
+	select {
+	case err = <-errc:
+		return err // the service stopped (Ctrl-C, or an error); deferred Stops end the tools
+	case <-temporal.Exited():
+		err = fmt.Errorf("the Temporal dev server exited; see %s", filepath.Join(dir, "temporal.log"))
+	case <-mailpit.Exited():
+		err = fmt.Errorf("Mailpit exited; see %s", filepath.Join(dir, "mailpit.log"))
+	}
+	stop()
+	select {
+	case <-errc:
+	case <-time.After(cfg.ShutdownGrace):
+	}
+	return err
+}

@@ -1,0 +1,215 @@
+// Package config reads the service's configuration from the environment
+// (the design's external contract) and fails fast on anything invalid.
+// Secrets have no defaults.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/contrib/envconfig"
+
+	"identityverification/store"
+	"identityverification/workflows"
+)
+
+// Config is everything either process needs; each checks its own part.
+type Config struct {
+	// Temporal connection from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+	// TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE (the SDK's envconfig).
+	Temporal client.Options
+
+	ListenAddr        string        // LISTEN_ADDR: webhook, health and metrics
+	WebhookSecrets    []string      // STRIPE_WEBHOOK_SECRET, comma-separated
+	WebhookTolerance  time.Duration // STRIPE_WEBHOOK_TOLERANCE
+	WebhookMaxBody    int64         // WEBHOOK_MAX_BODY_BYTES
+	SignalTimeout     time.Duration // TEMPORAL_SIGNAL_TIMEOUT: bound on the request path
+	StripeAPIKey      string        // STRIPE_API_KEY
+	StripeAPIBase     string        // STRIPE_API_BASE
+	DatabaseURL       string        // DATABASE_URL
+	SMTPURL           string        // SMTP_URL
+	EmailFrom         string        // EMAIL_FROM
+	OpsEmail          string        // OPS_EMAIL
+	PublicBaseURL     string        // PUBLIC_BASE_URL: where retry links point
+	Policy            workflows.Policy
+	ShutdownGrace     time.Duration // SHUTDOWN_GRACE
+	LogLevel          string        // LOG_LEVEL
+	WorkerConcurrency int           // WORKER_MAX_CONCURRENT_ACTIVITIES
+}
+
+// Env is where settings come from: the process environment (OS) or a Map.
+type Env = envconfig.EnvLookup
+
+// OS is the process environment.
+var OS Env = envconfig.EnvLookupOS
+
+// Map is an environment given as a map, for tests and the dev stack.
+type Map map[string]string
+
+// LookupEnv implements Env.
+func (m Map) LookupEnv(k string) (string, bool) { v, ok := m[k]; return v, ok }
+
+// Environ implements Env, sorted for stable output.
+func (m Map) Environ() []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// FromEnviron builds a Map from KEY=VALUE pairs such as os.Environ().
+func FromEnviron(kvs []string) Map {
+	m := Map{}
+	for _, kv := range kvs {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// ErrNoWebhookSecret: the webhook must not run without a way to verify Stripe.
+var ErrNoWebhookSecret = errors.New("STRIPE_WEBHOOK_SECRET is not set: the webhook cannot verify Stripe signatures without it (set the endpoint's whsec_... secret; several may be given, comma-separated, during rotation)")
+
+// Load reads the environment. Validation of what only one process needs
+// (secrets, SMTP) is left to CheckWebhook and CheckWorker.
+func Load(env Env) (Config, error) {
+	getenv := func(k string) string { v, _ := env.LookupEnv(k); return v }
+	p := parser{getenv: getenv}
+	c := Config{
+		ListenAddr:        p.str("LISTEN_ADDR", "127.0.0.1:8080"),
+		WebhookSecrets:    p.list("STRIPE_WEBHOOK_SECRET"),
+		WebhookTolerance:  p.duration("STRIPE_WEBHOOK_TOLERANCE", 300*time.Second),
+		WebhookMaxBody:    int64(p.integer("WEBHOOK_MAX_BODY_BYTES", 1<<20)),
+		SignalTimeout:     p.duration("TEMPORAL_SIGNAL_TIMEOUT", 5*time.Second),
+		StripeAPIKey:      getenv("STRIPE_API_KEY"),
+		StripeAPIBase:     getenv("STRIPE_API_BASE"),
+		DatabaseURL:       p.str("DATABASE_URL", store.DefaultURL),
+		SMTPURL:           p.str("SMTP_URL", "smtp://127.0.0.1:1025"),
+		EmailFrom:         p.str("EMAIL_FROM", "identity@localhost"),
+		OpsEmail:          getenv("OPS_EMAIL"),
+		PublicBaseURL:     strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
+		ShutdownGrace:     p.duration("SHUTDOWN_GRACE", 20*time.Second),
+		LogLevel:          p.str("LOG_LEVEL", "info"),
+		WorkerConcurrency: p.integer("WORKER_MAX_CONCURRENT_ACTIVITIES", 100),
+	}
+	pol := workflows.DefaultPolicy()
+	pol.MaxAttempts = p.integer("MAX_ATTEMPTS", pol.MaxAttempts)
+	pol.AlternateMaxAttempts = p.integer("ALTERNATE_MAX_ATTEMPTS", pol.AlternateMaxAttempts)
+	pol.AlternateType = p.str("ALTERNATE_SESSION_TYPE", pol.AlternateType)
+	pol.ReminderAfter = p.duration("REMINDER_AFTER", pol.ReminderAfter)
+	pol.ExpireAfter = p.duration("EXPIRE_AFTER", pol.ExpireAfter)
+	pol.ReviewDeadline = p.duration("REVIEW_DEADLINE", pol.ReviewDeadline)
+	pol.Escalation = workflows.EscalationPolicy(p.str("ESCALATION", string(pol.Escalation)))
+	if v := getenv("NON_RETRYABLE_CODES"); v != "" {
+		pol.NonRetryableCodes = p.list("NON_RETRYABLE_CODES")
+	}
+	if v := getenv("ESCALATION_BY_CODE"); v != "" {
+		pol.EscalationByCode = map[string]workflows.EscalationPolicy{}
+		for _, pair := range p.list("ESCALATION_BY_CODE") {
+			code, e, ok := strings.Cut(pair, ":")
+			if !ok || !workflows.EscalationPolicy(e).Valid() {
+				p.fail("ESCALATION_BY_CODE", "want code:review|alternate|alternate_then_review,...")
+				break
+			}
+			pol.EscalationByCode[code] = workflows.EscalationPolicy(e)
+		}
+	}
+	switch {
+	case pol.MaxAttempts < 1:
+		p.fail("MAX_ATTEMPTS", "must be at least 1")
+	case pol.AlternateMaxAttempts < 1:
+		p.fail("ALTERNATE_MAX_ATTEMPTS", "must be at least 1")
+	case !pol.Escalation.Valid():
+		p.fail("ESCALATION", "want review, alternate or alternate_then_review")
+	case pol.ExpireAfter <= 0 || pol.ReviewDeadline <= 0 || pol.ReminderAfter < 0:
+		p.fail("EXPIRE_AFTER/REVIEW_DEADLINE/REMINDER_AFTER", "must be positive")
+	}
+	c.Policy = pol
+
+	topts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: env})
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("temporal settings: %w", err))
+	}
+	if topts.HostPort == "" {
+		topts.HostPort = client.DefaultHostPort
+	}
+	if topts.Namespace == "" {
+		topts.Namespace = client.DefaultNamespace
+	}
+	c.Temporal = topts
+	return c, errors.Join(p.errs...)
+}
+
+// CheckWebhook validates what the webhook process needs.
+func (c Config) CheckWebhook() error {
+	if len(c.WebhookSecrets) == 0 {
+		return ErrNoWebhookSecret
+	}
+	return nil
+}
+
+// CheckWorker validates what the worker process needs.
+func (c Config) CheckWorker() error {
+	if c.StripeAPIKey == "" {
+		return errors.New("STRIPE_API_KEY is not set: the worker reads and cancels sessions through the Stripe API (use sk_test_... with a local stripe-mock)")
+	}
+	return nil
+}
+
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (p *parser) fail(name, why string) { p.errs = append(p.errs, fmt.Errorf("%s: %s", name, why)) }
+
+func (p *parser) str(name, def string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) list(name string) []string {
+	var out []string
+	for _, v := range strings.Split(p.getenv(name), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func (p *parser) integer(name string, def int) int {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.fail(name, "not an integer")
+		return def
+	}
+	return n
+}
+
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		p.fail(name, "not a duration such as 300s, 24h")
+		return def
+	}
+	return d
+}

@@ -1,0 +1,263 @@
+// Package devstack starts the real components this service talks to, as
+// local processes on 127.0.0.1: the Temporal CLI dev server (with its Web UI
+// and this service's search attributes), Mailpit and stripe-mock. The run
+// command and the end-to-end tests both use it. The binaries are the pinned
+// tools under tools/, built into .bin/ on first use.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"identityverification/workflows"
+)
+
+// Tools names the pinned tools: the folder under tools/ and the binary name.
+var Tools = map[string]string{"temporal": "temporal", "mailpit": "mailpit", "stripemock": "stripe-mock"}
+
+// Root finds the repository root (the folder with go.mod and tools/) from dir up.
+func Root(dir string) (string, error) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "tools", "temporal", "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", errors.New("devstack: repository root not found above " + dir)
+		}
+	}
+}
+
+// Tool returns the path of a pinned tool's binary, building it into
+// ROOT/.bin when it is missing (the Temporal CLI takes minutes cold).
+func Tool(ctx context.Context, root, name string, log io.Writer) (string, error) {
+	bin := filepath.Join(root, ".bin", Tools[name])
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	fmt.Fprintf(log, "building %s (pinned in tools/%s; first time only)...\n", Tools[name], name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(root, ".bin")+"/", "tool")
+	cmd.Dir = filepath.Join(root, "tools", name)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("devstack: build %s: %w", name, err)
+	}
+	return bin, nil
+}
+
+// Process is a started component.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	once sync.Once
+}
+
+// start runs bin with args, its output appended to logPath. The child is in
+// its own process group and dies with this process (Pdeathsig).
+func start(name, bin, logPath string, args ...string) (*Process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("devstack: start %s: %w", name, err)
+	}
+	p := &Process{Name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Stop asks the process group to terminate and kills it after a grace period.
+func (p *Process) Stop() {
+	p.once.Do(func() {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	})
+}
+
+// Exited is closed when the process ends.
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
+// FreePort returns a port free on 127.0.0.1 at the time of the call.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitFor polls ready until it succeeds, the process exits or ctx ends.
+func waitFor(ctx context.Context, p *Process, logPath string, ready func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	for {
+		err := ready(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("devstack: %s exited (%v); see %s", p.Name, p.err, logPath)
+		case <-ctx.Done():
+			p.Stop()
+			return fmt.Errorf("devstack: %s not ready: %v; see %s", p.Name, err, logPath)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Temporal is a running Temporal CLI dev server.
+type Temporal struct {
+	*Process
+	Address string // host:port of the frontend
+	UIURL   string
+}
+
+// StartTemporal starts the dev server with its Web UI, keeping its data in
+// dir/temporal.db (reused across runs), creates the namespaces (default when
+// none) and registers this service's search attributes on each (idempotent,
+// and needed on an existing database too).
+func StartTemporal(ctx context.Context, bin, dir string, port, uiPort int, namespaces ...string) (*Temporal, error) {
+	if len(namespaces) == 0 {
+		namespaces = []string{"default"}
+	}
+	logPath := filepath.Join(dir, "temporal.log")
+	args := []string{"server", "start-dev",
+		"--ip", "127.0.0.1", "--port", strconv.Itoa(port), "--ui-port", strconv.Itoa(uiPort),
+		"--db-filename", filepath.Join(dir, "temporal.db"),
+		"--log-level", "warn", "--log-format", "json"}
+	for _, ns := range namespaces {
+		args = append(args, "--namespace", ns)
+	}
+	p, err := start("temporal", bin, logPath, args...)
+	if err != nil {
+		return nil, err
+	}
+	t := &Temporal{Process: p, Address: fmt.Sprintf("127.0.0.1:%d", port), UIURL: fmt.Sprintf("http://127.0.0.1:%d", uiPort)}
+	err = waitFor(ctx, p, logPath, func(ctx context.Context) error {
+		c, err := client.Dial(client.Options{HostPort: t.Address, Logger: quietLogger{}})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.CheckHealth(ctx, &client.CheckHealthRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, ns := range namespaces {
+		for _, sa := range workflows.SearchAttributes {
+			out, err := exec.CommandContext(ctx, bin, "operator", "search-attribute", "create",
+				"--address", t.Address, "--namespace", ns, "--name", sa.Name, "--type", sa.Type).CombinedOutput()
+			if err != nil {
+				p.Stop()
+				return nil, fmt.Errorf("devstack: register search attribute %s on %s: %v: %s", sa.Name, ns, err, out)
+			}
+		}
+	}
+	return t, nil
+}
+
+// Mailpit is a running Mailpit: SMTP and its HTTP API.
+type Mailpit struct {
+	*Process
+	SMTPAddr string
+	APIURL   string
+}
+
+// StartMailpit starts Mailpit with its messages in dir/mailpit.db.
+func StartMailpit(ctx context.Context, bin, dir string, smtpPort, httpPort int) (*Mailpit, error) {
+	logPath := filepath.Join(dir, "mailpit.log")
+	m := &Mailpit{SMTPAddr: fmt.Sprintf("127.0.0.1:%d", smtpPort), APIURL: fmt.Sprintf("http://127.0.0.1:%d", httpPort)}
+	p, err := start("mailpit", bin, logPath, "--smtp", m.SMTPAddr, "--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"--database", filepath.Join(dir, "mailpit.db"), "--disable-version-check")
+	if err != nil {
+		return nil, err
+	}
+	m.Process = p
+	return m, waitFor(ctx, p, logPath, func(ctx context.Context) error {
+		return httpOK(ctx, m.APIURL+"/api/v1/info")
+	})
+}
+
+// StripeMock is a running stripe-mock (stateless).
+type StripeMock struct {
+	*Process
+	URL string
+}
+
+// StartStripeMock starts stripe-mock on two free ports (HTTP and HTTPS).
+func StartStripeMock(ctx context.Context, bin, dir string, httpPort int) (*StripeMock, error) {
+	httpsPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "stripe-mock.log")
+	p, err := start("stripe-mock", bin, logPath, "-http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"-https-addr", fmt.Sprintf("127.0.0.1:%d", httpsPort))
+	if err != nil {
+		return nil, err
+	}
+	s := &StripeMock{Process: p, URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort)}
+	return s, waitFor(ctx, p, logPath, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/v1/identity/verification_sessions/vs_ping", nil)
+		req.SetBasicAuth("sk_test_devstack", "")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+}
+
+func httpOK(ctx context.Context, url string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+	}
+	return nil
+}
+
+// quietLogger drops the SDK's logs while polling for readiness.
+type quietLogger struct{}
+
+func (quietLogger) Debug(string, ...any) {}
+func (quietLogger) Info(string, ...any)  {}
+func (quietLogger) Warn(string, ...any)  {}
+func (quietLogger) Error(string, ...any) {}

@@ -1,0 +1,332 @@
+// Package e2e runs the service end to end against real components it starts
+// itself on free 127.0.0.1 ports: the Temporal CLI dev server, Mailpit,
+// stripe-mock, and a real database (SQLite always; PostgreSQL too when
+// TEST_DATABASE_URL is set). Events are signed, real-shaped Stripe payloads.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"identityverification/config"
+	"identityverification/devstack"
+	"identityverification/service"
+	"identityverification/store"
+	"identityverification/store/storetest"
+	"identityverification/testevent"
+	"identityverification/workflows"
+)
+
+// components are shared by every test in the package.
+var components struct {
+	temporal *devstack.Temporal
+	mailpit  *devstack.Mailpit
+	stripe   *devstack.StripeMock
+}
+
+// One namespace per database, so a worker never picks up another's workflows.
+var namespaces = map[string]string{"sqlite": "e2e-sqlite", "postgres": "e2e-postgres"}
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		ctx := context.Background()
+		dir, err := os.MkdirTemp("", "identity-e2e-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		if err := startComponents(ctx, dir); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+		defer components.temporal.Stop()
+		defer components.mailpit.Stop()
+		defer components.stripe.Stop()
+		return m.Run()
+	}())
+}
+
+func startComponents(ctx context.Context, dir string) error {
+	wd, _ := os.Getwd()
+	root, err := devstack.Root(wd)
+	if err != nil {
+		return err
+	}
+	bins := map[string]string{}
+	for name := range devstack.Tools {
+		if bins[name], err = devstack.Tool(ctx, root, name, os.Stderr); err != nil {
+			return err
+		}
+	}
+	ports := make([]int, 5)
+	for i := range ports {
+		if ports[i], err = devstack.FreePort(); err != nil {
+			return err
+		}
+	}
+	if components.temporal, err = devstack.StartTemporal(ctx, bins["temporal"], dir, ports[0], ports[1],
+		namespaces["sqlite"], namespaces["postgres"]); err != nil {
+		return err
+	}
+	if components.mailpit, err = devstack.StartMailpit(ctx, bins["mailpit"], dir, ports[2], ports[3]); err != nil {
+		return err
+	}
+	components.stripe, err = devstack.StartStripeMock(ctx, bins["stripemock"], dir, ports[4])
+	return err
+}
+
+const secret = "whsec_e2e_test_secret"
+
+// stack is the service running against one database.
+type stack struct {
+	t          *testing.T
+	db         string
+	webhookURL string
+	store      *store.Store
+	temporal   client.Client
+	namespace  string
+}
+
+// forEachDatabase starts the service (webhook and worker, in process) once
+// per database and runs fn against it.
+func forEachDatabase(t *testing.T, fn func(t *testing.T, s *stack)) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) { fn(t, startStack(t, db)) })
+	}
+}
+
+func startStack(t *testing.T, db storetest.Database) *stack {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := namespaces[db.Name]
+	cfg, err := config.Load(config.Map{
+		"TEMPORAL_ADDRESS":      components.temporal.Address,
+		"TEMPORAL_NAMESPACE":    ns,
+		"DATABASE_URL":          db.URL,
+		"SMTP_URL":              "smtp://" + components.mailpit.SMTPAddr,
+		"EMAIL_FROM":            "identity@example.com",
+		"OPS_EMAIL":             "ops-" + db.Name + "@example.com",
+		"STRIPE_API_BASE":       components.stripe.URL,
+		"STRIPE_API_KEY":        "sk_test_e2e",
+		"STRIPE_WEBHOOK_SECRET": "whsec_old_rotated_out," + secret,
+		"LOG_LEVEL":             "warn",
+		"SHUTDOWN_GRACE":        "5s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = service.NewLogger("warn")
+	}
+	go func() { done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln}, log) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("service stopped with: %v", err)
+		}
+	})
+	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe", namespace: ns}
+	eventually(t, "the webhook is ready", func() error {
+		return get("http://" + ln.Addr().String() + "/readyz")
+	})
+	if s.store, err = store.Open(context.Background(), db.URL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.store.Close() })
+	if s.temporal, err = client.Dial(client.Options{HostPort: components.temporal.Address, Namespace: ns, Logger: quiet{}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.temporal.Close)
+	return s
+}
+
+// post signs a payload with the endpoint's secret and POSTs it.
+func (s *stack) post(payload []byte) (int, string) {
+	s.t.Helper()
+	code, body, err := testevent.Send(context.Background(), http.DefaultClient, s.webhookURL, secret, payload)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return code, body
+}
+
+// send builds, signs and POSTs an event, expecting 200.
+func (s *stack) send(o testevent.Options) {
+	s.t.Helper()
+	payload, err := testevent.Build(o)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if code, body := s.post(payload); code != http.StatusOK {
+		s.t.Fatalf("POST %s: %d %s; want 200", o.Type, code, body)
+	}
+}
+
+// state queries the session's workflow.
+func (s *stack) state(sessionID string) (workflows.State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := s.temporal.QueryWorkflow(ctx, workflows.WorkflowID(sessionID), "", workflows.QueryState)
+	if err != nil {
+		return workflows.State{}, err
+	}
+	var st workflows.State
+	return st, v.Get(&st)
+}
+
+// waitState waits until the session's state satisfies ok.
+func (s *stack) waitState(sessionID, what string, ok func(workflows.State) bool) workflows.State {
+	s.t.Helper()
+	var st workflows.State
+	eventually(s.t, what, func() error {
+		var err error
+		if st, err = s.state(sessionID); err != nil {
+			return err
+		}
+		if !ok(st) {
+			return fmt.Errorf("state is %+v", st)
+		}
+		return nil
+	})
+	return st
+}
+
+// waitRow waits until the session's row has the status.
+func (s *stack) waitRow(sessionID string, status workflows.Status) store.Session {
+	s.t.Helper()
+	var row store.Session
+	eventually(s.t, fmt.Sprintf("row of %s says %s", sessionID, status), func() error {
+		var err error
+		if row, err = s.store.Session(context.Background(), sessionID); err != nil {
+			return err
+		}
+		if row.Status != string(status) {
+			return fmt.Errorf("row status %q", row.Status)
+		}
+		return nil
+	})
+	return row
+}
+
+// mail is a message as Mailpit's API shows it.
+type mail struct {
+	ID      string
+	Subject string
+	To      []struct{ Address string }
+	Text    string
+}
+
+// mails returns the messages Mailpit holds for a recipient, oldest first.
+func mails(t *testing.T, to string) []mail {
+	t.Helper()
+	var list struct{ Messages []mail }
+	getJSON(t, components.mailpit.APIURL+"/api/v1/search?query="+url.QueryEscape(`to:"`+to+`"`), &list)
+	for i := range list.Messages {
+		var full struct{ Text string }
+		getJSON(t, components.mailpit.APIURL+"/api/v1/message/"+list.Messages[i].ID, &full)
+		list.Messages[i].Text = full.Text
+	}
+	for i, j := 0, len(list.Messages)-1; i < j; i, j = i+1, j-1 {
+		list.Messages[i], list.Messages[j] = list.Messages[j], list.Messages[i]
+	}
+	return list.Messages
+}
+
+// waitMails waits until a recipient has n messages and returns them.
+func waitMails(t *testing.T, to string, n int) []mail {
+	t.Helper()
+	var got []mail
+	eventually(t, fmt.Sprintf("%d email(s) to %s", n, to), func() error {
+		if got = mails(t, to); len(got) < n {
+			return fmt.Errorf("%d so far", len(got))
+		}
+		return nil
+	})
+	return got
+}
+
+// eventually retries check until it passes or a generous deadline passes;
+// the deadline bounds a hung test, it is not a performance assertion.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func get(u string) error {
+	resp, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %d", u, resp.StatusCode)
+	}
+	return nil
+}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", u, err)
+	}
+}
+
+// fixture reads a Stripe payload from testdata/stripe, with the session id
+// replaced so each test has its own session.
+func fixture(t *testing.T, name, sessionID, eventID string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "stripe", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.ReplaceAll(string(b), "vs_1OPouwJN5vQBdWExwnxAiDeP", sessionID)
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(s), &ev); err != nil {
+		t.Fatal(err)
+	}
+	ev["id"] = eventID
+	out, _ := json.Marshal(ev)
+	return out
+}
+
+type quiet struct{}
+
+func (quiet) Debug(string, ...any) {}
+func (quiet) Info(string, ...any)  {}
+func (quiet) Warn(string, ...any)  {}
+func (quiet) Error(string, ...any) {}

@@ -1,0 +1,109 @@
+// Package service wires the processes from configuration: a Temporal client,
+// the webhook server and the worker. The command, the dev stack and the
+// end-to-end tests all start the service through Run.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"golang.org/x/sync/errgroup"
+
+	"identityverification/config"
+	"identityverification/webhook"
+	"identityverification/worker"
+)
+
+// Roles says which parts this process runs.
+type Roles struct {
+	Webhook bool
+	Worker  bool
+	// Listener for the webhook; nil listens on cfg.ListenAddr.
+	Listener net.Listener
+}
+
+// NewLogger is the service's JSON logger at the configured level.
+func NewLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// Dial connects to Temporal with the configured options and logger.
+func Dial(ctx context.Context, cfg config.Config, log *slog.Logger) (client.Client, error) {
+	opts := cfg.Temporal
+	opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal"))
+	c, err := client.DialContext(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("temporal: dial %s: %w", opts.HostPort, err)
+	}
+	return c, nil
+}
+
+// Run runs the chosen roles until ctx is done, then shuts them down.
+func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) error {
+	if roles.Webhook {
+		if err := cfg.CheckWebhook(); err != nil {
+			return err
+		}
+	}
+	if roles.Worker {
+		if err := cfg.CheckWorker(); err != nil {
+			return err
+		}
+	}
+	c, err := Dial(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	if roles.Worker {
+		g.Go(func() error { return worker.Run(ctx, cfg, c, log.With("component", "worker")) })
+	}
+	if roles.Webhook {
+		ln := roles.Listener
+		if ln == nil {
+			if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+				return fmt.Errorf("webhook: listen: %w", err)
+			}
+		}
+		wlog := log.With("component", "webhook")
+		reg := webhook.NewRegistry()
+		h := &webhook.Handler{Temporal: c, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
+			MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
+			Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
+		wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
+		g.Go(func() error {
+			return webhook.Serve(ctx, ln, webhook.NewRouter(h, c, reg), cfg.ShutdownGrace, wlog)
+		})
+	}
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// ParseRoles reads "webhook", "worker" or "all".
+func ParseRoles(s string) (Roles, error) {
+	switch strings.ToLower(s) {
+	case "webhook":
+		return Roles{Webhook: true}, nil
+	case "worker":
+		return Roles{Worker: true}, nil
+	case "all", "":
+		return Roles{Webhook: true, Worker: true}, nil
+	}
+	return Roles{}, fmt.Errorf("unknown role %q: want webhook, worker or all", s)
+}

@@ -1,0 +1,124 @@
+// Package stripeapi is the service's narrow use of the Stripe API for
+// Identity VerificationSessions, through stripe-go v76. Its base URL is
+// configurable so tests and dev run against a local stripe-mock.
+package stripeapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/identity/verificationsession"
+)
+
+// ErrPermanent marks a Stripe refusal that a retry cannot fix: a 4xx other
+// than 429 (bad request, unknown session, wrong state, bad key).
+var ErrPermanent = errors.New("stripe: request refused")
+
+// Outputs are a session's verified outputs, the fields this service compares.
+// They are personal data: they never leave the activity that reads them.
+type Outputs struct {
+	FirstName, LastName string
+	DOB                 string // YYYY-MM-DD, empty when Stripe has none
+}
+
+// Client calls the VerificationSession endpoints.
+type Client struct {
+	sessions verificationsession.Client
+}
+
+// New returns a client for apiKey at baseURL (empty: Stripe's own API). It
+// makes no retries of its own: retries are the calling activity's policy.
+func New(apiKey, baseURL string) *Client {
+	cfg := &stripe.BackendConfig{
+		HTTPClient:        &http.Client{Timeout: 20 * time.Second},
+		LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
+		MaxNetworkRetries: stripe.Int64(0),
+	}
+	if baseURL != "" {
+		cfg.URL = stripe.String(baseURL)
+	}
+	return &Client{sessions: verificationsession.Client{
+		B:   stripe.GetBackendWithConfig(stripe.APIBackend, cfg),
+		Key: apiKey,
+	}}
+}
+
+// VerifiedOutputs fetches a session with verified_outputs expanded.
+func (c *Client) VerifiedOutputs(ctx context.Context, sessionID string) (Outputs, error) {
+	p := &stripe.IdentityVerificationSessionParams{}
+	p.Context = ctx
+	p.AddExpand("verified_outputs")
+	vs, err := c.sessions.Get(sessionID, p)
+	if err != nil {
+		return Outputs{}, mapError("fetch verified outputs", err)
+	}
+	var o Outputs
+	if v := vs.VerifiedOutputs; v != nil {
+		o.FirstName, o.LastName = v.FirstName, v.LastName
+		if d := v.DOB; d != nil && d.Year > 0 {
+			o.DOB = fmt.Sprintf("%04d-%02d-%02d", d.Year, d.Month, d.Day)
+		}
+	}
+	return o, nil
+}
+
+// Status reads a session's current status, the source of truth when webhook
+// deliveries arrive in an ambiguous order.
+func (c *Client) Status(ctx context.Context, sessionID string) (string, error) {
+	p := &stripe.IdentityVerificationSessionParams{}
+	p.Context = ctx
+	vs, err := c.sessions.Get(sessionID, p)
+	if err != nil {
+		return "", mapError("read status", err)
+	}
+	return string(vs.Status), nil
+}
+
+// Cancel cancels a session so the user can no longer submit to it.
+func (c *Client) Cancel(ctx context.Context, sessionID string) error {
+	p := &stripe.IdentityVerificationSessionCancelParams{}
+	p.Context = ctx
+	_, err := c.sessions.Cancel(sessionID, p)
+	return mapError("cancel", err)
+}
+
+// SetType switches a session's verification type (e.g. to id_number for the
+// alternate method); Stripe allows it while the session requires input.
+func (c *Client) SetType(ctx context.Context, sessionID, sessionType string) error {
+	p := &stripe.IdentityVerificationSessionParams{Type: stripe.String(sessionType)}
+	p.Context = ctx
+	_, err := c.sessions.Update(sessionID, p)
+	return mapError("set type", err)
+}
+
+// URL fetches a fresh, single-use URL for the user to continue a session. It
+// must be handed to the user at once, never stored, logged or emailed.
+func (c *Client) URL(ctx context.Context, sessionID string) (string, error) {
+	p := &stripe.IdentityVerificationSessionParams{}
+	p.Context = ctx
+	vs, err := c.sessions.Get(sessionID, p)
+	if err != nil {
+		return "", mapError("fetch url", err)
+	}
+	return vs.URL, nil
+}
+
+// mapError turns a stripe-go error into one that says whether to retry. The
+// message carries the HTTP status and Stripe's error code, never the key.
+func mapError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *stripe.Error
+	if errors.As(err, &se) {
+		if se.HTTPStatusCode >= 400 && se.HTTPStatusCode < 500 && se.HTTPStatusCode != http.StatusTooManyRequests {
+			return fmt.Errorf("%w: %s: HTTP %d %s", ErrPermanent, op, se.HTTPStatusCode, se.Code)
+		}
+		return fmt.Errorf("stripe: %s: HTTP %d %s", op, se.HTTPStatusCode, se.Code)
+	}
+	return fmt.Errorf("stripe: %s: %w", op, err)
+}

@@ -1,0 +1,102 @@
+// Package worker runs the Temporal worker: it registers the verification
+// workflow and its activities on the identity-verification task queue and
+// builds the activities' real dependencies (database, SMTP, Stripe API).
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"identityverification/activities"
+	"identityverification/config"
+	"identityverification/email"
+	"identityverification/store"
+	"identityverification/stripeapi"
+	"identityverification/workflows"
+)
+
+// Register adds the workflow and activities to a worker (or a test env).
+func Register(r sdkworker.Registry, acts *activities.Activities) {
+	r.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
+	r.RegisterActivity(acts)
+}
+
+// NewActivities builds the activities' dependencies from configuration. The
+// caller closes the returned store.
+func NewActivities(ctx context.Context, cfg config.Config) (*activities.Activities, *store.Store, error) {
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	mailer, err := email.NewSender(cfg.SMTPURL, cfg.EmailFrom)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return &activities.Activities{
+		Store:        st,
+		Mailer:       mailer,
+		Stripe:       stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
+		OpsEmail:     cfg.OpsEmail,
+		RetryBaseURL: cfg.PublicBaseURL + "/verify/retry/",
+	}, st, nil
+}
+
+// Run polls the task queue until ctx is done, then stops gracefully.
+func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logger) error {
+	if err := cfg.CheckWorker(); err != nil {
+		return err
+	}
+	if err := CheckSearchAttributes(ctx, c, cfg.Temporal.Namespace); err != nil {
+		return err
+	}
+	acts, st, err := NewActivities(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	w := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{
+		MaxConcurrentActivityExecutionSize: cfg.WorkerConcurrency,
+	})
+	Register(w, acts)
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("worker: start: %w", err)
+	}
+	log.Info("worker polling", "task_queue", workflows.TaskQueue, "namespace", cfg.Temporal.Namespace, "database", st.Dialect())
+	<-ctx.Done()
+	w.Stop()
+	return nil
+}
+
+// ErrSearchAttributesMissing: the namespace lacks this service's search
+// attributes; without them every workflow task would fail forever.
+var ErrSearchAttributesMissing = errors.New("worker: search attributes not registered")
+
+// CheckSearchAttributes fails fast when the namespace lacks a search
+// attribute the workflow upserts.
+func CheckSearchAttributes(ctx context.Context, c client.Client, namespace string) error {
+	resp, err := c.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+	if err != nil {
+		return fmt.Errorf("worker: list search attributes: %w", err)
+	}
+	var missing []string
+	for _, sa := range workflows.SearchAttributes {
+		if _, ok := resp.GetCustomAttributes()[sa.Name]; !ok {
+			missing = append(missing, sa.Name)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("%w on namespace %q: %v; register each with `temporal operator search-attribute create --name NAME --type TYPE` (see README)",
+			ErrSearchAttributesMissing, namespace, missing)
+	}
+	return nil
+}
