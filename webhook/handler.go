@@ -122,7 +122,7 @@ func (h *Handler) verify(body []byte, header string) string {
 	if header == "" {
 		return reasonMissingSignature
 	}
-	ts, ok := signatureTimestamp(header)
+	ts, ok := parseSignatureHeader(header)
 	if !ok {
 		return reasonBadHeader
 	}
@@ -146,15 +146,18 @@ func (h *Handler) verify(body []byte, header string) string {
 	return ""
 }
 
-// signatureTimestamp reads t= from "t=...,v1=...,v1=...".
-func signatureTimestamp(header string) (time.Time, bool) {
+// parseSignatureHeader reads "t=...,v1=...,v1=...": ok is false unless it has
+// a numeric timestamp and at least one v1 signature.
+func parseSignatureHeader(header string) (ts time.Time, ok bool) {
+	var hasTS, hasV1 bool
 	for part := range strings.SplitSeq(header, ",") {
-		if v, ok := strings.CutPrefix(part, "t="); ok {
+		if v, found := strings.CutPrefix(part, "t="); found {
 			n, err := strconv.ParseInt(v, 10, 64)
-			return time.Unix(n, 0), err == nil
+			ts, hasTS = time.Unix(n, 0), err == nil
 		}
+		hasV1 = hasV1 || strings.HasPrefix(part, "v1=")
 	}
-	return time.Time{}, false
+	return ts, hasTS && hasV1
 }
 
 // apiVersionShape is a Stripe API version such as 2024-09-30.acacia.

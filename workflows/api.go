@@ -185,6 +185,7 @@ func DefaultPolicy() Policy {
 			// their country: only a person can decide.
 			"under_supported_age":   PolicyReview,
 			"country_not_supported": PolicyReview,
+			"selfie_manipulated":    PolicyReview,
 		},
 		EventsPerRun: 1000,
 	}

@@ -28,7 +28,7 @@ func (w *verification) escalate(ctx workflow.Context, reason string) error {
 	case onAlternate && ladder == PolicyAlternate:
 		return w.reject(ctx, reason)
 	}
-	return w.openReview(ctx, reason, nil, true)
+	return w.openReview(ctx, reason, nil, true, nil)
 }
 
 // switchToAlternate switches the Stripe session to the alternate verification
@@ -62,8 +62,9 @@ func (w *verification) reject(ctx workflow.Context, reason string) error {
 }
 
 // openReview opens a manual review case and tells the user and ops. When the
-// user could still submit to the Stripe session, it is canceled first.
-func (w *verification) openReview(ctx workflow.Context, reason string, fields []string, cancel bool) error {
+// user could still submit to the Stripe session, it is canceled first. ev is
+// the event that caused it, when it has not been recorded yet.
+func (w *verification) openReview(ctx workflow.Context, reason string, fields []string, cancel bool, ev *Event) error {
 	w.disarmInputTimers()
 	if cancel {
 		w.cancelAtStripe(ctx)
@@ -75,7 +76,11 @@ func (w *verification) openReview(ctx workflow.Context, reason string, fields []
 	if err := workflow.ExecuteActivity(dbCtx(ctx, "open review case"), a.OpenReview, c).Get(ctx, nil); err != nil {
 		return err
 	}
-	if err := w.persist(ctx, "review:open", nil, reason); err != nil {
+	key := "review:open"
+	if ev != nil {
+		key = ev.ID
+	}
+	if err := w.persist(ctx, key, ev, reason); err != nil {
 		return err
 	}
 	w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindUnderReview})

@@ -167,10 +167,7 @@ func (w *verification) onVerified(ctx workflow.Context, ev Event) error {
 		w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindVerified})
 		return w.publish(ctx)
 	}
-	if err := w.persist(ctx, ev.ID, &ev, "verified outputs differ"); err != nil {
-		return err
-	}
-	return w.openReview(ctx, "mismatch", cmp.MismatchedFields, false)
+	return w.openReview(ctx, "mismatch", cmp.MismatchedFields, false, &ev)
 }
 
 func (w *verification) onCanceled(ctx workflow.Context, ev Event) error {

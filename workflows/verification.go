@@ -35,7 +35,10 @@ type verification struct {
 	seen    map[string]bool
 	events  workflow.ReceiveChannel
 	pending *ReviewDecision // accepted by the update, applied by the main loop
-	handled int             // events handled in this run
+	handled int             // events that took effect (or were recorded) in this run
+	// received counts signals read in this run. A run always starts with one
+	// (SignalWithStart); a run restored into a final state waits for it.
+	received int
 	log     log.Logger
 	// published is the last search-attribute snapshot sent to the server.
 	published [4]any
@@ -104,13 +107,13 @@ func (w *verification) run(ctx workflow.Context) error {
 		if err := w.drain(ctx); err != nil {
 			return err
 		}
-		if w.st.Status.Final() || w.runIsLong(ctx) {
+		if (w.st.Status.Final() && w.received > 0) || w.runIsLong(ctx) {
 			// Let in-flight update handlers finish and apply what they
 			// brought; only then close or continue as new.
 			if err := workflow.Await(ctx, func() bool { return ready() || workflow.AllHandlersFinished(ctx) }); err != nil {
 				return err
 			}
-			if ready() {
+				if ready() {
 				continue
 			}
 			if w.st.Status.Final() {
@@ -156,6 +159,7 @@ func (w *verification) drain(ctx workflow.Context) error {
 		if !w.events.ReceiveAsync(&ev) {
 			return nil
 		}
+		w.received++
 		if err := w.handle(ctx, ev); err != nil {
 			return err
 		}

@@ -1,0 +1,264 @@
+package workflows_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"identityverification/activities"
+	"identityverification/email"
+	"identityverification/workflows"
+)
+
+const vs = "vs_test_1"
+
+// t0 is the virtual clock's start; events are stamped relative to it.
+var t0 = time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+
+// call is one activity execution as the workflow asked for it.
+type call struct {
+	Name  string
+	Input any
+}
+
+func (c call) String() string { return fmt.Sprintf("%s %+v", c.Name, c.Input) }
+
+// harness runs the workflow in the SDK's test environment on a virtual clock,
+// with every activity replaced by a recording stand-in whose answers the test
+// scripts.
+type harness struct {
+	t        *testing.T
+	env      *testsuite.TestWorkflowEnvironment
+	policy   workflows.Policy
+	calls    []call
+	snapshot activities.Snapshot
+	compare  activities.Comparison
+	// stripeStatus answers FetchSessionStatus.
+	stripeStatus string
+	switchErr    error
+	states       map[string]workflows.State // queried at named moments
+	updates      map[string]error           // update outcomes by name
+	carried      *workflows.Input           // continue-as-new input, when it happened
+	cannedResult map[email.Kind]activities.EmailResult
+}
+
+func newHarness(t *testing.T) *harness {
+	h := &harness{t: t, policy: workflows.DefaultPolicy(), compare: activities.Comparison{Match: true},
+		states: map[string]workflows.State{}, updates: map[string]error{}}
+	h.reset()
+	return h
+}
+
+// reset makes a fresh environment (also used for the run after continue-as-new).
+func (h *harness) reset() {
+	var s testsuite.WorkflowTestSuite
+	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	h.env = s.NewTestWorkflowEnvironment()
+	h.env.SetStartTime(t0)
+	h.env.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
+	a := &activities.Activities{}
+	h.env.RegisterActivity(a)
+	rec := func(name string, in any) { h.calls = append(h.calls, call{name, in}) }
+	h.env.OnActivity(a.LoadSession, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, id string) (activities.Snapshot, error) { rec("LoadSession", id); return h.snapshot, nil })
+	h.env.OnActivity(a.RecordTransition, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, tr activities.Transition) error { rec("RecordTransition", tr); return nil })
+	h.env.OnActivity(a.SendEmail, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, r activities.EmailRequest) (activities.EmailResult, error) {
+			rec("SendEmail", r)
+			return activities.EmailResult{Status: "sent"}, nil
+		})
+	h.env.OnActivity(a.CompareVerifiedOutputs, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, id string) (activities.Comparison, error) {
+			rec("CompareVerifiedOutputs", id)
+			return h.compare, nil
+		})
+	h.env.OnActivity(a.CancelSession, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, id string) error { rec("CancelSession", id); return nil })
+	h.env.OnActivity(a.SwitchSessionType, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.SwitchInput) error { rec("SwitchSessionType", in); return h.switchErr })
+	h.env.OnActivity(a.FetchSessionStatus, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, id string) (string, error) { rec("FetchSessionStatus", id); return h.stripeStatus, nil })
+	h.env.OnActivity(a.OpenReview, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.ReviewInput) error { rec("OpenReview", in); return nil })
+	h.env.OnActivity(a.DecideReview, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.ReviewInput) error { rec("DecideReview", in); return nil })
+	h.env.OnActivity(a.RedactSession, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, id string) error { rec("RedactSession", id); return nil })
+}
+
+// ev builds an event of a short type, created at t0+at.
+func ev(id, typ string, at time.Duration) workflows.Event {
+	status := map[string]string{"created": "requires_input", "processing": "processing", "requires_input": "requires_input",
+		"verified": "verified", "canceled": "canceled", "redacted": "verified"}[typ]
+	return workflows.Event{ID: id, Type: workflows.EventTypePrefix + typ, Created: t0.Add(at).Unix(), SessionID: vs, Status: status}
+}
+
+// failed is a requires_input event with a last_error code ("" = null code).
+func failed(id, code string, at time.Duration) workflows.Event {
+	e := ev(id, "requires_input", at)
+	e.HasLastError, e.LastErrorCode, e.LastErrorReason = true, code, "reason for "+code
+	return e
+}
+
+// deliver signals an event at virtual time t0+at.
+func (h *harness) deliver(at time.Duration, e workflows.Event) {
+	h.env.RegisterDelayedCallback(func() { h.env.SignalWorkflow(workflows.SignalEvent, e) }, at)
+}
+
+// deliverAll signals several events at once, so they wait in the channel
+// together and the workflow drains them in one go.
+func (h *harness) deliverAll(at time.Duration, events ...workflows.Event) {
+	h.env.RegisterDelayedCallback(func() {
+		for _, e := range events {
+			h.env.SignalWorkflow(workflows.SignalEvent, e)
+		}
+	}, at)
+}
+
+// snapshotAt records the state query's answer at t0+at under a name.
+func (h *harness) snapshotAt(at time.Duration, name string) {
+	h.env.RegisterDelayedCallback(func() {
+		v, err := h.env.QueryWorkflow(workflows.QueryState)
+		if err != nil {
+			h.t.Errorf("query at %s: %v", name, err)
+			return
+		}
+		var st workflows.State
+		if err := v.Get(&st); err != nil {
+			h.t.Error(err)
+		}
+		h.states[name] = st
+	}, at)
+}
+
+// decide sends a review decision update at t0+at; its outcome is kept by name.
+func (h *harness) decide(at time.Duration, name string, d workflows.ReviewDecision) {
+	h.env.RegisterDelayedCallback(func() {
+		h.env.UpdateWorkflow(workflows.UpdateReviewDecision, name, &testsuite.TestUpdateCallback{
+			OnReject:   func(err error) { h.updates[name] = err },
+			OnAccept:   func() {},
+			OnComplete: func(_ any, err error) { h.updates[name] = err },
+		}, d)
+	}, at)
+}
+
+// run executes the workflow to its end and returns the final state.
+func (h *harness) run(in workflows.Input) workflows.State {
+	h.t.Helper()
+	if in.SessionID == "" {
+		in.SessionID = vs
+	}
+	if in.Policy.MaxAttempts == 0 {
+		in.Policy = h.policy
+	}
+	h.env.ExecuteWorkflow(workflows.WorkflowName, in)
+	if !h.env.IsWorkflowCompleted() {
+		h.t.Fatal("workflow did not complete")
+	}
+	var st workflows.State
+	v, err := h.env.QueryWorkflow(workflows.QueryState)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	v.Get(&st)
+	if err := h.env.GetWorkflowError(); err != nil {
+		var can *workflow.ContinueAsNewError
+		if !errors.As(err, &can) {
+			h.t.Fatalf("workflow failed: %v", err)
+		}
+		var next workflows.Input
+		if err := converter.GetDefaultDataConverter().FromPayloads(can.Input, &next); err != nil {
+			h.t.Fatal(err)
+		}
+		h.carried = &next
+	}
+	return st
+}
+
+// names lists the activities that ran, in order, as "Name" or "Name:detail".
+func (h *harness) names() []string {
+	var out []string
+	for _, c := range h.calls {
+		n := c.Name
+		switch in := c.Input.(type) {
+		case activities.Transition:
+			n += ":" + in.To
+		case activities.EmailRequest:
+			n += ":" + string(in.Kind)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func (h *harness) transitions() []activities.Transition {
+	var out []activities.Transition
+	for _, c := range h.calls {
+		if tr, ok := c.Input.(activities.Transition); ok {
+			out = append(out, tr)
+		}
+	}
+	return out
+}
+
+func (h *harness) emails() []activities.EmailRequest {
+	var out []activities.EmailRequest
+	for _, c := range h.calls {
+		if r, ok := c.Input.(activities.EmailRequest); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (h *harness) emailKinds() string {
+	var k []string
+	for _, r := range h.emails() {
+		k = append(k, string(r.Kind))
+	}
+	return strings.Join(k, ",")
+}
+
+// inputs lists the inputs of the activities named name.
+func (h *harness) inputs(name string) []any {
+	var out []any
+	for _, c := range h.calls {
+		if c.Name == name {
+			out = append(out, c.Input)
+		}
+	}
+	return out
+}
+
+// count counts the activities named name (with an optional ":detail").
+func (h *harness) count(name string) int {
+	n := 0
+	for _, c := range h.names() {
+		if c == name {
+			n++
+		}
+	}
+	return n
+}
+
+func equal(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s:\n got %v\nwant %v", what, got, want)
+	}
+}
+
+var errNonRetryable = temporal.NewNonRetryableApplicationError("refused", activities.ErrTypeStripeRefused, nil)
