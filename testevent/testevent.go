@@ -99,7 +99,7 @@ func Build(o Options) ([]byte, error) {
 			"id": o.SessionID, "object": "identity.verification_session", "client_reference_id": ref,
 			"client_secret": nil, "created": o.Created.Unix() - 60, "last_error": lastError,
 			"last_verification_report": "vr_" + RandomID(24), "livemode": false, "metadata": map[string]any{},
-			"options": map[string]any{"document": map[string]any{"require_matching_selfie": true}},
+			"options":   map[string]any{"document": map[string]any{"require_matching_selfie": true}},
 			"redaction": redaction, "status": status, "type": "document", "url": nil,
 		}},
 	}

@@ -72,7 +72,10 @@ func (h *harness) reset() {
 	h.env.RegisterActivity(a)
 	rec := func(name string, in any) { h.calls = append(h.calls, call{name, in}) }
 	h.env.OnActivity(a.LoadSession, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, id string) (activities.Snapshot, error) { rec("LoadSession", id); return h.snapshot, nil })
+		func(_ context.Context, id string) (activities.Snapshot, error) {
+			rec("LoadSession", id)
+			return h.snapshot, nil
+		})
 	h.env.OnActivity(a.RecordTransition, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, tr activities.Transition) error { rec("RecordTransition", tr); return nil })
 	h.env.OnActivity(a.SendEmail, mock.Anything, mock.Anything).Return(
@@ -88,9 +91,15 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.CancelSession, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) error { rec("CancelSession", id); return nil })
 	h.env.OnActivity(a.SwitchSessionType, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.SwitchInput) error { rec("SwitchSessionType", in); return h.switchErr })
+		func(_ context.Context, in activities.SwitchInput) error {
+			rec("SwitchSessionType", in)
+			return h.switchErr
+		})
 	h.env.OnActivity(a.FetchSessionStatus, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, id string) (string, error) { rec("FetchSessionStatus", id); return h.stripeStatus, nil })
+		func(_ context.Context, id string) (string, error) {
+			rec("FetchSessionStatus", id)
+			return h.stripeStatus, nil
+		})
 	h.env.OnActivity(a.OpenReview, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.ReviewInput) error { rec("OpenReview", in); return nil })
 	h.env.OnActivity(a.DecideReview, mock.Anything, mock.Anything).Return(

@@ -39,7 +39,7 @@ type verification struct {
 	// received counts signals read in this run. A run always starts with one
 	// (SignalWithStart); a run restored into a final state waits for it.
 	received int
-	log     log.Logger
+	log      log.Logger
 	// published is the last search-attribute snapshot sent to the server.
 	published [4]any
 }
@@ -113,7 +113,7 @@ func (w *verification) run(ctx workflow.Context) error {
 			if err := workflow.Await(ctx, func() bool { return ready() || workflow.AllHandlersFinished(ctx) }); err != nil {
 				return err
 			}
-				if ready() {
+			if ready() {
 				continue
 			}
 			if w.st.Status.Final() {
