@@ -7,14 +7,17 @@ package devstack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -195,12 +198,14 @@ type Mailpit struct {
 	APIURL   string
 }
 
-// StartMailpit starts Mailpit with its messages in dir/mailpit.db.
-func StartMailpit(ctx context.Context, bin, dir string, smtpPort, httpPort int) (*Mailpit, error) {
+// StartMailpit starts Mailpit with its messages in dir/mailpit.db; extra
+// arguments pass through (e.g. --smtp-allowed-recipients REGEXP).
+func StartMailpit(ctx context.Context, bin, dir string, smtpPort, httpPort int, extra ...string) (*Mailpit, error) {
 	logPath := filepath.Join(dir, "mailpit.log")
 	m := &Mailpit{SMTPAddr: fmt.Sprintf("127.0.0.1:%d", smtpPort), APIURL: fmt.Sprintf("http://127.0.0.1:%d", httpPort)}
-	p, err := start("mailpit", bin, logPath, "--smtp", m.SMTPAddr, "--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
-		"--database", filepath.Join(dir, "mailpit.db"), "--disable-version-check")
+	args := append([]string{"--smtp", m.SMTPAddr, "--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"--database", filepath.Join(dir, "mailpit.db"), "--disable-version-check"}, extra...)
+	p, err := start("mailpit", bin, logPath, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -261,3 +266,45 @@ func (quietLogger) Debug(string, ...any) {}
 func (quietLogger) Info(string, ...any)  {}
 func (quietLogger) Warn(string, ...any)  {}
 func (quietLogger) Error(string, ...any) {}
+
+// Message is an email as Mailpit's API shows it.
+type Message struct {
+	ID        string
+	MessageID string
+	Subject   string
+	To        []struct{ Address string }
+	Text      string // filled by Messages
+	HTML      string // filled by Messages
+}
+
+// Messages returns the messages Mailpit holds for a recipient, oldest first,
+// with their bodies.
+func (m *Mailpit) Messages(ctx context.Context, to string) ([]Message, error) {
+	var list struct{ Messages []Message }
+	if err := getJSON(ctx, m.APIURL+"/api/v1/search?query="+url.QueryEscape(`to:"`+to+`"`), &list); err != nil {
+		return nil, err
+	}
+	msgs := list.Messages
+	slices.Reverse(msgs)
+	for i := range msgs {
+		var full struct{ Text, HTML string }
+		if err := getJSON(ctx, m.APIURL+"/api/v1/message/"+msgs[i].ID, &full); err != nil {
+			return nil, err
+		}
+		msgs[i].Text, msgs[i].HTML = full.Text, full.HTML
+	}
+	return msgs, nil
+}
+
+func getJSON(ctx context.Context, u string, v any) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d", u, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}

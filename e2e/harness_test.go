@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,34 +227,20 @@ func (s *stack) waitRow(sessionID string, status workflows.Status) store.Session
 	return row
 }
 
-// mail is a message as Mailpit's API shows it.
-type mail struct {
-	ID      string
-	Subject string
-	To      []struct{ Address string }
-	Text    string
-}
-
 // mails returns the messages Mailpit holds for a recipient, oldest first.
-func mails(t *testing.T, to string) []mail {
+func mails(t *testing.T, to string) []devstack.Message {
 	t.Helper()
-	var list struct{ Messages []mail }
-	getJSON(t, components.mailpit.APIURL+"/api/v1/search?query="+url.QueryEscape(`to:"`+to+`"`), &list)
-	for i := range list.Messages {
-		var full struct{ Text string }
-		getJSON(t, components.mailpit.APIURL+"/api/v1/message/"+list.Messages[i].ID, &full)
-		list.Messages[i].Text = full.Text
+	msgs, err := components.mailpit.Messages(context.Background(), to)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i, j := 0, len(list.Messages)-1; i < j; i, j = i+1, j-1 {
-		list.Messages[i], list.Messages[j] = list.Messages[j], list.Messages[i]
-	}
-	return list.Messages
+	return msgs
 }
 
 // waitMails waits until a recipient has n messages and returns them.
-func waitMails(t *testing.T, to string, n int) []mail {
+func waitMails(t *testing.T, to string, n int) []devstack.Message {
 	t.Helper()
-	var got []mail
+	var got []devstack.Message
 	eventually(t, fmt.Sprintf("%d email(s) to %s", n, to), func() error {
 		if got = mails(t, to); len(got) < n {
 			return fmt.Errorf("%d so far", len(got))
@@ -292,18 +277,6 @@ func get(u string) error {
 		return fmt.Errorf("%s: %d", u, resp.StatusCode)
 	}
 	return nil
-}
-
-func getJSON(t *testing.T, u string, v any) {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("%s: %v", u, err)
-	}
 }
 
 // fixture reads a Stripe payload from testdata/stripe, with the session id

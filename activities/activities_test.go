@@ -1,0 +1,389 @@
+package activities_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"identityverification/activities"
+	"identityverification/devstack"
+	"identityverification/email"
+	"identityverification/store"
+	"identityverification/store/storetest"
+	"identityverification/stripeapi"
+)
+
+// Real components for the whole package: Mailpit (refusing recipients
+// outside example.com, as a real server refuses unknown mailboxes) and
+// stripe-mock.
+var (
+	mailpit *devstack.Mailpit
+	stripe  *devstack.StripeMock
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		ctx := context.Background()
+		dir, err := os.MkdirTemp("", "identity-activities-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		wd, _ := os.Getwd()
+		root, err := devstack.Root(wd)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		start := func() error {
+			mp, err := devstack.Tool(ctx, root, "mailpit", os.Stderr)
+			if err != nil {
+				return err
+			}
+			sm, err := devstack.Tool(ctx, root, "stripemock", os.Stderr)
+			if err != nil {
+				return err
+			}
+			ports := make([]int, 3)
+			for i := range ports {
+				if ports[i], err = devstack.FreePort(); err != nil {
+					return err
+				}
+			}
+			if mailpit, err = devstack.StartMailpit(ctx, mp, dir, ports[0], ports[1],
+				"--smtp-allowed-recipients", `@example\.com$`); err != nil {
+				return err
+			}
+			stripe, err = devstack.StartStripeMock(ctx, sm, dir, ports[2])
+			return err
+		}
+		if err := start(); err != nil {
+			fmt.Fprintln(os.Stderr, "activities:", err)
+			return 1
+		}
+		defer mailpit.Stop()
+		defer stripe.Stop()
+		return m.Run()
+	}())
+}
+
+// env is one database's activities in the SDK's activity test environment.
+type env struct {
+	t     *testing.T
+	store *store.Store
+	acts  *activities.Activities
+	tenv  *testsuite.TestActivityEnvironment
+}
+
+func forEachDatabase(t *testing.T, fn func(t *testing.T, e *env)) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			st, err := store.Open(context.Background(), db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			sender, err := email.NewSender("smtp://"+mailpit.SMTPAddr, "identity@example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			acts := &activities.Activities{Store: st, Mailer: sender, Stripe: stripeapi.New("sk_test_activities", stripe.URL),
+				OpsEmail: "ops-" + db.Name + "@example.com", RetryBaseURL: "https://verify.example.com/verify/retry/"}
+			var s testsuite.WorkflowTestSuite
+			tenv := s.NewTestActivityEnvironment()
+			tenv.RegisterActivity(acts)
+			fn(t, &env{t: t, store: st, acts: acts, tenv: tenv})
+		})
+	}
+}
+
+func unique(prefix string) string { return fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano()) }
+
+func (e *env) register(c store.Contact) store.Contact {
+	e.t.Helper()
+	if err := e.store.UpsertContact(context.Background(), c); err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) sendEmail(req activities.EmailRequest) (activities.EmailResult, error) {
+	v, err := e.tenv.ExecuteActivity(e.acts.SendEmail, req)
+	if err != nil {
+		return activities.EmailResult{}, err
+	}
+	var res activities.EmailResult
+	return res, v.Get(&res)
+}
+
+func TestSendEmailDeliversOnceThroughSMTP(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_mail")
+		to := unique("ada") + "@example.com"
+		e.register(store.Contact{SessionID: vs, Email: to, FirstName: "Ada"})
+		req := activities.EmailRequest{SessionID: vs, Kind: email.KindFailed, Attempt: 2, MaxAttempts: 3, Reason: "The document is expired."}
+
+		for range 2 { // the second call is a retried activity
+			res, err := e.sendEmail(req)
+			if err != nil || res.Status != store.EmailSent {
+				t.Fatalf("send: %+v, %v", res, err)
+			}
+		}
+		msgs, err := mailpit.Messages(context.Background(), to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) != 1 {
+			t.Fatalf("%d messages in Mailpit; want exactly 1", len(msgs))
+		}
+		m := msgs[0]
+		if m.Subject != "We could not verify your document" || m.To[0].Address != to {
+			t.Errorf("subject %q to %v", m.Subject, m.To)
+		}
+		for _, want := range []string{"Hello Ada", "The document is expired.", "attempt 2 of 3", "https://verify.example.com/verify/retry/" + vs} {
+			if !strings.Contains(m.Text, want) {
+				t.Errorf("text lacks %q:\n%s", want, m.Text)
+			}
+		}
+		if !strings.Contains(m.HTML, `href="https://verify.example.com/verify/retry/`+vs+`"`) {
+			t.Errorf("HTML lacks the retry link:\n%s", m.HTML)
+		}
+		rec, err := e.store.Email(context.Background(), req.Key())
+		if err != nil || rec.Status != store.EmailSent {
+			t.Errorf("ledger = %+v, %v", rec, err)
+		}
+	})
+}
+
+func TestSendEmailWithoutAContactIsSkippedAndRecorded(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_nocontact")
+		res, err := e.sendEmail(activities.EmailRequest{SessionID: vs, Kind: email.KindVerified})
+		if err != nil || res.Status != store.EmailSkipped || !strings.Contains(res.Detail, "no contact") {
+			t.Fatalf("result %+v, %v; want skipped for no contact", res, err)
+		}
+		recs, _ := e.store.Emails(context.Background(), vs)
+		if len(recs) != 1 || recs[0].Status != store.EmailSkipped {
+			t.Errorf("ledger = %+v", recs)
+		}
+	})
+}
+
+func TestOpsNoticesGoToTheOpsAddress(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_ops")
+		deadline := time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)
+		res, err := e.sendEmail(activities.EmailRequest{SessionID: vs, Kind: email.KindOpsReviewOpened,
+			Reason: "mismatch", Fields: []string{"last_name", "dob"}, Deadline: deadline})
+		if err != nil || res.Status != store.EmailSent {
+			t.Fatalf("%+v, %v", res, err)
+		}
+		msgs, _ := mailpit.Messages(context.Background(), e.acts.OpsEmail)
+		var found bool
+		for _, m := range msgs {
+			if m.Subject == "Review needed: "+vs && strings.Contains(m.Text, "differing fields: last_name, dob") &&
+				strings.Contains(m.Text, "Sat, 28 Nov 2026 09:00:00 UTC") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no ops notice for %s among %d messages", vs, len(msgs))
+		}
+	})
+}
+
+func TestARefusedRecipientIsRecordedAndNotRetried(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_refused")
+		e.register(store.Contact{SessionID: vs, Email: "nobody@refused.test"})
+		_, err := e.sendEmail(activities.EmailRequest{SessionID: vs, Kind: email.KindVerified})
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || !appErr.NonRetryable() || appErr.Type() != activities.ErrTypeEmailRefused {
+			t.Fatalf("err = %v; want a non-retryable %s", err, activities.ErrTypeEmailRefused)
+		}
+		if strings.Contains(err.Error(), "nobody@refused.test") {
+			t.Errorf("the error names the recipient: %v", err)
+		}
+		recs, _ := e.store.Emails(context.Background(), vs)
+		if len(recs) != 1 || recs[0].Status != store.EmailRefused {
+			t.Errorf("ledger = %+v; want refused", recs)
+		}
+	})
+}
+
+func TestATransientSMTPFailureIsRetryable(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		port, _ := devstack.FreePort() // nothing listens there
+		sender, _ := email.NewSender(fmt.Sprintf("smtp://127.0.0.1:%d", port), "identity@example.com")
+		e.acts.Mailer = sender
+		vs := unique("vs_transient")
+		e.register(store.Contact{SessionID: vs, Email: "user@example.com"})
+		_, err := e.sendEmail(activities.EmailRequest{SessionID: vs, Kind: email.KindVerified})
+		var appErr *temporal.ApplicationError
+		if err == nil || (errors.As(err, &appErr) && appErr.NonRetryable()) {
+			t.Fatalf("err = %v; want a retryable error", err)
+		}
+		if recs, _ := e.store.Emails(context.Background(), vs); len(recs) != 0 {
+			t.Errorf("ledger = %+v; a transient failure must leave no entry, so the retry sends", recs)
+		}
+	})
+}
+
+func TestCompareVerifiedOutputsAgainstStripeMock(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		compare := func(vs string) activities.Comparison {
+			t.Helper()
+			v, err := e.tenv.ExecuteActivity(e.acts.CompareVerifiedOutputs, vs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c activities.Comparison
+			v.Get(&c)
+			return c
+		}
+		// stripe-mock answers every session verified with empty outputs.
+		vs := unique("vs_expect")
+		e.register(store.Contact{SessionID: vs, Email: "a@example.com", LastName: "Lovelace", DOB: "1815-12-10"})
+		if c := compare(vs); c.Match || !c.Compared || strings.Join(c.MismatchedFields, ",") != "last_name,dob" {
+			t.Errorf("comparison = %+v; want last_name and dob differing", c)
+		}
+		nothing := unique("vs_nothing")
+		e.register(store.Contact{SessionID: nothing, Email: "a@example.com"})
+		if c := compare(nothing); !c.Match || c.Compared {
+			t.Errorf("comparison without expectations = %+v; want a match, not compared", c)
+		}
+	})
+}
+
+func TestStripeActivitiesAgainstStripeMock(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		if _, err := e.tenv.ExecuteActivity(e.acts.CancelSession, "vs_cancel_me"); err != nil {
+			t.Errorf("cancel: %v", err)
+		}
+		if _, err := e.tenv.ExecuteActivity(e.acts.SwitchSessionType, activities.SwitchInput{SessionID: "vs_x", Type: "id_number"}); err != nil {
+			t.Errorf("switch: %v", err)
+		}
+		v, err := e.tenv.ExecuteActivity(e.acts.FetchSessionStatus, "vs_status")
+		var status string
+		if err != nil || v.Get(&status) != nil || status == "" {
+			t.Errorf("status = %q, %v", status, err)
+		}
+		// stripe-mock validates parameters like Stripe: a bad type is a 400.
+		_, err = e.tenv.ExecuteActivity(e.acts.SwitchSessionType, activities.SwitchInput{SessionID: "vs_x", Type: "carrier_pigeon"})
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || !appErr.NonRetryable() || appErr.Type() != activities.ErrTypeStripeRefused {
+			t.Errorf("bad type: err = %v; want non-retryable %s", err, activities.ErrTypeStripeRefused)
+		}
+		if err != nil && strings.Contains(err.Error(), "sk_test_activities") {
+			t.Errorf("the error shows the API key: %v", err)
+		}
+	})
+}
+
+// Stripe-mock never answers 429 or 5xx, so those come from a stand-in server.
+func TestStripeRateLimitsAndServerErrorsAreRetryable(t *testing.T) {
+	for _, code := range []int{http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusServiceUnavailable} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"error":{"type":"api_error","message":"try later"}}`)
+		}))
+		acts := &activities.Activities{Stripe: stripeapi.New("sk_test_x", srv.URL)}
+		var s testsuite.WorkflowTestSuite
+		tenv := s.NewTestActivityEnvironment()
+		tenv.RegisterActivity(acts)
+		_, err := tenv.ExecuteActivity(acts.CancelSession, "vs_busy")
+		var appErr *temporal.ApplicationError
+		if err == nil || (errors.As(err, &appErr) && appErr.NonRetryable()) {
+			t.Errorf("HTTP %d: err = %v; want retryable", code, err)
+		}
+		srv.Close()
+	}
+}
+
+func TestReviewActivities(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_review")
+		open := activities.ReviewInput{SessionID: vs, Reason: "attempts_exhausted", OpenedAt: time.Now().UTC()}
+		for range 2 { // opening twice is a no-op
+			if _, err := e.tenv.ExecuteActivity(e.acts.OpenReview, open); err != nil {
+				t.Fatal(err)
+			}
+		}
+		decision := activities.ReviewInput{SessionID: vs, Status: store.ReviewApproved, Reviewer: "ops", DecidedAt: time.Now().UTC()}
+		for range 2 { // a retried decision is a no-op
+			if _, err := e.tenv.ExecuteActivity(e.acts.DecideReview, decision); err != nil {
+				t.Fatalf("decide: %v", err)
+			}
+		}
+		decision.Status = store.ReviewRejected
+		_, err := e.tenv.ExecuteActivity(e.acts.DecideReview, decision)
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrTypeReviewClosed || !appErr.NonRetryable() {
+			t.Errorf("deciding a closed case: %v; want non-retryable %s", err, activities.ErrTypeReviewClosed)
+		}
+	})
+}
+
+func TestTransitionsLoadAndRedactionThroughActivities(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_flow")
+		e.register(store.Contact{SessionID: vs, Email: "flow@example.com", FirstName: "Flo"})
+		tr := activities.Transition{SessionID: vs, Key: "evt_1", Seq: 1, EventID: "evt_1", EventType: "identity.verification_session.requires_input",
+			From: "new", To: "requires_input", StripeStatus: "requires_input", Attempts: 1, LastErrorCode: "document_expired", Escalation: "none"}
+		for range 2 {
+			if _, err := e.tenv.ExecuteActivity(e.acts.RecordTransition, tr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, err := e.tenv.ExecuteActivity(e.acts.LoadSession, vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snap activities.Snapshot
+		v.Get(&snap)
+		want := activities.Snapshot{Known: true, Status: "requires_input", StripeStatus: "requires_input", Attempts: 1,
+			LastErrorCode: "document_expired", Escalation: "none", Seq: 1, ProcessedEventIDs: []string{"evt_1"}}
+		if fmt.Sprint(snap) != fmt.Sprint(want) {
+			t.Errorf("snapshot = %+v\nwant %+v", snap, want)
+		}
+		if _, err := e.tenv.ExecuteActivity(e.acts.RedactSession, vs); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.store.Contact(context.Background(), vs); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("contact after redaction: %v", err)
+		}
+		v, _ = e.tenv.ExecuteActivity(e.acts.LoadSession, "vs_never_seen")
+		var none activities.Snapshot
+		v.Get(&none)
+		if none.Known {
+			t.Errorf("unknown session loaded as known: %+v", none)
+		}
+	})
+}
+
+func TestNormalizeName(t *testing.T) {
+	for _, tc := range []struct{ a, b string }{
+		{"  José  GARCÍA ", "jose garcia"},
+		{"Zoë", "ZOE"},
+		{"Łukasz", "łukasz"},
+		{"Anne-Marie", "anne-marie"},
+	} {
+		if activities.NormalizeName(tc.a) != activities.NormalizeName(tc.b) {
+			t.Errorf("%q and %q should compare equal (%q vs %q)", tc.a, tc.b, activities.NormalizeName(tc.a), activities.NormalizeName(tc.b))
+		}
+	}
+	if activities.NormalizeName("Ann") == activities.NormalizeName("Anne") {
+		t.Error("different names compare equal")
+	}
+}
