@@ -61,7 +61,9 @@ func TestFailedAttemptEmailsTheReasonAndDuplicatesHaveNoEffect(t *testing.T) {
 				t.Fatalf("webhook answered %d %s", code, body)
 			}
 		}
-		st := s.waitState(vs, "one attempt counted", func(st workflows.State) bool { return st.Attempts == 1 })
+		st := s.waitState(vs, "one attempt counted and the reminder armed", func(st workflows.State) bool {
+			return st.Attempts == 1 && st.NextTimer != ""
+		})
 		if st.Status != workflows.StatusRequiresInput || st.LastErrorCode != "document_expired" || st.NextTimer != "reminder" {
 			t.Errorf("state = %+v; want requires_input, document_expired, reminder armed", st)
 		}
