@@ -42,16 +42,20 @@ type Sessions interface {
 	SetType(ctx context.Context, sessionID, sessionType string) error
 }
 
+// RetryLinks makes the retry link for a session's emails: it points at this
+// service, which fetches a fresh single-use Stripe URL at click time.
+type RetryLinks interface {
+	URL(sessionID string) string
+}
+
 // Activities holds the dependencies; its methods are the activities.
 type Activities struct {
 	Store  Store
 	Mailer Mailer
 	Stripe Sessions
+	Links  RetryLinks
 	// OpsEmail receives review notices; empty skips them (recorded).
 	OpsEmail string
-	// RetryBaseURL + session id is the retry link in emails: it points at this
-	// service, which fetches a fresh single-use Stripe URL at click time.
-	RetryBaseURL string
 }
 
 // Error types the workflow and retry policies recognise.

@@ -16,6 +16,7 @@ import (
 
 	"identityverification/activities"
 	"identityverification/devstack"
+	"identityverification/retrylink"
 	"identityverification/email"
 	"identityverification/store"
 	"identityverification/store/storetest"
@@ -28,6 +29,7 @@ import (
 var (
 	mailpit *devstack.Mailpit
 	stripe  *devstack.StripeMock
+	links   = retrylink.New("https://verify.example.com", "test-link-secret")
 )
 
 func TestMain(m *testing.M) {
@@ -98,7 +100,7 @@ func forEachDatabase(t *testing.T, fn func(t *testing.T, e *env)) {
 				t.Fatal(err)
 			}
 			acts := &activities.Activities{Store: st, Mailer: sender, Stripe: stripeapi.New("sk_test_activities", stripe.URL),
-				OpsEmail: "ops-" + db.Name + "@example.com", RetryBaseURL: "https://verify.example.com/verify/retry/"}
+				OpsEmail: "ops-" + db.Name + "@example.com", Links: links}
 			var s testsuite.WorkflowTestSuite
 			tenv := s.NewTestActivityEnvironment()
 			tenv.RegisterActivity(acts)
@@ -150,12 +152,12 @@ func TestSendEmailDeliversOnceThroughSMTP(t *testing.T) {
 		if m.Subject != "We could not verify your document" || m.To[0].Address != to {
 			t.Errorf("subject %q to %v", m.Subject, m.To)
 		}
-		for _, want := range []string{"Hello Ada", "The document is expired.", "attempt 2 of 3", "https://verify.example.com/verify/retry/" + vs} {
+		for _, want := range []string{"Hello Ada", "The document is expired.", "attempt 2 of 3", links.URL(vs)} {
 			if !strings.Contains(m.Text, want) {
 				t.Errorf("text lacks %q:\n%s", want, m.Text)
 			}
 		}
-		if !strings.Contains(m.HTML, `href="https://verify.example.com/verify/retry/`+vs+`"`) {
+		if !strings.Contains(m.HTML, `href="`+links.URL(vs)+`"`) {
 			t.Errorf("HTML lacks the retry link:\n%s", m.HTML)
 		}
 		rec, err := e.store.Email(context.Background(), req.Key())

@@ -65,7 +65,7 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (EmailResu
 	}
 
 	data := email.Data{SessionID: req.SessionID, Reason: req.Reason, Attempt: req.Attempt,
-		MaxAttempts: req.MaxAttempts, Fields: req.Fields, RetryURL: a.RetryBaseURL + req.SessionID}
+		MaxAttempts: req.MaxAttempts, Fields: req.Fields, RetryURL: a.Links.URL(req.SessionID)}
 	if !req.Deadline.IsZero() {
 		data.Deadline = req.Deadline.UTC().Format(time.RFC1123)
 	}

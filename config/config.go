@@ -36,6 +36,7 @@ type Config struct {
 	EmailFrom         string        // EMAIL_FROM
 	OpsEmail          string        // OPS_EMAIL
 	PublicBaseURL     string        // PUBLIC_BASE_URL: where retry links point
+	RetryLinkSecret   string        // RETRY_LINK_SECRET: signs retry links
 	Policy            workflows.Policy
 	ShutdownGrace     time.Duration // SHUTDOWN_GRACE
 	LogLevel          string        // LOG_LEVEL
@@ -96,6 +97,7 @@ func Load(env Env) (Config, error) {
 		EmailFrom:         p.str("EMAIL_FROM", "identity@localhost"),
 		OpsEmail:          getenv("OPS_EMAIL"),
 		PublicBaseURL:     strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
+		RetryLinkSecret:   getenv("RETRY_LINK_SECRET"),
 		ShutdownGrace:     p.duration("SHUTDOWN_GRACE", 20*time.Second),
 		LogLevel:          p.str("LOG_LEVEL", "info"),
 		WorkerConcurrency: p.integer("WORKER_MAX_CONCURRENT_ACTIVITIES", 100),
@@ -148,20 +150,29 @@ func Load(env Env) (Config, error) {
 	return c, errors.Join(p.errs...)
 }
 
-// CheckWebhook validates what the webhook process needs.
+// Sentinel errors for missing secrets.
+var (
+	ErrNoStripeKey       = errors.New("STRIPE_API_KEY is not set: the service reads and cancels sessions through the Stripe API (use sk_test_... with a local stripe-mock)")
+	ErrNoRetryLinkSecret = errors.New("RETRY_LINK_SECRET is not set: retry links in emails are signed with it (the worker) and checked with it (the webhook); use the same long random value for both")
+)
+
+// CheckWebhook validates what the webhook process needs: the signing
+// secrets, and for the retry links the Stripe key and the link secret.
 func (c Config) CheckWebhook() error {
-	if len(c.WebhookSecrets) == 0 {
-		return ErrNoWebhookSecret
-	}
-	return nil
+	return errors.Join(check(len(c.WebhookSecrets) > 0, ErrNoWebhookSecret),
+		check(c.StripeAPIKey != "", ErrNoStripeKey), check(c.RetryLinkSecret != "", ErrNoRetryLinkSecret))
 }
 
 // CheckWorker validates what the worker process needs.
 func (c Config) CheckWorker() error {
-	if c.StripeAPIKey == "" {
-		return errors.New("STRIPE_API_KEY is not set: the worker reads and cancels sessions through the Stripe API (use sk_test_... with a local stripe-mock)")
+	return errors.Join(check(c.StripeAPIKey != "", ErrNoStripeKey), check(c.RetryLinkSecret != "", ErrNoRetryLinkSecret))
+}
+
+func check(ok bool, err error) error {
+	if ok {
+		return nil
 	}
-	return nil
+	return err
 }
 
 type parser struct {

@@ -125,6 +125,8 @@ func startStack(t *testing.T, db storetest.Database) *stack {
 		"STRIPE_API_BASE":       components.stripe.URL,
 		"STRIPE_API_KEY":        "sk_test_e2e",
 		"STRIPE_WEBHOOK_SECRET": "whsec_old_rotated_out," + secret,
+		"RETRY_LINK_SECRET":     "e2e-link-secret",
+		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
 		"LOG_LEVEL":             "warn",
 		"SHUTDOWN_GRACE":        "5s",
 	})

@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"identityverification/config"
+	"identityverification/retrylink"
+	"identityverification/stripeapi"
 	"identityverification/webhook"
 	"identityverification/worker"
 )
@@ -83,9 +85,11 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 		h := &webhook.Handler{Temporal: c, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 			MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
 			Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
+		retry := &webhook.RetryHandler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
+			Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Timeout: 10 * time.Second, Log: wlog}
 		wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
 		g.Go(func() error {
-			return webhook.Serve(ctx, ln, webhook.NewRouter(h, c, reg), cfg.ShutdownGrace, wlog)
+			return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, c, reg), cfg.ShutdownGrace, wlog)
 		})
 	}
 	err = g.Wait()

@@ -152,7 +152,7 @@ func TestHandler(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{err: tc.temporal}
 			h, reg := newHandler(t, rec)
-			router := webhook.NewRouter(h, nil, reg)
+			router := webhook.NewRouter(h, nil, nil, reg)
 			method := tc.method
 			if method == "" {
 				method = http.MethodPost
@@ -205,7 +205,7 @@ func TestHandler(t *testing.T) {
 
 func TestHandlerCountsOutcomesAndVersionMismatches(t *testing.T) {
 	h, reg := newHandler(t, &recorder{})
-	router := webhook.NewRouter(h, nil, reg)
+	router := webhook.NewRouter(h, nil, nil, reg)
 	verified := fixture(t, "event_verification_session_verified.json")
 	send := func(body []byte, header string) {
 		req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(body))
@@ -246,7 +246,7 @@ func TestHandlerAnswers503WhenTemporalIsDown(t *testing.T) {
 	defer c.Close()
 	h, reg := newHandler(t, c)
 	h.SignalTimeout = 500 * time.Millisecond
-	router := webhook.NewRouter(h, c, reg)
+	router := webhook.NewRouter(h, nil, c, reg)
 	verified := fixture(t, "event_verification_session_verified.json")
 	req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(verified))
 	req.Header.Set("Stripe-Signature", sign(verified, secret, now))
@@ -279,7 +279,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add([]byte(`[]`), true)
 	f.Add([]byte(``), true)
 	h, reg := newHandler(f, &recorder{})
-	router := webhook.NewRouter(h, nil, reg)
+	router := webhook.NewRouter(h, nil, nil, reg)
 	f.Fuzz(func(t *testing.T, body []byte, signed bool) {
 		req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(body))
 		if signed {

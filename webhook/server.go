@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.temporal.io/sdk/client"
+
+	"identityverification/retrylink"
 )
 
 // Route is where Stripe delivers events.
@@ -23,10 +25,14 @@ type HealthChecker interface {
 	CheckHealth(ctx context.Context, req *client.CheckHealthRequest) (*client.CheckHealthResponse, error)
 }
 
-// NewRouter wires the webhook, health and metrics routes.
-func NewRouter(h *Handler, temporal HealthChecker, reg *prometheus.Registry) http.Handler {
+// NewRouter wires the webhook, retry-link, health and metrics routes; retry
+// may be nil (no retry links served).
+func NewRouter(h *Handler, retry *RetryHandler, temporal HealthChecker, reg *prometheus.Registry) http.Handler {
 	r := mux.NewRouter()
 	r.Handle(Route, h).Methods(http.MethodPost)
+	if retry != nil {
+		r.Handle(retrylink.Path+"{session_id}", retry).Methods(http.MethodGet)
+	}
 	r.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, "ok", "")
 	}).Methods(http.MethodGet)

@@ -18,6 +18,7 @@ import (
 	"identityverification/activities"
 	"identityverification/config"
 	"identityverification/email"
+	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/stripeapi"
 	"identityverification/workflows"
@@ -45,8 +46,8 @@ func NewActivities(ctx context.Context, cfg config.Config) (*activities.Activiti
 		Store:        st,
 		Mailer:       mailer,
 		Stripe:       stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
-		OpsEmail:     cfg.OpsEmail,
-		RetryBaseURL: cfg.PublicBaseURL + "/verify/retry/",
+		Links:    retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
+		OpsEmail: cfg.OpsEmail,
 	}, st, nil
 }
 

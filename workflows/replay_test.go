@@ -23,6 +23,7 @@ import (
 	"identityverification/activities"
 	"identityverification/devstack"
 	"identityverification/email"
+	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/stripeapi"
 	"identityverification/worker"
@@ -105,7 +106,8 @@ func TestRecordHistories(t *testing.T) {
 	defer st.Close()
 	stripe := &scriptedStripe{outputs: map[string]stripeapi.Outputs{}}
 	w := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{})
-	worker.Register(w, &activities.Activities{Store: st, Mailer: acceptAll{}, Stripe: stripe, OpsEmail: "ops@example.com"})
+	worker.Register(w, &activities.Activities{Store: st, Mailer: acceptAll{}, Stripe: stripe,
+		Links: retrylink.New("http://127.0.0.1", "recorder"), OpsEmail: "ops@example.com"})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -99,6 +99,7 @@ func run() error {
 		"STRIPE_API_KEY":        "sk_test_devstack",
 		"STRIPE_WEBHOOK_SECRET": "whsec_devstack_not_a_secret",
 		"OPS_EMAIL":             "ops@example.com",
+		"RETRY_LINK_SECRET":     "devstack-retry-link-secret",
 		"LISTEN_ADDR":           ln.Addr().String(),
 		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
 	}

@@ -1,0 +1,65 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"identityverification/config"
+	"identityverification/workflows"
+)
+
+func TestDefaultsAndTheContract(t *testing.T) {
+	c, err := config.Load(config.Map{"STRIPE_WEBHOOK_SECRET": " whsec_a , whsec_b ", "TEMPORAL_ADDRESS": "temporal:7233"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.WebhookSecrets, "|") != "whsec_a|whsec_b" {
+		t.Errorf("secrets = %q", c.WebhookSecrets)
+	}
+	if c.Temporal.HostPort != "temporal:7233" || c.Temporal.Namespace != "default" {
+		t.Errorf("temporal = %s/%s", c.Temporal.HostPort, c.Temporal.Namespace)
+	}
+	if c.WebhookTolerance != 300*time.Second || c.WebhookMaxBody != 1<<20 || c.Policy.MaxAttempts != 3 ||
+		c.DatabaseURL != "sqlite:identity-verification.db" {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestProcessesRefuseToStartWithoutTheirSecrets(t *testing.T) {
+	c, err := config.Load(config.Map{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckWebhook()
+	if !errors.Is(err, config.ErrNoWebhookSecret) || !strings.Contains(err.Error(), "STRIPE_WEBHOOK_SECRET is not set") {
+		t.Errorf("webhook without a secret: %v", err)
+	}
+	if err := c.CheckWorker(); !errors.Is(err, config.ErrNoStripeKey) || !errors.Is(err, config.ErrNoRetryLinkSecret) {
+		t.Errorf("worker without secrets: %v", err)
+	}
+}
+
+func TestPolicyFromTheEnvironment(t *testing.T) {
+	c, err := config.Load(config.Map{"MAX_ATTEMPTS": "5", "ESCALATION": "review", "REMINDER_AFTER": "2h",
+		"ESCALATION_BY_CODE": "document_expired:alternate", "NON_RETRYABLE_CODES": "consent_declined"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policy
+	if p.MaxAttempts != 5 || p.Escalation != workflows.PolicyReview || p.ReminderAfter != 2*time.Hour ||
+		p.EscalationFor("document_expired") != workflows.PolicyAlternate || p.Retryable("consent_declined") ||
+		!p.Retryable("under_supported_age") {
+		t.Errorf("policy = %+v", p)
+	}
+}
+
+func TestInvalidValuesAreReportedTogether(t *testing.T) {
+	_, err := config.Load(config.Map{"MAX_ATTEMPTS": "three", "STRIPE_WEBHOOK_TOLERANCE": "5 minutes", "ESCALATION": "shrug"})
+	for _, want := range []string{"MAX_ATTEMPTS", "STRIPE_WEBHOOK_TOLERANCE", "ESCALATION"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
