@@ -16,8 +16,8 @@ import (
 
 	"identityverification/activities"
 	"identityverification/devstack"
-	"identityverification/retrylink"
 	"identityverification/email"
+	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/store/storetest"
 	"identityverification/stripeapi"

@@ -43,9 +43,9 @@ func NewActivities(ctx context.Context, cfg config.Config) (*activities.Activiti
 		return nil, nil, err
 	}
 	return &activities.Activities{
-		Store:        st,
-		Mailer:       mailer,
-		Stripe:       stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
+		Store:    st,
+		Mailer:   mailer,
+		Stripe:   stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
 		Links:    retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
 		OpsEmail: cfg.OpsEmail,
 	}, st, nil
