@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"identityverification/devstack"
+	"identityverification/testevent"
+)
+
+// TestRunCommand runs the README's run command (cmd/devstack) twice on one
+// data folder: the printed test-event command yields an email, Ctrl-C leaves
+// nothing listening, and the second run keeps the first run's data.
+func TestRunCommand(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "devstack")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/devstack")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	data := t.TempDir()
+	ports := map[string]int{}
+	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "webhook"} {
+		p, err := devstack.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[name] = p
+	}
+	args := []string{"-data", data, "-listen", fmt.Sprintf("127.0.0.1:%d", ports["webhook"])}
+	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port"} {
+		args = append(args, fmt.Sprintf("-%s=%d", name, ports[name]))
+	}
+	mailpit := &devstack.Mailpit{APIURL: fmt.Sprintf("http://127.0.0.1:%d", ports["mailpit-port"])}
+
+	first := runStack(t, bin, args)
+	sendPrinted(t, first)
+	eventually(t, "the demo email", func() error {
+		msgs, err := mailpit.Messages(context.Background(), "demo.user@example.com")
+		if err == nil && len(msgs) < 1 {
+			err = fmt.Errorf("no email yet")
+		}
+		return err
+	})
+	first.stop(t)
+	for name, p := range ports {
+		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
+			conn.Close()
+			t.Errorf("after Ctrl-C, %s port %d still answers", name, p)
+		}
+	}
+
+	second := runStack(t, bin, args)
+	defer second.stop(t)
+	msgs, err := mailpit.Messages(context.Background(), "demo.user@example.com")
+	if err != nil || len(msgs) != 1 {
+		t.Errorf("second run: %d emails of the first run, %v; want 1 kept", len(msgs), err)
+	}
+	out, err := exec.Command(filepath.Join("..", ".bin", "temporal"), "workflow", "describe", "--address",
+		fmt.Sprintf("127.0.0.1:%d", ports["temporal-port"]), "-w", "identity-verification-"+first.session).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "COMPLETED") {
+		t.Errorf("second run: the first run's workflow is gone: %v\n%s", err, out)
+	}
+}
+
+type runningStack struct {
+	cmd         *exec.Cmd
+	out         strings.Builder
+	url, secret string
+	session     string
+	exited      chan error
+}
+
+var printedCommand = regexp.MustCompile(`STRIPE_WEBHOOK_SECRET=(\S+) go run \./cmd/stripe-event -url (\S+) -type verified -session (\S+)`)
+
+// runStack starts the run command and waits for it to print the test command.
+func runStack(t *testing.T, bin string, args []string) *runningStack {
+	t.Helper()
+	s := &runningStack{cmd: exec.Command(bin, args...), exited: make(chan error, 1)}
+	s.cmd.Dir = ".."
+	stdout, _ := s.cmd.StdoutPipe()
+	s.cmd.Stderr = io.Discard
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			s.out.WriteString(sc.Text() + "\n")
+			if m := printedCommand.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m
+			}
+		}
+		s.exited <- s.cmd.Wait()
+	}()
+	select {
+	case m := <-found:
+		s.secret, s.url, s.session = m[1], m[2], m[3]
+	case err := <-s.exited:
+		t.Fatalf("the run command exited (%v) before it was ready:\n%s", err, s.out.String())
+	case <-time.After(3 * time.Minute):
+		s.cmd.Process.Kill()
+		t.Fatalf("the run command did not print its test command:\n%s", s.out.String())
+	}
+	return s
+}
+
+// sendPrinted does what the printed command does.
+func sendPrinted(t *testing.T, s *runningStack) {
+	t.Helper()
+	payload, err := testevent.Build(testevent.Options{Type: "verified", SessionID: s.session})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body, err := testevent.Send(context.Background(), http.DefaultClient, s.url, s.secret, payload)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("printed command: %d %s %v", code, body, err)
+	}
+}
+
+// stop sends Ctrl-C and waits for the command to exit.
+func (s *runningStack) stop(t *testing.T) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-s.exited:
+		if err != nil {
+			t.Errorf("the run command exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(time.Minute):
+		s.cmd.Process.Kill()
+		t.Error("the run command did not stop on Ctrl-C")
+	}
+}
