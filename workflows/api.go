@@ -270,6 +270,10 @@ type State struct {
 	Redacted         bool  `json:"redacted,omitempty"`
 	// ProcessedEventIDs are the Stripe event ids already applied, oldest first.
 	ProcessedEventIDs []string `json:"processed_event_ids,omitempty"`
+	// EmailIssue tells ops why the last email that did not go out did not
+	// (no contact registered, recipient refused, SMTP failing); empty when
+	// every email went out.
+	EmailIssue string `json:"email_issue,omitempty"`
 	// Runs counts this workflow's continue-as-new generations.
 	Runs int `json:"runs,omitempty"`
 }

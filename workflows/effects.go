@@ -93,10 +93,12 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 	}
 	if err := workflow.ExecuteActivity(emailCtx(ctx, summary), a.SendEmail, req).Get(ctx, &res); err != nil {
 		w.log.Warn("Email not sent", "Kind", req.Kind, "Error", err)
+		w.st.EmailIssue = fmt.Sprintf("%s email not sent: %v", req.Kind, err)
 		return
 	}
 	if res.Status != "sent" {
 		w.log.Info("Email not sent", "Kind", req.Kind, "Status", res.Status, "Detail", res.Detail)
+		w.st.EmailIssue = fmt.Sprintf("%s email %s: %s", req.Kind, res.Status, res.Detail)
 	}
 }
 
@@ -149,6 +151,9 @@ func (w *verification) details() string {
 		} else {
 			b.WriteString(fmt.Sprintf(": %s by %s", r.Decision, orDash(r.Reviewer)))
 		}
+	}
+	if w.st.EmailIssue != "" {
+		b.WriteString(fmt.Sprintf("\n\nEmail: %s", w.st.EmailIssue))
 	}
 	if w.st.NextTimer != "" {
 		b.WriteString(fmt.Sprintf("\n\nNext: %s at %s", w.st.NextTimer, w.st.NextTimerAt.UTC().Format(time.RFC3339)))

@@ -48,10 +48,10 @@ type harness struct {
 	// stripeStatus answers FetchSessionStatus.
 	stripeStatus string
 	switchErr    error
-	states       map[string]workflows.State // queried at named moments
-	updates      map[string]error           // update outcomes by name
-	carried      *workflows.Input           // continue-as-new input, when it happened
-	cannedResult map[email.Kind]activities.EmailResult
+	states       map[string]workflows.State            // queried at named moments
+	updates      map[string]error                      // update outcomes by name
+	carried      *workflows.Input                      // continue-as-new input, when it happened
+	emailResult  map[email.Kind]activities.EmailResult // default: sent
 }
 
 func newHarness(t *testing.T) *harness {
@@ -81,6 +81,9 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.SendEmail, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, r activities.EmailRequest) (activities.EmailResult, error) {
 			rec("SendEmail", r)
+			if res, ok := h.emailResult[r.Kind]; ok {
+				return res, nil
+			}
 			return activities.EmailResult{Status: "sent"}, nil
 		})
 	h.env.OnActivity(a.CompareVerifiedOutputs, mock.Anything, mock.Anything).Return(

@@ -33,6 +33,16 @@ func TestVerifiedWithMatchingOutputsEndsVerified(t *testing.T) {
 	equal(t, "email", h.emails()[0], activities.EmailRequest{SessionID: vs, Kind: email.KindVerified})
 }
 
+func TestASkippedEmailIsShownToOps(t *testing.T) {
+	h := newHarness(t)
+	h.emailResult = map[email.Kind]activities.EmailResult{
+		email.KindVerified: {Status: "skipped", Detail: "no contact registered for the session"}}
+	h.deliver(min, ev("evt_v", "verified", min))
+	st := h.run(workflows.Input{})
+	equal(t, "status", st.Status, workflows.StatusVerified)
+	equal(t, "email issue", st.EmailIssue, "verified email skipped: no contact registered for the session")
+}
+
 func TestEachEventAlone(t *testing.T) {
 	cases := []struct {
 		typ        string
