@@ -37,6 +37,8 @@ type Config struct {
 	OpsEmail          string        // OPS_EMAIL
 	PublicBaseURL     string        // PUBLIC_BASE_URL: where retry links point
 	RetryLinkSecret   string        // RETRY_LINK_SECRET: signs retry links
+	AdminAddr         string        // ADMIN_ADDR: the admin API's own listener
+	AdminToken        string        // ADMIN_TOKEN: bearer token; empty disables the admin API
 	Policy            workflows.Policy
 	ShutdownGrace     time.Duration // SHUTDOWN_GRACE
 	LogLevel          string        // LOG_LEVEL
@@ -98,6 +100,8 @@ func Load(env Env) (Config, error) {
 		OpsEmail:          getenv("OPS_EMAIL"),
 		PublicBaseURL:     strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
 		RetryLinkSecret:   getenv("RETRY_LINK_SECRET"),
+		AdminAddr:         p.str("ADMIN_ADDR", "127.0.0.1:8081"),
+		AdminToken:        getenv("ADMIN_TOKEN"),
 		ShutdownGrace:     p.duration("SHUTDOWN_GRACE", 20*time.Second),
 		LogLevel:          p.str("LOG_LEVEL", "info"),
 		WorkerConcurrency: p.integer("WORKER_MAX_CONCURRENT_ACTIVITIES", 100),

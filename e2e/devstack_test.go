@@ -30,14 +30,15 @@ func TestRunCommand(t *testing.T) {
 	}
 	data := t.TempDir()
 	ports := map[string]int{}
-	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "webhook"} {
+	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "webhook", "admin"} {
 		p, err := devstack.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
 		ports[name] = p
 	}
-	args := []string{"-data", data, "-listen", fmt.Sprintf("127.0.0.1:%d", ports["webhook"])}
+	args := []string{"-data", data, "-listen", fmt.Sprintf("127.0.0.1:%d", ports["webhook"]),
+		"-admin-listen", fmt.Sprintf("127.0.0.1:%d", ports["admin"])}
 	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port"} {
 		args = append(args, fmt.Sprintf("-%s=%d", name, ports[name]))
 	}

@@ -7,6 +7,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,13 +89,17 @@ func startComponents(ctx context.Context, dir string) error {
 	return err
 }
 
-const secret = "whsec_e2e_test_secret"
+const (
+	secret     = "whsec_e2e_test_secret"
+	adminToken = "e2e-admin-token"
+)
 
 // stack is the service running against one database.
 type stack struct {
 	t          *testing.T
 	db         string
 	webhookURL string
+	adminURL   string
 	store      *store.Store
 	temporal   client.Client
 	namespace  string
@@ -114,6 +119,10 @@ func startStack(t *testing.T, db storetest.Database) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ns := namespaces[db.Name]
 	cfg, err := config.Load(config.Map{
 		"TEMPORAL_ADDRESS":      components.temporal.Address,
@@ -126,6 +135,7 @@ func startStack(t *testing.T, db storetest.Database) *stack {
 		"STRIPE_API_KEY":        "sk_test_e2e",
 		"STRIPE_WEBHOOK_SECRET": "whsec_old_rotated_out," + secret,
 		"RETRY_LINK_SECRET":     "e2e-link-secret",
+		"ADMIN_TOKEN":           adminToken,
 		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
 		"LOG_LEVEL":             "warn",
 		"SHUTDOWN_GRACE":        "5s",
@@ -139,14 +149,17 @@ func startStack(t *testing.T, db storetest.Database) *stack {
 	if testing.Verbose() {
 		log = service.NewLogger("warn")
 	}
-	go func() { done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln}, log) }()
+	go func() {
+		done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn}, log)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("service stopped with: %v", err)
 		}
 	})
-	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe", namespace: ns}
+	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
+		adminURL: "http://" + adminLn.Addr().String(), namespace: ns}
 	eventually(t, "the webhook is ready", func() error {
 		return get("http://" + ln.Addr().String() + "/readyz")
 	})
@@ -251,6 +264,8 @@ func waitMails(t *testing.T, to string, n int) []devstack.Message {
 	})
 	return got
 }
+
+var errNotYet = errors.New("not yet")
 
 // eventually retries check until it passes or a generous deadline passes;
 // the deadline bounds a hung test, it is not a performance assertion.

@@ -19,8 +19,10 @@ import (
 
 	"identityverification/config"
 	"identityverification/retrylink"
+	"identityverification/store"
 	"identityverification/stripeapi"
 	"identityverification/webhook"
+	"identityverification/webhook/admin"
 	"identityverification/worker"
 )
 
@@ -30,6 +32,9 @@ type Roles struct {
 	Worker  bool
 	// Listener for the webhook; nil listens on cfg.ListenAddr.
 	Listener net.Listener
+	// AdminListener for the admin API (with the webhook, when ADMIN_TOKEN is
+	// set); nil listens on cfg.AdminAddr.
+	AdminListener net.Listener
 }
 
 // NewLogger is the service's JSON logger at the configured level.
@@ -91,12 +96,40 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 		g.Go(func() error {
 			return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, c, reg), cfg.ShutdownGrace, wlog)
 		})
+		if err := runAdmin(ctx, g, cfg, roles.AdminListener, c, log.With("component", "admin")); err != nil {
+			return err
+		}
 	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// runAdmin starts the admin API in g when ADMIN_TOKEN is set.
+func runAdmin(ctx context.Context, g *errgroup.Group, cfg config.Config, ln net.Listener, c client.Client, log *slog.Logger) error {
+	if cfg.AdminToken == "" {
+		log.Info("admin API disabled (set ADMIN_TOKEN to enable it)")
+		return nil
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			st.Close()
+			return fmt.Errorf("admin: listen: %w", err)
+		}
+	}
+	api := &admin.API{Token: cfg.AdminToken, Contacts: st, Temporal: c, Log: log}
+	log.Info("admin API listening", "addr", ln.Addr().String())
+	g.Go(func() error {
+		defer st.Close()
+		return webhook.Serve(ctx, ln, api.Handler(), cfg.ShutdownGrace, log)
+	})
+	return nil
 }
 
 // ParseRoles reads "webhook", "worker" or "all".

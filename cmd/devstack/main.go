@@ -37,6 +37,7 @@ func run() error {
 	mailpitPort := flag.Int("mailpit-port", 8025, "Mailpit API port")
 	stripePort := flag.Int("stripe-port", 12111, "stripe-mock HTTP port")
 	webhookAddr := flag.String("listen", "127.0.0.1:8080", "webhook address")
+	adminAddr := flag.String("admin-listen", "127.0.0.1:8081", "admin API address")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -63,6 +64,10 @@ func run() error {
 	ln, err := net.Listen("tcp", *webhookAddr)
 	if err != nil {
 		return fmt.Errorf("webhook address %s: %w", *webhookAddr, err)
+	}
+	adminLn, err := net.Listen("tcp", *adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin API address %s: %w", *adminAddr, err)
 	}
 
 	bins := map[string]string{}
@@ -100,6 +105,7 @@ func run() error {
 		"STRIPE_WEBHOOK_SECRET": "whsec_devstack_not_a_secret",
 		"OPS_EMAIL":             "ops@example.com",
 		"RETRY_LINK_SECRET":     "devstack-retry-link-secret",
+		"ADMIN_TOKEN":           "devstack-admin-token",
 		"LISTEN_ADDR":           ln.Addr().String(),
 		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
 	}
@@ -128,12 +134,13 @@ func run() error {
 
 	log := service.NewLogger(cfg.LogLevel)
 	errc := make(chan error, 1)
-	go func() { errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln}, log) }()
+	go func() { errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn}, log) }()
 
 	fmt.Printf(`
 Stack is up (data in %s; logs of the tools there too). Ctrl-C stops everything.
 
   Webhook         http://%s/webhooks/stripe   (/livez /readyz /metrics)
+  Admin API       http://%s/admin/sessions/{vs_id}   (Authorization: Bearer %s)
   Temporal UI     %s
   Temporal        %s (namespace default)
   Mailpit API     %s/api/v1/messages   (SMTP %s)
@@ -145,10 +152,12 @@ Send a signed test event (session %s has a registered contact):
   STRIPE_WEBHOOK_SECRET=%s go run ./cmd/stripe-event -url http://%s/webhooks/stripe -type verified -session %s
 
 Then: the workflow identity-verification-%s in the Temporal UI, its row in the
-database, and the email at %s/api/v1/messages.
+database, and the email at %s/api/v1/messages. Its state through the admin API:
 
-`, dir, ln.Addr(), temporal.UIURL, temporal.Address, mailpit.APIURL, mailpit.SMTPAddr, stripe.URL, cfg.DatabaseURL,
-		demo, cfg.WebhookSecrets[0], ln.Addr(), demo, demo, mailpit.APIURL)
+  curl -s -H 'Authorization: Bearer %s' http://%s/admin/sessions/%s
+
+`, dir, ln.Addr(), adminLn.Addr(), cfg.AdminToken, temporal.UIURL, temporal.Address, mailpit.APIURL, mailpit.SMTPAddr, stripe.URL, cfg.DatabaseURL,
+		demo, cfg.WebhookSecrets[0], ln.Addr(), demo, demo, mailpit.APIURL, cfg.AdminToken, adminLn.Addr(), demo)
 
 	select {
 	case err = <-errc:
