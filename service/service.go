@@ -79,25 +79,11 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 		g.Go(func() error { return worker.Run(ctx, cfg, c, log.With("component", "worker")) })
 	}
 	if roles.Webhook {
-		ln := roles.Listener
-		if ln == nil {
-			if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
-				return fmt.Errorf("webhook: listen: %w", err)
-			}
-		}
-		wlog := log.With("component", "webhook")
-		reg := webhook.NewRegistry()
-		h := &webhook.Handler{Temporal: c, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
-			MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
-			Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
-		retry := &webhook.RetryHandler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
-			Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Timeout: 10 * time.Second, Log: wlog}
-		wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
-		g.Go(func() error {
-			return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, c, reg), cfg.ShutdownGrace, wlog)
-		})
-		if err := runAdmin(ctx, g, cfg, roles.AdminListener, c, log.With("component", "admin")); err != nil {
-			return err
+		g.Go(func() error { return runWebhook(ctx, cfg, roles.Listener, c, log.With("component", "webhook")) })
+		if cfg.AdminToken != "" {
+			g.Go(func() error { return runAdmin(ctx, cfg, roles.AdminListener, c, log.With("component", "admin")) })
+		} else {
+			log.Info("admin API disabled (set ADMIN_TOKEN to enable it)")
 		}
 	}
 	err = g.Wait()
@@ -107,29 +93,40 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	return err
 }
 
-// runAdmin starts the admin API in g when ADMIN_TOKEN is set.
-func runAdmin(ctx context.Context, g *errgroup.Group, cfg config.Config, ln net.Listener, c client.Client, log *slog.Logger) error {
-	if cfg.AdminToken == "" {
-		log.Info("admin API disabled (set ADMIN_TOKEN to enable it)")
-		return nil
+// runWebhook serves the webhook, retry links, health and metrics on ln (or
+// cfg.ListenAddr) until ctx is done.
+func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, wlog *slog.Logger) error {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+			return fmt.Errorf("webhook: listen: %w", err)
+		}
 	}
+	reg := webhook.NewRegistry()
+	h := &webhook.Handler{Temporal: c, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
+		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
+		Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
+	retry := &webhook.RetryHandler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
+		Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Timeout: 10 * time.Second, Log: wlog}
+	wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
+	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, c, reg), cfg.ShutdownGrace, wlog)
+}
+
+// runAdmin serves the admin API on ln (or cfg.AdminAddr) until ctx is done.
+func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, log *slog.Logger) error {
 	st, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
-			st.Close()
 			return fmt.Errorf("admin: listen: %w", err)
 		}
 	}
 	api := &admin.API{Token: cfg.AdminToken, Contacts: st, Temporal: c, Log: log}
 	log.Info("admin API listening", "addr", ln.Addr().String())
-	g.Go(func() error {
-		defer st.Close()
-		return webhook.Serve(ctx, ln, api.Handler(), cfg.ShutdownGrace, log)
-	})
-	return nil
+	return webhook.Serve(ctx, ln, api.Handler(), cfg.ShutdownGrace, log)
 }
 
 // ParseRoles reads "webhook", "worker" or "all".

@@ -51,11 +51,9 @@ func NewActivities(ctx context.Context, cfg config.Config) (*activities.Activiti
 	}, st, nil
 }
 
-// Run polls the task queue until ctx is done, then stops gracefully.
+// Run polls the task queue until ctx is done, then stops gracefully. The
+// caller has checked cfg (config.CheckWorker).
 func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logger) error {
-	if err := cfg.CheckWorker(); err != nil {
-		return err
-	}
 	if err := CheckSearchAttributes(ctx, c, cfg.Temporal.Namespace); err != nil {
 		return err
 	}

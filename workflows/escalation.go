@@ -122,6 +122,9 @@ func (w *verification) validateDecision(d ReviewDecision) error {
 // decide hands an accepted decision to the main loop and returns the state
 // once it is applied, so every effect runs in one place, in order.
 func (w *verification) decide(ctx workflow.Context, d ReviewDecision) (State, error) {
+	if w.pending != nil { // another decision was accepted in the same instant
+		return State{}, ErrNoReviewOpen
+	}
 	w.pending = &d
 	if err := workflow.Await(ctx, func() bool { return w.pending == nil }); err != nil {
 		return State{}, err
