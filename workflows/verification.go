@@ -121,7 +121,7 @@ func (w *verification) run(ctx workflow.Context) error {
 				return nil
 			}
 			w.log.Info("Continuing as new", "SessionID", w.st.SessionID, "Runs", w.st.Runs)
-			return workflow.NewContinueAsNewError(ctx, Verification, Input{SessionID: w.st.SessionID, Policy: w.policy, Carried: &w.st})
+			return workflow.NewContinueAsNewError(ctx, WorkflowName, Input{SessionID: w.st.SessionID, Policy: w.policy, Carried: &w.st})
 		}
 
 		name, at := w.nextTimer()
