@@ -26,7 +26,9 @@ func TestServeDrainsInFlightRequestsOnShutdown(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- webhook.Serve(ctx, ln, slow, 10*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		served <- webhook.Serve(ctx, ln, slow, 10*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
 
 	answer := make(chan int, 1)
 	go func() {
