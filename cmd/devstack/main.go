@@ -134,7 +134,9 @@ func run() error {
 
 	log := service.NewLogger(cfg.LogLevel)
 	errc := make(chan error, 1)
-	go func() { errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn}, log) }()
+	go func() {
+		errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn}, log)
+	}()
 
 	fmt.Printf(`
 Stack is up (data in %s; logs of the tools there too). Ctrl-C stops everything.
