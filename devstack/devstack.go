@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -108,15 +109,33 @@ func (p *Process) Stop() {
 // Exited is closed when the process ends.
 func (p *Process) Exited() <-chan struct{} { return p.done }
 
-// FreePort returns a port free on 127.0.0.1 at the time of the call.
+// FreePort returns a port free on 127.0.0.1 at the time of the call, for a
+// process started later. It picks below Linux's ephemeral range (32768 and
+// up), so the port is not taken meanwhile by an outgoing connection or a
+// server binding port 0, and never returns the same port twice.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := 20000 + rand.IntN(12000)
+		if portsGiven[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[p] = true
+		return p, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("devstack: no free port found")
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // waitFor polls ready until it succeeds, the process exits or ctx ends.
 func waitFor(ctx context.Context, p *Process, logPath string, ready func(context.Context) error) error {

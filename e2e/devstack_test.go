@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -76,7 +75,7 @@ func TestRunCommand(t *testing.T) {
 
 type runningStack struct {
 	cmd         *exec.Cmd
-	out         strings.Builder
+	out, errOut strings.Builder
 	url, secret string
 	session     string
 	exited      chan error
@@ -90,7 +89,7 @@ func runStack(t *testing.T, bin string, args []string) *runningStack {
 	s := &runningStack{cmd: exec.Command(bin, args...), exited: make(chan error, 1)}
 	s.cmd.Dir = ".."
 	stdout, _ := s.cmd.StdoutPipe()
-	s.cmd.Stderr = io.Discard
+	s.cmd.Stderr = &s.errOut
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +108,18 @@ func runStack(t *testing.T, bin string, args []string) *runningStack {
 	case m := <-found:
 		s.secret, s.url, s.session = m[1], m[2], m[3]
 	case err := <-s.exited:
-		t.Fatalf("the run command exited (%v) before it was ready:\n%s", err, s.out.String())
+		t.Fatalf("the run command exited (%v) before it was ready:\n%s%s", err, s.out.String(), tail(s.errOut.String()))
 	case <-time.After(3 * time.Minute):
 		s.cmd.Process.Kill()
 		t.Fatalf("the run command did not print its test command:\n%s", s.out.String())
+	}
+	return s
+}
+
+// tail is the end of a long output.
+func tail(s string) string {
+	if len(s) > 4000 {
+		return "..." + s[len(s)-4000:]
 	}
 	return s
 }
