@@ -19,11 +19,10 @@ type stripeEvent struct {
 	APIVersion string `json:"api_version"`
 	Data       struct {
 		Object struct {
-			ID                string         `json:"id"`
-			Object            string         `json:"object"`
-			Status            string         `json:"status"`
-			ClientReferenceID *string        `json:"client_reference_id"`
-			LastError         *stripeLastErr `json:"last_error"`
+			ID        string         `json:"id"`
+			Object    string         `json:"object"`
+			Status    string         `json:"status"`
+			LastError *stripeLastErr `json:"last_error"`
 		} `json:"object"`
 	} `json:"data"`
 }
@@ -71,9 +70,6 @@ func decode(body []byte) (ev stripeEvent, sig workflows.Event, identity bool, er
 	}
 	sig = workflows.Event{ID: ev.ID, Type: ev.Type, Created: ev.Created, Livemode: ev.Livemode,
 		SessionID: o.ID, Status: o.Status, APIVersion: ev.APIVersion}
-	if o.ClientReferenceID != nil {
-		sig.ClientReferenceID = *o.ClientReferenceID
-	}
 	if le := o.LastError; le != nil {
 		sig.HasLastError = true
 		if le.Code != nil {

@@ -63,8 +63,9 @@ const (
 )
 
 // Event is the signal payload: the few fields of a Stripe event this service
-// reads. It deliberately omits metadata, verified outputs, URLs and client
-// secrets.
+// reads. It deliberately omits metadata, verified outputs, URLs, client
+// secrets and client_reference_id (businesses sometimes put an email address
+// there; the admin API's registration carries it to the database instead).
 type Event struct {
 	ID        string `json:"id"`         // evt_...
 	Type      string `json:"type"`       // identity.verification_session.*
@@ -77,9 +78,7 @@ type Event struct {
 	HasLastError    bool   `json:"has_last_error,omitempty"`
 	LastErrorCode   string `json:"last_error_code,omitempty"`
 	LastErrorReason string `json:"last_error_reason,omitempty"`
-	// ClientReferenceID is the business's own reference for the user (an id).
-	ClientReferenceID string `json:"client_reference_id,omitempty"`
-	APIVersion        string `json:"api_version,omitempty"`
+	APIVersion      string `json:"api_version,omitempty"`
 }
 
 // Status is where a session stands, as this service sees it. The first five
