@@ -54,8 +54,11 @@ func NewActivities(ctx context.Context, cfg config.Config) (*activities.Activiti
 // Run polls the task queue until ctx is done, then stops gracefully. The
 // caller has checked cfg (config.CheckWorker).
 func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logger) error {
-	if err := CheckSearchAttributes(ctx, c, cfg.Temporal.Namespace); err != nil {
+	if err := CheckSearchAttributes(ctx, c, cfg.Temporal.Namespace); errors.Is(err, ErrSearchAttributesMissing) {
 		return err
+	} else if err != nil {
+		// Some deployments do not let workers list them: carry on.
+		log.Warn("could not check the search attributes", "error", err)
 	}
 	acts, st, err := NewActivities(ctx, cfg)
 	if err != nil {
