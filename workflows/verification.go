@@ -47,7 +47,8 @@ type verification struct {
 func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 	w := &verification{
 		policy: in.Policy.withDefaults(),
-		events: workflow.GetSignalChannel(ctx, SignalEvent),
+		events: workflow.GetSignalChannelWithOptions(ctx, SignalEvent, workflow.SignalChannelOptions{
+			Description: "A Stripe identity.verification_session.* event (sent by the webhook)."}),
 		log:    workflow.GetLogger(ctx),
 	}
 	if in.Carried != nil {
@@ -56,11 +57,13 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 	} else {
 		w.st = State{SessionID: in.SessionID, Status: StatusNew, Escalation: EscalationNone}
 	}
-	if err := workflow.SetQueryHandler(ctx, QueryState, func() (State, error) { return w.st, nil }); err != nil {
+	if err := workflow.SetQueryHandlerWithOptions(ctx, QueryState, func() (State, error) { return w.st, nil },
+		workflow.QueryHandlerOptions{Description: "Where the session is: status, attempts, last error, escalation, open review, next timer."}); err != nil {
 		return nil, err
 	}
-	if err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateReviewDecision, w.decide,
-		workflow.UpdateHandlerOptions{Validator: w.validateDecision}); err != nil {
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateReviewDecision, w.decide, workflow.UpdateHandlerOptions{
+		Validator:   w.validateDecision,
+		Description: `Decide the open manual review: {"decision": "approve"|"reject", "reviewer": "<ops id>"}.`}); err != nil {
 		return nil, err
 	}
 	if in.Carried == nil {
