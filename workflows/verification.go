@@ -49,7 +49,7 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 		policy: in.Policy.withDefaults(),
 		events: workflow.GetSignalChannelWithOptions(ctx, SignalEvent, workflow.SignalChannelOptions{
 			Description: "A Stripe identity.verification_session.* event (sent by the webhook)."}),
-		log:    workflow.GetLogger(ctx),
+		log: workflow.GetLogger(ctx),
 	}
 	if in.Carried != nil {
 		w.st = *in.Carried
