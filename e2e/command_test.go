@@ -3,18 +3,13 @@ package e2e
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 )
 
 // The service refuses to start without a webhook secret, saying why.
 func TestServiceRefusesToStartWithoutAWebhookSecret(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "identity-verification")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/identity-verification").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "webhook")
+	cmd := exec.Command(buildCommand(t, "../cmd/identity-verification"), "webhook")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	out, err := cmd.CombinedOutput()
 	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 1 {

@@ -22,11 +22,7 @@ import (
 // data folder: the printed test-event command yields an email, Ctrl-C leaves
 // nothing listening, and the second run keeps the first run's data.
 func TestRunCommand(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "devstack")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/devstack")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildCommand(t, "../cmd/devstack")
 	data := t.TempDir()
 	ports := map[string]int{}
 	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "webhook", "admin"} {

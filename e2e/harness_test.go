@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -294,6 +295,16 @@ func get(u string) error {
 		return fmt.Errorf("%s: %d", u, resp.StatusCode)
 	}
 	return nil
+}
+
+// buildCommand builds a main package of this module into a temporary folder.
+func buildCommand(t *testing.T, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
 }
 
 // fixture reads a Stripe payload from testdata/stripe, with the session id

@@ -216,25 +216,20 @@ func (h *harness) names() []string {
 	return out
 }
 
-func (h *harness) transitions() []activities.Transition {
-	var out []activities.Transition
+// inputsOf lists, in order, the activity inputs of type T.
+func inputsOf[T any](h *harness) []T {
+	var out []T
 	for _, c := range h.calls {
-		if tr, ok := c.Input.(activities.Transition); ok {
-			out = append(out, tr)
+		if in, ok := c.Input.(T); ok {
+			out = append(out, in)
 		}
 	}
 	return out
 }
 
-func (h *harness) emails() []activities.EmailRequest {
-	var out []activities.EmailRequest
-	for _, c := range h.calls {
-		if r, ok := c.Input.(activities.EmailRequest); ok {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+func (h *harness) transitions() []activities.Transition { return inputsOf[activities.Transition](h) }
+
+func (h *harness) emails() []activities.EmailRequest { return inputsOf[activities.EmailRequest](h) }
 
 func (h *harness) emailKinds() string {
 	var k []string
