@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"identityverification/devstack"
+	"identityverification/testevent"
 )
 
 // The service refuses to start without a webhook secret, saying why.
@@ -17,5 +23,30 @@ func TestServiceRefusesToStartWithoutAWebhookSecret(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "STRIPE_WEBHOOK_SECRET is not set") {
 		t.Errorf("output %q does not say the secret is missing", out)
+	}
+}
+
+// A webhook-only process starts while Temporal is down: alive, not ready,
+// and every delivery answered 503 so that Stripe retries it.
+func TestWebhookStartsWhileTemporalIsDownAndAnswers503(t *testing.T) {
+	dead, _ := devstack.FreePort()
+	listen, _ := devstack.FreePort()
+	base := fmt.Sprintf("http://127.0.0.1:%d", listen)
+	cmd := exec.Command(buildCommand(t, "../cmd/identity-verification"), "webhook")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
+		fmt.Sprintf("TEMPORAL_ADDRESS=127.0.0.1:%d", dead), fmt.Sprintf("LISTEN_ADDR=127.0.0.1:%d", listen),
+		"STRIPE_WEBHOOK_SECRET=" + secret, "STRIPE_API_KEY=sk_test_x", "RETRY_LINK_SECRET=x", "TEMPORAL_SIGNAL_TIMEOUT=1s"}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	eventually(t, "the webhook to be alive", func() error { return get(base + "/livez") })
+	if err := get(base + "/readyz"); err == nil {
+		t.Error("/readyz is 200 while Temporal is down")
+	}
+	payload, _ := testevent.Build(testevent.Options{Type: "verified"})
+	code, body, err := testevent.Send(context.Background(), http.DefaultClient, base+"/webhooks/stripe", secret, payload)
+	if err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("delivery: %d %s %v; want 503", code, body, err)
 	}
 }

@@ -46,11 +46,20 @@ func NewLogger(level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
-// Dial connects to Temporal with the configured options and logger.
-func Dial(ctx context.Context, cfg config.Config, log *slog.Logger) (client.Client, error) {
+// Dial connects to Temporal with the configured options and logger. With
+// lazy, the connection is made on first use: a webhook-only process starts
+// while Temporal is down, answers 503 (so Stripe retries) and reports not
+// ready until Temporal is back.
+func Dial(ctx context.Context, cfg config.Config, lazy bool, log *slog.Logger) (client.Client, error) {
 	opts := cfg.Temporal
 	opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal"))
-	c, err := client.DialContext(ctx, opts)
+	var c client.Client
+	var err error
+	if lazy {
+		c, err = client.NewLazyClient(opts)
+	} else {
+		c, err = client.DialContext(ctx, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("temporal: dial %s: %w", opts.HostPort, err)
 	}
@@ -69,7 +78,7 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 			return err
 		}
 	}
-	c, err := Dial(ctx, cfg, log)
+	c, err := Dial(ctx, cfg, !roles.Worker, log)
 	if err != nil {
 		return err
 	}
