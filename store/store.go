@@ -167,9 +167,6 @@ func withFileLock(path string, fn func() error) error {
 // Dialect names the database engine ("postgres" or "sqlite3").
 func (s *Store) Dialect() string { return string(s.dialect) }
 
-// Ping checks the connection.
-func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
-
 // Close releases the connection pool.
 func (s *Store) Close() error { return s.db.Close() }
 

@@ -9,7 +9,6 @@ package workflows
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -23,11 +22,6 @@ const WorkflowIDPrefix = "identity-verification-"
 
 // WorkflowID is the id of the one workflow that owns a VerificationSession.
 func WorkflowID(sessionID string) string { return WorkflowIDPrefix + sessionID }
-
-// SessionIDFromWorkflowID reverses WorkflowID; ok is false for foreign ids.
-func SessionIDFromWorkflowID(id string) (sessionID string, ok bool) {
-	return strings.CutPrefix(id, WorkflowIDPrefix)
-}
 
 // WorkflowName is the registered name of the verification workflow.
 const WorkflowName = "IdentityVerification"
@@ -57,7 +51,6 @@ const (
 	StripeStatusProcessing      = "processing"
 	StripeStatusVerified        = "verified"
 	StripeStatusCanceled        = "canceled"
-	StripeSessionTypeDocument   = "document"
 	StripeSessionTypeIDNumber   = "id_number"
 	defaultAlternateSessionType = StripeSessionTypeIDNumber
 )
