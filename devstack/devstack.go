@@ -230,7 +230,7 @@ func StartMailpit(ctx context.Context, bin, dir string, smtpPort, httpPort int, 
 	}
 	m.Process = p
 	return m, waitFor(ctx, p, logPath, func(ctx context.Context) error {
-		return httpOK(ctx, m.APIURL+"/api/v1/info")
+		return HTTPOK(ctx, m.APIURL+"/api/v1/info")
 	})
 }
 
@@ -265,7 +265,8 @@ func StartStripeMock(ctx context.Context, bin, dir string, httpPort int) (*Strip
 	})
 }
 
-func httpOK(ctx context.Context, url string) error {
+// HTTPOK GETs url and fails unless it answers 200.
+func HTTPOK(ctx context.Context, url string) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -40,8 +40,8 @@ func TestWebhookStartsWhileTemporalIsDownAndAnswers503(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	eventually(t, "the webhook to be alive", func() error { return get(base + "/livez") })
-	if err := get(base + "/readyz"); err == nil {
+	eventually(t, "the webhook to be alive", func() error { return devstack.HTTPOK(context.Background(), base+"/livez") })
+	if err := devstack.HTTPOK(context.Background(), base+"/readyz"); err == nil {
 		t.Error("/readyz is 200 while Temporal is down")
 	}
 	payload, _ := testevent.Build(testevent.Options{Type: "verified"})

@@ -162,7 +162,7 @@ func startStack(t *testing.T, db storetest.Database) *stack {
 	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
 		adminURL: "http://" + adminLn.Addr().String(), namespace: ns}
 	eventually(t, "the webhook is ready", func() error {
-		return get("http://" + ln.Addr().String() + "/readyz")
+		return devstack.HTTPOK(context.Background(), "http://"+ln.Addr().String()+"/readyz")
 	})
 	if s.store, err = store.Open(context.Background(), db.URL); err != nil {
 		t.Fatal(err)
@@ -283,18 +283,6 @@ func eventually(t *testing.T, what string, check func() error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func get(u string) error {
-	resp, err := http.Get(u)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d", u, resp.StatusCode)
-	}
-	return nil
 }
 
 // buildCommand builds a main package of this module into a temporary folder.

@@ -49,12 +49,9 @@ func New(apiKey, baseURL string) *Client {
 
 // VerifiedOutputs fetches a session with verified_outputs expanded.
 func (c *Client) VerifiedOutputs(ctx context.Context, sessionID string) (Outputs, error) {
-	p := &stripe.IdentityVerificationSessionParams{}
-	p.Context = ctx
-	p.AddExpand("verified_outputs")
-	vs, err := c.sessions.Get(sessionID, p)
+	vs, err := c.get(ctx, "fetch verified outputs", sessionID, "verified_outputs")
 	if err != nil {
-		return Outputs{}, mapError("fetch verified outputs", err)
+		return Outputs{}, err
 	}
 	var o Outputs
 	if v := vs.VerifiedOutputs; v != nil {
@@ -69,11 +66,9 @@ func (c *Client) VerifiedOutputs(ctx context.Context, sessionID string) (Outputs
 // Status reads a session's current status, the source of truth when webhook
 // deliveries arrive in an ambiguous order.
 func (c *Client) Status(ctx context.Context, sessionID string) (string, error) {
-	p := &stripe.IdentityVerificationSessionParams{}
-	p.Context = ctx
-	vs, err := c.sessions.Get(sessionID, p)
+	vs, err := c.get(ctx, "read status", sessionID)
 	if err != nil {
-		return "", mapError("read status", err)
+		return "", err
 	}
 	return string(vs.Status), nil
 }
@@ -98,13 +93,22 @@ func (c *Client) SetType(ctx context.Context, sessionID, sessionType string) err
 // URL fetches a fresh, single-use URL for the user to continue a session. It
 // must be handed to the user at once, never stored, logged or emailed.
 func (c *Client) URL(ctx context.Context, sessionID string) (string, error) {
-	p := &stripe.IdentityVerificationSessionParams{}
-	p.Context = ctx
-	vs, err := c.sessions.Get(sessionID, p)
+	vs, err := c.get(ctx, "fetch url", sessionID)
 	if err != nil {
-		return "", mapError("fetch url", err)
+		return "", err
 	}
 	return vs.URL, nil
+}
+
+// get retrieves a session, with the named fields expanded.
+func (c *Client) get(ctx context.Context, op, sessionID string, expand ...string) (*stripe.IdentityVerificationSession, error) {
+	p := &stripe.IdentityVerificationSessionParams{}
+	p.Context = ctx
+	for _, f := range expand {
+		p.AddExpand(f)
+	}
+	vs, err := c.sessions.Get(sessionID, p)
+	return vs, mapError(op, err)
 }
 
 // mapError turns a stripe-go error into one that says whether to retry. The

@@ -127,8 +127,7 @@ func (w *verification) run(ctx workflow.Context) error {
 			return workflow.NewContinueAsNewError(ctx, WorkflowName, Input{SessionID: w.st.SessionID, Policy: w.policy, Carried: &w.st})
 		}
 
-		name, at := w.nextTimer()
-		w.st.NextTimer, w.st.NextTimerAt = name, at
+		name, at := w.nextTimer() // publish already put it in the state
 		if name == "" {
 			if err := workflow.Await(ctx, ready); err != nil {
 				return err
