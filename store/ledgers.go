@@ -34,7 +34,7 @@ SELECT session_id, kind, status, detail FROM emails WHERE idempotency_key = $1`,
 		return EmailRecord{}, ErrNotFound
 	}
 	if err != nil {
-		return EmailRecord{}, fmt.Errorf("store: email: %w", err)
+		return EmailRecord{}, fmt.Errorf("store: email: %w", classify(err))
 	}
 	return r, nil
 }
@@ -44,9 +44,9 @@ func (s *Store) RecordEmail(ctx context.Context, r EmailRecord) error {
 	_, err := s.db.ExecContext(ctx, `
 INSERT INTO emails (idempotency_key, session_id, kind, status, detail, recorded_at)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING`,
-		r.Key, r.SessionID, r.Kind, r.Status, r.Detail, now())
+		r.Key, r.SessionID, clean(r.Kind), clean(r.Status), clean(r.Detail), now())
 	if err != nil {
-		return fmt.Errorf("store: record email: %w", err)
+		return fmt.Errorf("store: record email: %w", classify(err))
 	}
 	return nil
 }
@@ -57,18 +57,21 @@ func (s *Store) Emails(ctx context.Context, sessionID string) ([]EmailRecord, er
 SELECT idempotency_key, kind, status, detail FROM emails WHERE session_id = $1
 ORDER BY recorded_at, idempotency_key`, sessionID)
 	if err != nil {
-		return nil, fmt.Errorf("store: emails: %w", err)
+		return nil, fmt.Errorf("store: emails: %w", classify(err))
 	}
 	defer rows.Close()
 	var out []EmailRecord
 	for rows.Next() {
 		r := EmailRecord{SessionID: sessionID}
 		if err := rows.Scan(&r.Key, &r.Kind, &r.Status, &r.Detail); err != nil {
-			return nil, fmt.Errorf("store: emails: %w", err)
+			return nil, fmt.Errorf("store: emails: %w", classify(err))
 		}
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: emails: %w", classify(err))
+	}
+	return out, nil
 }
 
 // Review case statuses.
@@ -96,9 +99,9 @@ func (s *Store) OpenReview(ctx context.Context, c ReviewCase) error {
 	_, err := s.db.ExecContext(ctx, `
 INSERT INTO review_cases (session_id, reason, mismatched_fields, status, opened_at)
 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id) DO NOTHING`,
-		c.SessionID, c.Reason, joinFields(c.MismatchedFields), ReviewOpen, c.OpenedAt.UTC())
+		c.SessionID, clean(c.Reason), clean(joinFields(c.MismatchedFields)), ReviewOpen, c.OpenedAt.UTC())
 	if err != nil {
-		return fmt.Errorf("store: open review: %w", err)
+		return fmt.Errorf("store: open review: %w", classify(err))
 	}
 	return nil
 }
@@ -106,20 +109,26 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id) DO NOTHING`,
 // DecideReview closes an open case with a status. Repeating the same decision
 // is a no-op; a case that is not open (or absent) gives ErrNoReviewOpen.
 func (s *Store) DecideReview(ctx context.Context, c ReviewCase) error {
+	status, reviewer := clean(c.Status), clean(c.Reviewer)
 	res, err := s.db.ExecContext(ctx, `
 UPDATE review_cases SET status = $2, reviewer = $3, note = $4, decided_at = $5
 WHERE session_id = $1 AND status = $6`,
-		c.SessionID, c.Status, c.Reviewer, c.Note, nullTime(c.DecidedAt), ReviewOpen)
+		c.SessionID, status, reviewer, clean(c.Note), nullTime(c.DecidedAt), ReviewOpen)
 	if err != nil {
-		return fmt.Errorf("store: decide review: %w", err)
+		return fmt.Errorf("store: decide review: %w", classify(err))
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("store: decide review: %w", err)
+		return fmt.Errorf("store: decide review: %w", classify(err))
 	} else if n == 1 {
 		return nil
 	}
 	cur, err := s.Review(ctx, c.SessionID)
-	if err == nil && cur.Status == c.Status && cur.Reviewer == c.Reviewer {
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err // already "store: review: ...", classified: not a verdict on the case
+	}
+	// Compared as stored, so a retry with a reviewer name that needed
+	// cleaning is still recognised.
+	if err == nil && cur.Status == status && cur.Reviewer == reviewer {
 		return nil // a retry of a decision already recorded
 	}
 	return ErrNoReviewOpen
@@ -139,7 +148,7 @@ FROM review_cases WHERE session_id = $1`, sessionID).
 		return ReviewCase{}, ErrNotFound
 	}
 	if err != nil {
-		return ReviewCase{}, fmt.Errorf("store: review: %w", err)
+		return ReviewCase{}, fmt.Errorf("store: review: %w", classify(err))
 	}
 	c.MismatchedFields, c.OpenedAt, c.DecidedAt = splitFields(fields), opened, decided.Time
 	return c, nil

@@ -33,8 +33,11 @@ type Session struct {
 	LastErrorReason string
 	Escalation      string
 	Seq             int64
-	HasContact      bool
-	Redacted        bool
+	// State is the workflow's complete state as the newest transition kept it
+	// (Transition.State): a JSON document, empty before any transition.
+	State      string
+	HasContact bool
+	Redacted   bool
 }
 
 // Transition is one change of a session's status, as the workflow decided it.
@@ -56,16 +59,26 @@ type Transition struct {
 	LastErrorReason string
 	Escalation      string
 	Note            string // short, no personal data
+	// State is the workflow's complete state after this transition, as JSON
+	// (no personal data), kept on the session row so the workflow can be
+	// restored exactly. It moves with the row under the Seq rule: the newest
+	// transition's State replaces the row's, even when empty, so the row
+	// never pairs a status with an older state.
+	State string
 }
 
 // UpsertContact registers or replaces the contact and expected values for a
-// session; the session's status is left alone.
+// session; the session's status is left alone. A session already redacted
+// gives ErrRedacted and nothing is stored: redaction is final, and a late
+// registration must not bring personal data back.
 func (s *Store) UpsertContact(ctx context.Context, c Contact) error {
 	if c.SessionID == "" {
 		return errors.New("store: contact without session id")
 	}
 	t := now()
-	_, err := s.db.ExecContext(ctx, `
+	// The check and the write are one statement, so a redaction racing the
+	// registration either purges it or makes it a no-op.
+	res, err := s.db.ExecContext(ctx, `
 INSERT INTO sessions (session_id, client_reference_id, contact_email, expected_first_name,
                       expected_last_name, expected_dob, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
@@ -75,11 +88,21 @@ ON CONFLICT (session_id) DO UPDATE SET
     expected_first_name = excluded.expected_first_name,
     expected_last_name = excluded.expected_last_name,
     expected_dob = excluded.expected_dob,
-    updated_at = excluded.updated_at`,
-		c.SessionID, nullable(c.ClientReferenceID), nullable(c.Email), nullable(c.FirstName),
-		nullable(c.LastName), nullable(c.DOB), t)
+    updated_at = excluded.updated_at
+WHERE sessions.redacted_at IS NULL`,
+		c.SessionID, nullable(clean(c.ClientReferenceID)), nullable(clean(c.Email)), nullable(clean(c.FirstName)),
+		nullable(clean(c.LastName)), nullable(clean(c.DOB)), t)
 	if err != nil {
-		return fmt.Errorf("store: upsert contact: %w", err)
+		return fmt.Errorf("store: upsert contact: %w", classify(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: upsert contact: %w", classify(err))
+	}
+	if n == 0 {
+		// Both engines count an insert or an update as one row; none means
+		// the WHERE skipped the update, and redacted_at is never cleared.
+		return ErrRedacted
 	}
 	return nil
 }
@@ -95,7 +118,7 @@ FROM sessions WHERE session_id = $1`, sessionID).Scan(&ref, &email, &first, &las
 		return Contact{}, ErrNotFound
 	}
 	if err != nil {
-		return Contact{}, fmt.Errorf("store: contact: %w", err)
+		return Contact{}, fmt.Errorf("store: contact: %w", classify(err))
 	}
 	return Contact{SessionID: sessionID, ClientReferenceID: ref.String, Email: email.String,
 		FirstName: first.String, LastName: last.String, DOB: dob.String}, nil
@@ -108,15 +131,15 @@ func (s *Store) Session(ctx context.Context, sessionID string) (Session, error) 
 	var redacted sql.NullTime
 	err := s.db.QueryRowContext(ctx, `
 SELECT session_id, status, stripe_status, session_type, attempts, last_error_code,
-       last_error_reason, escalation, seq, contact_email, redacted_at
+       last_error_reason, escalation, seq, state, contact_email, redacted_at
 FROM sessions WHERE session_id = $1`, sessionID).Scan(&ss.SessionID, &ss.Status, &ss.StripeStatus,
 		&ss.SessionType, &ss.Attempts, &ss.LastErrorCode, &ss.LastErrorReason, &ss.Escalation, &ss.Seq,
-		&email, &redacted)
+		&ss.State, &email, &redacted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Session{}, ErrNotFound
 	}
 	if err != nil {
-		return Session{}, fmt.Errorf("store: session: %w", err)
+		return Session{}, fmt.Errorf("store: session: %w", classify(err))
 	}
 	ss.HasContact, ss.Redacted = email.Valid, redacted.Valid
 	return ss, nil
@@ -129,19 +152,19 @@ func (s *Store) ProcessedEventIDs(ctx context.Context, sessionID string, limit i
 SELECT event_id FROM processed_events WHERE session_id = $1
 ORDER BY processed_at DESC, event_id DESC LIMIT $2`, sessionID, limit)
 	if err != nil {
-		return nil, fmt.Errorf("store: processed events: %w", err)
+		return nil, fmt.Errorf("store: processed events: %w", classify(err))
 	}
 	defer rows.Close()
 	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("store: processed events: %w", err)
+			return nil, fmt.Errorf("store: processed events: %w", classify(err))
 		}
 		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: processed events: %w", err)
+		return nil, fmt.Errorf("store: processed events: %w", classify(err))
 	}
 	for i, j := 0, len(ids)-1; i < j; i, j = i+1, j-1 {
 		ids[i], ids[j] = ids[j], ids[i]
@@ -159,13 +182,15 @@ func (s *Store) RecordTransition(ctx context.Context, t Transition) (applied boo
 		return false, errors.New("store: transition without session id or key")
 	}
 	at := now()
+	eventID, eventType, from, to := clean(t.EventID), clean(t.EventType), clean(t.From), clean(t.To)
+	errCode, escalation := clean(t.LastErrorCode), clean(t.Escalation)
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `
 INSERT INTO status_transitions (session_id, transition_key, seq, event_id, from_status, to_status,
                                 attempts, last_error_code, escalation, note, recorded_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (session_id, transition_key) DO NOTHING`,
-			t.SessionID, t.Key, t.Seq, t.EventID, t.From, t.To, t.Attempts, t.LastErrorCode, t.Escalation, t.Note, at)
+			t.SessionID, t.Key, t.Seq, eventID, from, to, t.Attempts, errCode, escalation, clean(t.Note), at)
 		if err != nil {
 			return err
 		}
@@ -173,30 +198,31 @@ ON CONFLICT (session_id, transition_key) DO NOTHING`,
 			return err // already recorded: nothing else to do
 		}
 		applied = true
-		if t.EventID != "" {
+		if eventID != "" {
 			if _, err := tx.ExecContext(ctx, `
 INSERT INTO processed_events (session_id, event_id, event_type, processed_at)
 VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, event_id) DO NOTHING`,
-				t.SessionID, t.EventID, t.EventType, at); err != nil {
+				t.SessionID, eventID, eventType, at); err != nil {
 				return err
 			}
 		}
 		_, err = tx.ExecContext(ctx, `
 INSERT INTO sessions (session_id, status, stripe_status, session_type, attempts, last_error_code,
-                      last_error_reason, escalation, seq, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                      last_error_reason, escalation, seq, state, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
 ON CONFLICT (session_id) DO UPDATE SET
     status = excluded.status, stripe_status = excluded.stripe_status,
     session_type = excluded.session_type, attempts = excluded.attempts,
     last_error_code = excluded.last_error_code, last_error_reason = excluded.last_error_reason,
-    escalation = excluded.escalation, seq = excluded.seq, updated_at = excluded.updated_at
+    escalation = excluded.escalation, seq = excluded.seq, state = excluded.state,
+    updated_at = excluded.updated_at
 WHERE sessions.seq < excluded.seq`,
-			t.SessionID, t.To, t.StripeStatus, t.SessionType, t.Attempts, t.LastErrorCode,
-			t.LastErrorReason, t.Escalation, t.Seq, at)
+			t.SessionID, to, clean(t.StripeStatus), clean(t.SessionType), t.Attempts, errCode,
+			clean(t.LastErrorReason), escalation, t.Seq, clean(t.State), at)
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("store: record transition: %w", err)
+		return false, fmt.Errorf("store: record transition: %w", classify(err))
 	}
 	return applied, nil
 }
@@ -214,22 +240,27 @@ func (s *Store) Audit(ctx context.Context, sessionID string) ([]AuditEntry, erro
 SELECT transition_key, event_id, from_status, to_status, last_error_code, escalation, note, seq, attempts
 FROM status_transitions WHERE session_id = $1 ORDER BY seq, recorded_at`, sessionID)
 	if err != nil {
-		return nil, fmt.Errorf("store: audit: %w", err)
+		return nil, fmt.Errorf("store: audit: %w", classify(err))
 	}
 	defer rows.Close()
 	var out []AuditEntry
 	for rows.Next() {
 		var e AuditEntry
 		if err := rows.Scan(&e.Key, &e.EventID, &e.From, &e.To, &e.LastErrorCode, &e.Escalation, &e.Note, &e.Seq, &e.Attempts); err != nil {
-			return nil, fmt.Errorf("store: audit: %w", err)
+			return nil, fmt.Errorf("store: audit: %w", classify(err))
 		}
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: audit: %w", classify(err))
+	}
+	return out, nil
 }
 
-// Redact purges a session's personal data (contact, expected values, review
-// notes), closes an open review case, and keeps statuses, event ids and the audit trail. Idempotent.
+// Redact purges a session's personal data (contact, client reference, which
+// may be an email address, expected values, review notes), closes an open
+// review case, and keeps statuses, event ids, the workflow state and the
+// audit trail. Idempotent; a later UpsertContact gives ErrRedacted.
 func (s *Store) Redact(ctx context.Context, sessionID string) error {
 	t := now()
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -239,8 +270,8 @@ ON CONFLICT (session_id) DO NOTHING`, sessionID, t); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `
-UPDATE sessions SET contact_email = NULL, expected_first_name = NULL, expected_last_name = NULL,
-       expected_dob = NULL, redacted_at = COALESCE(redacted_at, $2), updated_at = $2
+UPDATE sessions SET client_reference_id = NULL, contact_email = NULL, expected_first_name = NULL,
+       expected_last_name = NULL, expected_dob = NULL, redacted_at = COALESCE(redacted_at, $2), updated_at = $2
 WHERE session_id = $1`, sessionID, t); err != nil {
 			return err
 		}
@@ -250,7 +281,7 @@ WHERE session_id = $1`, sessionID, ReviewOpen, ReviewClosed)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("store: redact: %w", err)
+		return fmt.Errorf("store: redact: %w", classify(err))
 	}
 	return nil
 }

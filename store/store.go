@@ -18,11 +18,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed migrations/*.sql
@@ -34,6 +37,15 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrNoReviewOpen: a decision for a session without an open review case.
 	ErrNoReviewOpen = errors.New("store: no open review case")
+	// ErrRedacted: a contact registered for a session already redacted; the
+	// purge is final, so nothing was stored.
+	ErrRedacted = errors.New("store: session redacted")
+	// ErrRejected: the database refused the statement for what it is (bad
+	// data, a broken constraint, a schema that does not match), so retrying
+	// the same call cannot succeed. The driver's error stays in the chain
+	// (errors.As finds it) and in the message. Connection errors, timeouts
+	// and lock contention are not ErrRejected: they may pass.
+	ErrRejected = errors.New("store: rejected by the database")
 )
 
 // DefaultURL is the embedded default: a SQLite file in the working directory.
@@ -186,4 +198,60 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// classify marks err as ErrRejected when the database refused the statement
+// itself, so that callers (activities and their retry policies) stop retrying
+// what cannot succeed; any other error is returned as is, as transient.
+//
+// Permanent on PostgreSQL: SQLSTATE class 22 (data exception, e.g. a NUL
+// byte), 23 (integrity constraint violation) and 42 (syntax error or
+// undefined object: the schema is not the one this code expects). On SQLite:
+// the primary result codes CONSTRAINT, MISMATCH, TOOBIG, RANGE and ERROR (an
+// SQL logic error such as "no such column"). BUSY, LOCKED, I/O and connection
+// errors, and context ends stay transient.
+func classify(err error) error {
+	if err == nil || errors.Is(err, ErrRejected) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if class := pgErr.Code[:min(2, len(pgErr.Code))]; class == "22" || class == "23" || class == "42" {
+			return rejectedError{err}
+		}
+		return err
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		switch liteErr.Code() & 0xff {
+		case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG,
+			sqlite3.SQLITE_RANGE, sqlite3.SQLITE_ERROR:
+			return rejectedError{err}
+		}
+	}
+	return err
+}
+
+// rejectedError is a driver error classify found permanent: errors.Is sees
+// ErrRejected, errors.As still finds the driver's error, and the message
+// keeps the driver's text after one "store: ..." prefix added by the caller.
+type rejectedError struct{ err error }
+
+func (e rejectedError) Error() string        { return "rejected by the database: " + e.err.Error() }
+func (e rejectedError) Unwrap() error        { return e.err }
+func (e rejectedError) Is(target error) bool { return target == ErrRejected }
+
+// clean makes text from outside storable on both engines whatever bytes it
+// holds: PostgreSQL refuses NUL bytes and invalid UTF-8 in TEXT (SQLSTATE
+// 22021), which would fail the whole write for one odd byte in an error
+// reason or a note. NUL bytes are dropped and invalid sequences become
+// U+FFFD. Every text value the store writes goes through it. Identifiers the
+// store looks rows up by (session id, transition key, email key) do not:
+// rewriting them could make two ids one row, so PostgreSQL refuses a
+// malformed one (ErrRejected) rather than merge it.
+func clean(s string) string {
+	if !strings.Contains(s, "\x00") && utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
 }
