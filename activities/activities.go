@@ -6,8 +6,10 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -58,65 +60,122 @@ type Activities struct {
 	OpsEmail string
 }
 
-// Error types the workflow and retry policies recognise.
+// Error types the workflow and retry policies recognise: each names a
+// failure that retrying cannot fix.
 const (
 	ErrTypeStripeRefused = "StripeRefused"
 	ErrTypeEmailRefused  = "EmailRefused"
+	ErrTypeEmailTemplate = "EmailTemplate"
 	ErrTypeReviewClosed  = "ReviewNotOpen"
+	// ErrTypeStoreRejected: the database refused the data for good (a
+	// constraint, a data error); the same write would fail again.
+	ErrTypeStoreRejected = "StoreRejected"
 )
+
+// NonRetryable lists the error types above, for retry policies.
+var NonRetryable = []string{ErrTypeStripeRefused, ErrTypeEmailRefused, ErrTypeEmailTemplate,
+	ErrTypeReviewClosed, ErrTypeStoreRejected}
+
+// storeError makes a database refusal non-retryable; anything else (an
+// outage, a timeout) stays retryable.
+func storeError(err error) error {
+	if errors.Is(err, store.ErrRejected) {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeStoreRejected, nil)
+	}
+	return err
+}
 
 // ProcessedEventsCarried bounds the ledger ids a new run loads.
 const ProcessedEventsCarried = 1000
 
 // Snapshot is what the database knows of a session when a workflow run starts
-// without carried state (a first event, or a late event after the previous
-// run finished).
+// without carried state: a first event, a late event after the previous run
+// finished, or a run an operator terminated.
 type Snapshot struct {
-	Known             bool     `json:"known"`
-	Status            string   `json:"status,omitempty"`
-	StripeStatus      string   `json:"stripe_status,omitempty"`
-	SessionType       string   `json:"session_type,omitempty"`
-	Attempts          int      `json:"attempts,omitempty"`
-	LastErrorCode     string   `json:"last_error_code,omitempty"`
-	LastErrorReason   string   `json:"last_error_reason,omitempty"`
-	Escalation        string   `json:"escalation,omitempty"`
-	Seq               int64    `json:"seq,omitempty"`
-	Redacted          bool     `json:"redacted,omitempty"`
+	Known bool `json:"known"`
+	// State is the workflow's state as stored with the last transition
+	// (workflows.State, without the event ids), restored as it is.
+	State json.RawMessage `json:"state,omitempty"`
+	// ProcessedEventIDs is the newest part of the event ledger, oldest first.
 	ProcessedEventIDs []string `json:"processed_event_ids,omitempty"`
 }
 
-// LoadSession reads the stored status and event ledger of a session.
+// LoadSession reads the stored state and event ledger of a session.
 func (a *Activities) LoadSession(ctx context.Context, sessionID string) (Snapshot, error) {
 	s, err := a.Store.Session(ctx, sessionID)
 	if errors.Is(err, store.ErrNotFound) {
 		return Snapshot{}, nil
 	}
 	if err != nil {
-		return Snapshot{}, err
+		return Snapshot{}, storeError(err)
 	}
 	ids, err := a.Store.ProcessedEventIDs(ctx, sessionID, ProcessedEventsCarried)
 	if err != nil {
-		return Snapshot{}, err
+		return Snapshot{}, storeError(err)
 	}
-	return Snapshot{Known: s.Seq > 0 || len(ids) > 0, Status: s.Status, StripeStatus: s.StripeStatus,
-		SessionType: s.SessionType, Attempts: s.Attempts, LastErrorCode: s.LastErrorCode,
-		LastErrorReason: s.LastErrorReason, Escalation: s.Escalation, Seq: s.Seq,
-		Redacted: s.Redacted, ProcessedEventIDs: ids}, nil
+	snap := Snapshot{Known: s.Seq > 0 || len(ids) > 0, ProcessedEventIDs: ids}
+	if s.State != "" {
+		snap.State = json.RawMessage(s.State)
+	} else if snap.Known { // a row written before snapshots were kept
+		snap.State, _ = json.Marshal(Progress{SessionID: sessionID, Seq: s.Seq, Status: s.Status,
+			StripeStatus: s.StripeStatus, SessionType: s.SessionType, Attempts: s.Attempts,
+			LastErrorCode: s.LastErrorCode, LastErrorReason: s.LastErrorReason, Escalation: s.Escalation})
+	}
+	return snap, nil
 }
 
-// Transition is a status change to persist (see store.Transition).
-type Transition = store.Transition
+// Transition is one step of a session to persist: what caused it and the
+// workflow's whole state after it.
+type Transition struct {
+	SessionID string `json:"session_id"`
+	// Key makes the write idempotent: the Stripe event id, or a name for a
+	// workflow-made change such as "expiry" or "review:approve".
+	Key       string `json:"key"`
+	EventID   string `json:"event_id,omitempty"`
+	EventType string `json:"event_type,omitempty"`
+	From      string `json:"from"`           // the status of the previous transition
+	Note      string `json:"note,omitempty"` // short, no personal data
+	// State is the workflow's state (workflows.State as JSON, without the
+	// event ids): stored whole for an exact restore, and read for the
+	// columns ops query (Progress).
+	State json.RawMessage `json:"state"`
+}
 
-// RecordTransition persists a transition, the event ledger entry and the
-// audit row; a retry is a no-op.
+// Progress is the part of the workflow's state the sessions table keeps in
+// columns. Its JSON names are those of workflows.State (a test holds the two
+// together).
+type Progress struct {
+	SessionID         string `json:"session_id"`
+	Seq               int64  `json:"seq"`
+	Status            string `json:"status"`
+	StripeStatus      string `json:"stripe_status,omitempty"`
+	SessionType       string `json:"session_type,omitempty"`
+	Attempts          int    `json:"attempts"`
+	AlternateAttempts int    `json:"alternate_attempts,omitempty"`
+	LastErrorCode     string `json:"last_error_code,omitempty"`
+	LastErrorReason   string `json:"last_error_reason,omitempty"`
+	Escalation        string `json:"escalation"`
+}
+
+// RecordTransition persists a transition, the event ledger entry, the audit
+// row and the state snapshot in one database transaction; a retry is a no-op.
+// It runs as a local activity: short, idempotent, on the worker that runs the
+// workflow task.
 func (a *Activities) RecordTransition(ctx context.Context, t Transition) error {
-	_, err := a.Store.RecordTransition(ctx, t)
-	return err
+	var p Progress
+	if err := json.Unmarshal(t.State, &p); err != nil {
+		return temporal.NewNonRetryableApplicationError("transition state: "+err.Error(), ErrTypeStoreRejected, nil)
+	}
+	_, err := a.Store.RecordTransition(ctx, store.Transition{SessionID: t.SessionID, Key: t.Key, Seq: p.Seq,
+		EventID: t.EventID, EventType: t.EventType, From: t.From, To: p.Status, StripeStatus: p.StripeStatus,
+		SessionType: p.SessionType, Attempts: p.Attempts + p.AlternateAttempts, LastErrorCode: p.LastErrorCode,
+		LastErrorReason: p.LastErrorReason, Escalation: p.Escalation, Note: t.Note, State: string(t.State)})
+	return storeError(err)
 }
 
 // RedactSession purges the session's personal data.
 func (a *Activities) RedactSession(ctx context.Context, sessionID string) error {
-	return a.Store.Redact(ctx, sessionID)
+	return storeError(a.Store.Redact(ctx, sessionID))
 }
 
 // stripeError makes a permanent Stripe refusal non-retryable.
@@ -150,19 +209,34 @@ func (a *Activities) FetchSessionStatus(ctx context.Context, sessionID string) (
 	return s, stripeError(err)
 }
 
-// ReviewInput opens a manual review case.
-type ReviewInput = store.ReviewCase
+// ReviewInput opens or decides a manual review case. It holds ids, codes
+// and field names only.
+type ReviewInput struct {
+	SessionID        string    `json:"session_id"`
+	Reason           string    `json:"reason,omitempty"`
+	MismatchedFields []string  `json:"mismatched_fields,omitempty"`
+	OpenedAt         time.Time `json:"opened_at,omitzero"`
+	// Status is the decision to record: approved or rejected.
+	Status    string    `json:"status,omitempty"`
+	Reviewer  string    `json:"reviewer,omitempty"`
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+}
+
+func (in ReviewInput) storeCase() store.ReviewCase {
+	return store.ReviewCase{SessionID: in.SessionID, Reason: in.Reason, MismatchedFields: in.MismatchedFields,
+		OpenedAt: in.OpenedAt, Status: in.Status, Reviewer: in.Reviewer, DecidedAt: in.DecidedAt}
+}
 
 // OpenReview records a manual review case; opening it again is a no-op.
 func (a *Activities) OpenReview(ctx context.Context, in ReviewInput) error {
-	return a.Store.OpenReview(ctx, in)
+	return storeError(a.Store.OpenReview(ctx, in.storeCase()))
 }
 
 // DecideReview records a reviewer's decision on the open case.
 func (a *Activities) DecideReview(ctx context.Context, in ReviewInput) error {
-	err := a.Store.DecideReview(ctx, in)
+	err := a.Store.DecideReview(ctx, in.storeCase())
 	if errors.Is(err, store.ErrNoReviewOpen) {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("session %s has no open review", in.SessionID), ErrTypeReviewClosed, err)
 	}
-	return err
+	return storeError(err)
 }

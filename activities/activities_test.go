@@ -2,11 +2,13 @@ package activities_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -133,7 +135,7 @@ func TestSendEmailDeliversOnceThroughSMTP(t *testing.T) {
 		vs := unique("vs_mail")
 		to := unique("ada") + "@example.com"
 		e.register(store.Contact{SessionID: vs, Email: to, FirstName: "Ada"})
-		req := activities.EmailRequest{SessionID: vs, Kind: email.KindFailed, Attempt: 2, MaxAttempts: 3, Reason: "The document is expired."}
+		req := activities.EmailRequest{SessionID: vs, Kind: email.KindFailed, Ref: "document-2", Attempt: 2, MaxAttempts: 3, Reason: "The document is expired."}
 
 		for range 2 { // the second call is a retried activity
 			res, err := e.sendEmail(req)
@@ -341,8 +343,13 @@ func TestTransitionsLoadAndRedactionThroughActivities(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, e *env) {
 		vs := unique("vs_flow")
 		e.register(store.Contact{SessionID: vs, Email: "flow@example.com", FirstName: "Flo"})
-		tr := activities.Transition{SessionID: vs, Key: "evt_1", Seq: 1, EventID: "evt_1", EventType: "identity.verification_session.requires_input",
-			From: "new", To: "requires_input", StripeStatus: "requires_input", Attempts: 1, LastErrorCode: "document_expired", Escalation: "none"}
+		// The workflow's state as it stores it, with a field of its own
+		// (alternate_attempts, review) that the columns do not hold.
+		state := `{"session_id":"` + vs + `","status":"in_review","stripe_status":"requires_input","attempts":1,` +
+			`"alternate_attempts":2,"last_error_code":"document_expired","escalation":"manual_review","seq":1,` +
+			`"review":{"reason":"attempts_exhausted","opened_at":"2026-11-26T09:00:00Z","deadline_at":"2026-11-28T09:00:00Z"}}`
+		tr := activities.Transition{SessionID: vs, Key: "evt_1", EventID: "evt_1", EventType: "identity.verification_session.requires_input",
+			From: "new", Note: "in review", State: json.RawMessage(state)}
 		for range 2 {
 			if _, err := e.tenv.ExecuteActivity(e.acts.RecordTransition, tr); err != nil {
 				t.Fatal(err)
@@ -354,10 +361,20 @@ func TestTransitionsLoadAndRedactionThroughActivities(t *testing.T) {
 		}
 		var snap activities.Snapshot
 		v.Get(&snap)
-		want := activities.Snapshot{Known: true, Status: "requires_input", StripeStatus: "requires_input", Attempts: 1,
-			LastErrorCode: "document_expired", Escalation: "none", Seq: 1, ProcessedEventIDs: []string{"evt_1"}}
-		if fmt.Sprint(snap) != fmt.Sprint(want) {
-			t.Errorf("snapshot = %+v\nwant %+v", snap, want)
+		if !snap.Known || !reflect.DeepEqual(snap.ProcessedEventIDs, []string{"evt_1"}) || !jsonEqual(t, snap.State, state) {
+			t.Errorf("snapshot = %+v %s; want known, [evt_1], the state stored as it was", snap, snap.State)
+		}
+		row, err := e.store.Session(context.Background(), vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (store.Session{SessionID: vs, Status: "in_review", StripeStatus: "requires_input", Attempts: 3,
+			LastErrorCode: "document_expired", Escalation: "manual_review", Seq: 1, HasContact: true, State: row.State}); !reflect.DeepEqual(row, want) {
+			t.Errorf("row = %+v\nwant %+v", row, want)
+		}
+		audit, _ := e.store.Audit(context.Background(), vs)
+		if len(audit) != 1 || audit[0].From != "new" || audit[0].To != "in_review" || audit[0].Note != "in review" {
+			t.Errorf("audit = %+v; want one transition from new to in_review", audit)
 		}
 		if _, err := e.tenv.ExecuteActivity(e.acts.RedactSession, vs); err != nil {
 			t.Fatal(err)
@@ -372,6 +389,30 @@ func TestTransitionsLoadAndRedactionThroughActivities(t *testing.T) {
 			t.Errorf("unknown session loaded as known: %+v", none)
 		}
 	})
+}
+
+func TestATransitionWithBadStateIsRefusedForGood(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		_, err := e.tenv.ExecuteActivity(e.acts.RecordTransition, activities.Transition{SessionID: "vs_bad", Key: "k",
+			State: json.RawMessage(`{"seq": "not a number"}`)})
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrTypeStoreRejected || !appErr.NonRetryable() {
+			t.Errorf("err = %v; want non-retryable %s", err, activities.ErrTypeStoreRejected)
+		}
+	})
+}
+
+// jsonEqual reports whether two JSON documents hold the same values.
+func jsonEqual(t *testing.T, a []byte, b string) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(b), &y); err != nil {
+		t.Fatal(err)
+	}
+	return reflect.DeepEqual(x, y)
 }
 
 func TestNormalizeName(t *testing.T) {

@@ -33,7 +33,7 @@ func (a *Activities) CompareVerifiedOutputs(ctx context.Context, sessionID strin
 		return Comparison{Match: true}, nil
 	}
 	if err != nil {
-		return Comparison{}, err
+		return Comparison{}, storeError(err)
 	}
 	if want.FirstName == "" && want.LastName == "" && want.DOB == "" {
 		return Comparison{Match: true}, nil

@@ -20,9 +20,13 @@ import (
 type EmailRequest struct {
 	SessionID string     `json:"session_id"`
 	Kind      email.Kind `json:"kind"`
-	// Attempt distinguishes repeats of a kind (the user's attempt number, the
-	// n-th overdue notice); with the session and kind it is the idempotency key.
-	Attempt     int       `json:"attempt"`
+	// Ref tells repeats of a kind apart ("document-2", "id_number-1", the
+	// n-th overdue notice); with the session and kind it makes the
+	// idempotency key.
+	Ref string `json:"ref,omitempty"`
+	// Attempt and MaxAttempts are what the email says: "attempt 1 of 2"
+	// counts the attempts of the method the user is on.
+	Attempt     int       `json:"attempt,omitempty"`
 	MaxAttempts int       `json:"max_attempts,omitempty"`
 	Reason      string    `json:"reason,omitempty"` // Stripe's last_error.reason or a review reason
 	Fields      []string  `json:"fields,omitempty"` // mismatched field names
@@ -31,7 +35,7 @@ type EmailRequest struct {
 
 // Key is the email's idempotency key.
 func (r EmailRequest) Key() string {
-	return fmt.Sprintf("%s:%s:%d", r.SessionID, r.Kind, r.Attempt)
+	return fmt.Sprintf("%s:%s:%s", r.SessionID, r.Kind, r.Ref)
 }
 
 // EmailResult says what became of a request: sent, skipped (and why) or
@@ -56,12 +60,12 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (EmailResu
 	if rec, err := a.Store.Email(ctx, key); err == nil {
 		return EmailResult{Status: rec.Status, Detail: rec.Detail}, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return EmailResult{}, err
+		return EmailResult{}, storeError(err)
 	}
 	ledger := store.EmailRecord{Key: key, SessionID: req.SessionID, Kind: string(req.Kind)}
 	skip := func(detail string) (EmailResult, error) {
 		ledger.Status, ledger.Detail = store.EmailSkipped, detail
-		return EmailResult{Status: store.EmailSkipped, Detail: detail}, a.Store.RecordEmail(ctx, ledger)
+		return EmailResult{Status: store.EmailSkipped, Detail: detail}, storeError(a.Store.RecordEmail(ctx, ledger))
 	}
 
 	data := email.Data{SessionID: req.SessionID, Reason: req.Reason, Attempt: req.Attempt,
@@ -81,14 +85,14 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (EmailResu
 			return skip("no contact registered for the session")
 		}
 		if err != nil {
-			return EmailResult{}, err
+			return EmailResult{}, storeError(err)
 		}
 		to, data.FirstName = c.Email, c.FirstName
 	}
 
 	r, err := email.Render(req.Kind, data)
 	if err != nil {
-		return EmailResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "EmailTemplate", err)
+		return EmailResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeEmailTemplate, err)
 	}
 	sum := sha256.Sum256([]byte(key))
 	err = a.Mailer.Send(ctx, email.Message{To: to, Rendered: r,
@@ -96,7 +100,7 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (EmailResu
 	if errors.Is(err, email.ErrPermanent) {
 		ledger.Status, ledger.Detail = store.EmailRefused, err.Error()
 		if lerr := a.Store.RecordEmail(ctx, ledger); lerr != nil {
-			return EmailResult{}, lerr
+			return EmailResult{}, storeError(lerr)
 		}
 		return EmailResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeEmailRefused, nil)
 	}
@@ -104,5 +108,5 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (EmailResu
 		return EmailResult{}, err // transient: the retry policy tries again
 	}
 	ledger.Status = store.EmailSent
-	return EmailResult{Status: store.EmailSent}, a.Store.RecordEmail(ctx, ledger)
+	return EmailResult{Status: store.EmailSent}, storeError(a.Store.RecordEmail(ctx, ledger))
 }

@@ -114,6 +114,7 @@ func Load(env Env) (Config, error) {
 	pol.ExpireAfter = p.duration("EXPIRE_AFTER", pol.ExpireAfter)
 	pol.ReviewDeadline = p.duration("REVIEW_DEADLINE", pol.ReviewDeadline)
 	pol.Escalation = workflows.EscalationPolicy(p.str("ESCALATION", string(pol.Escalation)))
+	pol.LateFraud = workflows.LateFraudPolicy(p.str("LATE_FRAUD_POLICY", string(pol.LateFraud)))
 	if v := getenv("NON_RETRYABLE_CODES"); v != "" {
 		pol.NonRetryableCodes = p.list("NON_RETRYABLE_CODES")
 	}
@@ -137,6 +138,9 @@ func Load(env Env) (Config, error) {
 		p.fail("ESCALATION", "want review, alternate or alternate_then_review")
 	case pol.ExpireAfter <= 0 || pol.ReviewDeadline <= 0 || pol.ReminderAfter < 0:
 		p.fail("EXPIRE_AFTER/REVIEW_DEADLINE/REMINDER_AFTER", "must be positive")
+	}
+	if !pol.LateFraud.Valid() {
+		p.fail("LATE_FRAUD_POLICY", "want review or record")
 	}
 	c.Policy = pol
 

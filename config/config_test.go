@@ -22,6 +22,7 @@ func TestDefaultsAndTheContract(t *testing.T) {
 		t.Errorf("temporal = %s/%s", c.Temporal.HostPort, c.Temporal.Namespace)
 	}
 	if c.WebhookTolerance != 300*time.Second || c.WebhookMaxBody != 1<<20 || c.Policy.MaxAttempts != 3 ||
+		c.Policy.LateFraud != workflows.LateFraudReview ||
 		c.DatabaseURL != "sqlite:identity-verification.db" {
 		t.Errorf("defaults = %+v", c)
 	}
@@ -43,21 +44,23 @@ func TestProcessesRefuseToStartWithoutTheirSecrets(t *testing.T) {
 
 func TestPolicyFromTheEnvironment(t *testing.T) {
 	c, err := config.Load(config.Map{"MAX_ATTEMPTS": "5", "ESCALATION": "review", "REMINDER_AFTER": "2h",
-		"ESCALATION_BY_CODE": "document_expired:alternate", "NON_RETRYABLE_CODES": "consent_declined"})
+		"ESCALATION_BY_CODE": "document_expired:alternate", "NON_RETRYABLE_CODES": "consent_declined",
+		"LATE_FRAUD_POLICY": "record"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := c.Policy
 	if p.MaxAttempts != 5 || p.Escalation != workflows.PolicyReview || p.ReminderAfter != 2*time.Hour ||
 		p.EscalationFor("document_expired") != workflows.PolicyAlternate || p.Retryable("consent_declined") ||
-		!p.Retryable("under_supported_age") {
+		!p.Retryable("under_supported_age") || p.LateFraud != workflows.LateFraudRecord {
 		t.Errorf("policy = %+v", p)
 	}
 }
 
 func TestInvalidValuesAreReportedTogether(t *testing.T) {
-	_, err := config.Load(config.Map{"MAX_ATTEMPTS": "three", "STRIPE_WEBHOOK_TOLERANCE": "5 minutes", "ESCALATION": "shrug"})
-	for _, want := range []string{"MAX_ATTEMPTS", "STRIPE_WEBHOOK_TOLERANCE", "ESCALATION"} {
+	_, err := config.Load(config.Map{"MAX_ATTEMPTS": "three", "STRIPE_WEBHOOK_TOLERANCE": "5 minutes", "ESCALATION": "shrug",
+		"LATE_FRAUD_POLICY": "ignore"})
+	for _, want := range []string{"MAX_ATTEMPTS", "STRIPE_WEBHOOK_TOLERANCE", "ESCALATION", "LATE_FRAUD_POLICY"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
 		}

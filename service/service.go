@@ -133,7 +133,7 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 			return fmt.Errorf("admin: listen: %w", err)
 		}
 	}
-	api := &admin.API{Token: cfg.AdminToken, Contacts: st, Temporal: c, Log: log}
+	api := &admin.API{Token: cfg.AdminToken, Contacts: st, Temporal: c, Policy: cfg.Policy, Log: log}
 	log.Info("admin API listening", "addr", ln.Addr().String())
 	return webhook.Serve(ctx, ln, api.Handler(), cfg.ShutdownGrace, log)
 }

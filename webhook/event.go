@@ -22,6 +22,7 @@ type stripeEvent struct {
 			ID        string         `json:"id"`
 			Object    string         `json:"object"`
 			Status    string         `json:"status"`
+			Type      string         `json:"type"` // document, id_number
 			LastError *stripeLastErr `json:"last_error"`
 		} `json:"object"`
 	} `json:"data"`
@@ -69,7 +70,7 @@ func decode(body []byte) (ev stripeEvent, sig workflows.Event, identity bool, er
 		return ev, sig, true, errMissingSession
 	}
 	sig = workflows.Event{ID: ev.ID, Type: ev.Type, Created: ev.Created, Livemode: ev.Livemode,
-		SessionID: o.ID, Status: o.Status, APIVersion: ev.APIVersion}
+		SessionID: o.ID, Status: o.Status, APIVersion: ev.APIVersion, SessionType: truncate(o.Type, 40)}
 	if le := o.LastError; le != nil {
 		sig.HasLastError = true
 		if le.Code != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/temporal"
+
+	"identityverification/activities"
 )
 
 // TaskQueue is the Temporal task queue the worker polls and the webhook starts on.
@@ -72,7 +74,26 @@ type Event struct {
 	LastErrorCode   string `json:"last_error_code,omitempty"`
 	LastErrorReason string `json:"last_error_reason,omitempty"`
 	APIVersion      string `json:"api_version,omitempty"`
+	// SessionType is data.object.type (document, id_number): it tells which
+	// verification method a failed attempt belongs to, whenever it arrives.
+	SessionType string `json:"session_type,omitempty"`
 }
+
+// Failure reports whether the event is a failed attempt: a requires_input
+// with a last_error.
+func (e Event) Failure() bool { return e.Type == EventRequiresInput && e.HasLastError }
+
+// ErrorCode is the failure's last_error code; a null code is a generic
+// failure, "unspecified".
+func (e Event) ErrorCode() string {
+	if e.LastErrorCode == "" {
+		return CodeUnspecified
+	}
+	return e.LastErrorCode
+}
+
+// CodeUnspecified stands for a last_error whose code is null.
+const CodeUnspecified = "unspecified"
 
 // Status is where a session stands, as this service sees it. The first five
 // mirror Stripe's; the others are this service's own outcomes.
@@ -152,7 +173,22 @@ type Policy struct {
 	// EventsPerRun bounds the events one run handles before it continues as
 	// new, on top of Temporal's own suggestion. Zero means no bound.
 	EventsPerRun int `json:"events_per_run,omitempty"`
+	// LateFraud says what a non-retryable code does when it arrives after
+	// the session closed as verified: LateFraudReview (the default) reopens
+	// the session as a manual review, LateFraudRecord only records it.
+	LateFraud LateFraudPolicy `json:"late_fraud,omitempty"`
 }
+
+// LateFraudPolicy is the LATE_FRAUD_POLICY setting.
+type LateFraudPolicy string
+
+const (
+	LateFraudReview LateFraudPolicy = "review"
+	LateFraudRecord LateFraudPolicy = "record"
+)
+
+// Valid reports whether p is a known late-fraud policy.
+func (p LateFraudPolicy) Valid() bool { return p == LateFraudReview || p == LateFraudRecord }
 
 // DefaultPolicy is the policy when configuration says nothing.
 func DefaultPolicy() Policy {
@@ -180,6 +216,7 @@ func DefaultPolicy() Policy {
 			"selfie_manipulated":    PolicyReview,
 		},
 		EventsPerRun: 1000,
+		LateFraud:    LateFraudReview,
 	}
 }
 
@@ -207,7 +244,9 @@ type Input struct {
 
 // Review is a manual review case as the workflow knows it.
 type Review struct {
-	Reason string `json:"reason"` // attempts_exhausted, non_retryable:<code>, mismatch
+	// Reason: attempts_exhausted, non_retryable:<code> (also when the code
+	// came after the session was verified), or mismatch.
+	Reason string `json:"reason"`
 	// MismatchedFields names the verified outputs that differed (never values).
 	MismatchedFields []string  `json:"mismatched_fields,omitempty"`
 	OpenedAt         time.Time `json:"opened_at"`
@@ -227,6 +266,14 @@ const (
 	DecisionReject  = "reject"
 )
 
+// ErrTypeReviewRefused is the type of the application error with which the
+// review update refuses a decision (no open review, unknown decision, bad
+// reviewer); its message says why.
+const ErrTypeReviewRefused = "ReviewRefused"
+
+// Reviewer bounds: an ops identifier, not free text.
+const MaxReviewerLen = 64
+
 // ReviewDecision is the UpdateReviewDecision payload. It has no free-text
 // note on purpose: update arguments are kept in workflow history, which must
 // not hold personal data.
@@ -235,7 +282,10 @@ type ReviewDecision struct {
 	Reviewer string `json:"reviewer"` // an ops identifier, e.g. a username
 }
 
-// State is what the `state` query answers and what continue-as-new carries.
+// State is what the `state` query answers, what continue-as-new carries and,
+// without ProcessedEventIDs (the database's ledger keeps those), the snapshot
+// stored with every transition, from which a fresh run restores exactly. It
+// is the one shape of a session's progress.
 type State struct {
 	SessionID       string     `json:"session_id"`
 	Status          Status     `json:"status"`
@@ -245,9 +295,18 @@ type State struct {
 	LastErrorCode   string     `json:"last_error_code,omitempty"`
 	LastErrorReason string     `json:"last_error_reason,omitempty"`
 	Escalation      Escalation `json:"escalation"`
-	// AlternateAttempts counts failures after switching to the alternate method.
-	AlternateAttempts int     `json:"alternate_attempts,omitempty"`
-	Review            *Review `json:"review,omitempty"`
+	// AlternateAttempts counts failures of the alternate method.
+	AlternateAttempts int `json:"alternate_attempts,omitempty"`
+	// LastErrorCreated and LastErrorEventID name the failure LastErrorCode
+	// comes from: the newest by Stripe's `created` (then by id), whatever
+	// order the failures arrived in.
+	LastErrorCreated int64  `json:"last_error_created,omitempty"`
+	LastErrorEventID string `json:"last_error_event_id,omitempty"`
+	// AlternateSince is when the session switched to the alternate method
+	// (Unix seconds): a failure created before it belongs to the first
+	// method when its event does not name its type.
+	AlternateSince int64   `json:"alternate_since,omitempty"`
+	Review         *Review `json:"review,omitempty"`
 	// NextTimer names the pending durable timer (reminder, expiry,
 	// review_deadline) and NextTimerAt when it fires.
 	NextTimer   string    `json:"next_timer,omitempty"`
@@ -263,11 +322,44 @@ type State struct {
 	// ProcessedEventIDs are the Stripe event ids already applied, oldest first.
 	ProcessedEventIDs []string `json:"processed_event_ids,omitempty"`
 	// EmailIssue tells ops why the last email that did not go out did not
-	// (no contact registered, recipient refused, SMTP failing); empty when
-	// every email went out.
+	// (no contact registered, recipient refused); empty when every email
+	// went out.
 	EmailIssue string `json:"email_issue,omitempty"`
+	// Issues are the problems ops must see, also listed in the
+	// VerificationIssues search attribute: transient ones (an SMTP, database
+	// or Stripe outage past a few retries) clear themselves when the outage
+	// ends; permanent ones (a refused recipient, a write the database
+	// refused) stay as a record.
+	Issues []Issue `json:"issues,omitempty"`
+	// Owed lists what the session still owes the outside world (emails, a
+	// Stripe cancel), oldest first; the workflow does them in order without
+	// holding up its decisions.
+	Owed []Effect `json:"owed,omitempty"`
 	// Runs counts this workflow's continue-as-new generations.
 	Runs int `json:"runs,omitempty"`
+}
+
+// Issue is one problem shown to ops.
+type Issue struct {
+	Code   string    `json:"code"`   // one of the Issue* constants
+	Detail string    `json:"detail"` // the error, without personal data
+	Since  time.Time `json:"since"`
+}
+
+// Issue codes.
+const (
+	IssueEmailDelayed        = "email_delayed"        // SMTP failing; the email retries
+	IssueEmailRefused        = "email_refused"        // the recipient was refused for good
+	IssueDatabaseUnavailable = "database_unavailable" // the database is failing; the write retries
+	IssueDatabaseRejected    = "database_rejected"    // the database refused a write for good
+	IssueStripeUnavailable   = "stripe_unavailable"   // the Stripe API is failing; the call retries
+)
+
+// Effect is one thing a session owes the outside world.
+type Effect struct {
+	Email *activities.EmailRequest `json:"email,omitempty"`
+	// CancelSession cancels the session at Stripe (escalation, expiry).
+	CancelSession bool `json:"cancel_session,omitempty"`
 }
 
 // Typed search attributes the workflow keeps current. They must be registered
@@ -277,6 +369,9 @@ var (
 	SAAttempts      = temporal.NewSearchAttributeKeyInt64("VerificationAttempts")
 	SALastErrorCode = temporal.NewSearchAttributeKeyKeyword("VerificationLastErrorCode")
 	SAEscalation    = temporal.NewSearchAttributeKeyKeyword("VerificationEscalation")
+	// SAIssues lists the codes of the session's open Issues, so ops can
+	// find every session with a problem: `VerificationIssues = 'email_delayed'`.
+	SAIssues = temporal.NewSearchAttributeKeyKeywordList("VerificationIssues")
 )
 
 // SearchAttributes lists the custom search attributes and their Temporal types,
@@ -286,4 +381,5 @@ var SearchAttributes = []struct{ Name, Type string }{
 	{SAAttempts.GetName(), "Int"},
 	{SALastErrorCode.GetName(), "Keyword"},
 	{SAEscalation.GetName(), "Keyword"},
+	{SAIssues.GetName(), "KeywordList"},
 }

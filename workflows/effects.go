@@ -1,7 +1,10 @@
 package workflows
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -9,94 +12,178 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"identityverification/activities"
+	"identityverification/email"
 )
 
-// dbCtx: database writes are idempotent and a database outage must delay the
-// session, never drop a transition, so they retry without a limit.
-func dbCtx(ctx workflow.Context, summary string) workflow.Context {
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		Summary:             summary,
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        time.Second,
-			BackoffCoefficient:     2,
-			MaximumInterval:        time.Minute,
-			MaximumAttempts:        0, // unlimited, on purpose (see above)
-			NonRetryableErrorTypes: []string{activities.ErrTypeReviewClosed},
-		},
-	})
+// Every remote dependency is called in two rounds. The first is short: a
+// blip passes unseen. When it fails, the session shows the outage as an Issue
+// (state, search attribute) and the second round retries without a limit, or
+// as long as the step is worth it; the issue clears when the call succeeds.
+// Failures retrying cannot fix (activities.NonRetryable) end either round.
+
+// quickRetry is the first round: about 7 s of retries.
+var quickRetry = temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2,
+	MaximumInterval: 4 * time.Second, MaximumAttempts: 4, NonRetryableErrorTypes: activities.NonRetryable}
+
+// patientRetry is the second round: without a limit, never more than 30 s
+// between tries, so an email goes out soon after SMTP is back.
+var patientRetry = temporal.RetryPolicy{InitialInterval: 2 * time.Second, BackoffCoefficient: 2,
+	MaximumInterval: 30 * time.Second, NonRetryableErrorTypes: activities.NonRetryable}
+
+// local runs a short, idempotent database activity as a local activity: no
+// activity task, no round trip through the server. A database outage
+// delays the session (a transition is never dropped); a refusal is recorded
+// as an issue and the session moves on. The error is nil or non-retryable.
+func (w *verification) local(ctx workflow.Context, summary string, fn, arg, result any) error {
+	run := func(p temporal.RetryPolicy) error {
+		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			Summary: summary, StartToCloseTimeout: 10 * time.Second, RetryPolicy: &p})
+		return workflow.ExecuteLocalActivity(lctx, fn, arg).Get(ctx, result)
+	}
+	err := run(quickRetry)
+	for retryable(err) {
+		w.raise(ctx, IssueDatabaseUnavailable, errText(err))
+		err = run(patientRetry)
+		w.pause(ctx, err)
+	}
+	w.clear(ctx, IssueDatabaseUnavailable)
+	if err != nil && !isType(err, activities.ErrTypeReviewClosed) {
+		w.log.Error("Database refused a write", "Step", summary, "Error", err)
+		w.raise(ctx, IssueDatabaseRejected, summary+": "+errText(err))
+	}
+	return err
 }
 
-// stripeCtx: Stripe calls retry 429s and 5xx with backoff for up to six
-// hours; a 4xx refusal is final.
-func stripeCtx(ctx workflow.Context, summary string) workflow.Context {
+// askStripeBudget bounds a Stripe call whose answer is only a hint (which of
+// two same-second events is current): past it, the event applies.
+const askStripeBudget = time.Minute
+
+// stripeCtx: Stripe calls retry 429s and 5xx with backoff; a 4xx refusal is
+// final. budget bounds all tries (0: no bound).
+func stripeCtx(ctx workflow.Context, summary string, budget time.Duration) workflow.Context {
+	p := patientRetry
+	p.MaximumInterval = 5 * time.Minute
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		Summary:                summary,
-		StartToCloseTimeout:    30 * time.Second,
-		ScheduleToCloseTimeout: 6 * time.Hour,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        2 * time.Second,
-			BackoffCoefficient:     2,
-			MaximumInterval:        5 * time.Minute,
-			NonRetryableErrorTypes: []string{activities.ErrTypeStripeRefused},
-		},
-	})
+		Summary: summary, StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: budget, RetryPolicy: &p})
 }
 
-// emailCtx: a transient SMTP failure retries for up to a day; a refused
-// recipient is final (and recorded by the activity).
-func emailCtx(ctx workflow.Context, summary string) workflow.Context {
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		Summary:                summary,
-		StartToCloseTimeout:    time.Minute,
-		ScheduleToCloseTimeout: 24 * time.Hour,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        5 * time.Second,
-			BackoffCoefficient:     2,
-			MaximumInterval:        10 * time.Minute,
-			NonRetryableErrorTypes: []string{activities.ErrTypeEmailRefused, "EmailTemplate"},
-		},
-	})
+// pause waits before another patient round, in case one ever ends with a
+// retryable error (a server that caps attempts, the SDK's test environment).
+func (w *verification) pause(ctx workflow.Context, err error) {
+	if retryable(err) {
+		_ = workflow.Sleep(ctx, patientRetry.MaximumInterval)
+	}
 }
 
-// persist records the current state as a transition. key makes it
+// callStripe runs a Stripe activity whose answer the next step needs: it
+// waits as long as Stripe fails (up to six hours), with the outage shown to
+// ops after the first round. The error is a refusal, or the budget spent.
+func (w *verification) callStripe(ctx workflow.Context, summary string, fn, arg, result any) error {
+	quick := workflow.WithRetryPolicy(stripeCtx(ctx, summary, 0), quickRetry)
+	err := workflow.ExecuteActivity(quick, fn, arg).Get(ctx, result)
+	if retryable(err) {
+		w.raise(ctx, IssueStripeUnavailable, errText(err))
+		err = workflow.ExecuteActivity(stripeCtx(ctx, summary, 6*time.Hour), fn, arg).Get(ctx, result)
+	}
+	w.clear(ctx, IssueStripeUnavailable)
+	return err
+}
+
+// persist records the state as a transition: the audit row, the event
+// ledger and the state snapshot a fresh run restores from. key makes it
 // idempotent: the Stripe event id, or a name for a workflow-made change.
-func (w *verification) persist(ctx workflow.Context, key string, ev *Event, note string) error {
+func (w *verification) persist(ctx workflow.Context, key string, ev *Event, note string) {
 	w.st.Seq++
-	t := activities.Transition{
-		SessionID: w.st.SessionID, Key: key, Seq: w.st.Seq, To: string(w.st.Status),
-		StripeStatus: w.st.StripeStatus, SessionType: w.st.SessionType,
-		Attempts: w.st.Attempts + w.st.AlternateAttempts, LastErrorCode: w.st.LastErrorCode,
-		LastErrorReason: w.st.LastErrorReason, Escalation: string(w.st.Escalation), Note: note,
+	w.st.NextTimer, w.st.NextTimerAt = w.nextTimer()
+	snap := w.st
+	snap.ProcessedEventIDs = nil // the ledger keeps them
+	// json.Marshal of plain data is deterministic (it sorts map keys); the
+	// checker cannot see that through its reflection.
+	state, err := json.Marshal(snap) //workflowcheck:ignore
+	if err != nil {
+		panic(err) // State is plain data: this cannot fail
 	}
-	if ev != nil {
-		t.EventID, t.EventType = ev.ID, ev.Type
-	}
+	t := activities.Transition{SessionID: w.st.SessionID, Key: key, From: string(w.from), Note: note, State: state}
 	summary := "record " + string(w.st.Status)
 	if ev != nil {
+		t.EventID, t.EventType = ev.ID, ev.Type
 		summary += " (" + strings.TrimPrefix(ev.Type, EventTypePrefix) + ")"
+	} else {
+		t.Key = fmt.Sprintf("%s:%d", key, w.st.Seq) // a change may happen again later
 	}
-	if err := workflow.ExecuteActivity(dbCtx(ctx, summary), a.RecordTransition, t).Get(ctx, nil); err != nil {
-		return fmt.Errorf("record transition %s: %w", key, err)
-	}
-	return w.publish(ctx)
+	w.local(ctx, summary, a.RecordTransition, t, nil)
+	w.from = w.st.Status
+	w.publish(ctx)
 }
 
-// sendEmail sends an email and carries on whatever happens: a refused
-// recipient or a day of SMTP failure is recorded, not fatal to the session.
+// email is an email to the user or ops. ref tells it apart from earlier ones
+// of its kind; empty means the current transition's number.
+func (w *verification) email(kind email.Kind, ref string) *activities.EmailRequest {
+	if ref == "" {
+		ref = fmt.Sprint(w.st.Seq)
+	}
+	return &activities.EmailRequest{SessionID: w.st.SessionID, Kind: kind, Ref: ref}
+}
+
+// oweEmail and oweCancel queue an effect for the effects loop.
+func (w *verification) oweEmail(e *activities.EmailRequest) {
+	w.st.Owed = append(w.st.Owed, Effect{Email: e})
+}
+
+func (w *verification) oweCancel() {
+	w.st.Owed = append(w.st.Owed, Effect{CancelSession: true})
+}
+
+// effects does what the session owes, oldest first, one at a time, for as
+// long as the workflow runs.
+func (w *verification) effects(ctx workflow.Context) {
+	for {
+		if err := workflow.Await(ctx, func() bool { return len(w.st.Owed) > 0 && !w.holdEffects }); err != nil {
+			return
+		}
+		w.effectBusy = true
+		e := w.st.Owed[0]
+		switch {
+		case e.Email != nil:
+			w.sendEmail(ctx, *e.Email)
+		case e.CancelSession:
+			w.cancelAtStripe(ctx)
+		}
+		w.st.Owed = w.st.Owed[1:]
+		w.effectBusy = false
+		w.publish(ctx)
+	}
+}
+
+// sendEmail sends one email: an SMTP outage retries without a limit (shown
+// to ops after the first round); a refused recipient is final and recorded.
 func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailRequest) {
-	req.SessionID = w.st.SessionID
-	var res activities.EmailResult
-	summary := fmt.Sprintf("email %s", req.Kind)
+	summary := "email " + string(req.Kind)
 	if req.Attempt > 0 {
 		summary += fmt.Sprintf(" #%d", req.Attempt)
 	}
-	if err := workflow.ExecuteActivity(emailCtx(ctx, summary), a.SendEmail, req).Get(ctx, &res); err != nil {
-		w.log.Warn("Email not sent", "Kind", req.Kind, "Error", err)
-		w.st.EmailIssue = fmt.Sprintf("%s email not sent: %v", req.Kind, err)
-		return
+	run := func(p temporal.RetryPolicy) (activities.EmailResult, error) {
+		ectx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			Summary: summary, StartToCloseTimeout: time.Minute, RetryPolicy: &p})
+		var res activities.EmailResult
+		err := workflow.ExecuteActivity(ectx, a.SendEmail, req).Get(ctx, &res)
+		return res, err
 	}
-	if res.Status != "sent" {
+	res, err := run(quickRetry)
+	for retryable(err) {
+		w.raise(ctx, IssueEmailDelayed, errText(err))
+		res, err = run(patientRetry)
+		w.pause(ctx, err)
+	}
+	w.clear(ctx, IssueEmailDelayed)
+	switch {
+	case err != nil:
+		w.log.Warn("Email not sent", "Kind", req.Kind, "Error", err)
+		w.st.EmailIssue = fmt.Sprintf("%s email not sent: %s", req.Kind, errText(err))
+		if isType(err, activities.ErrTypeEmailRefused) {
+			w.raise(ctx, IssueEmailRefused, w.st.EmailIssue)
+		}
+	case res.Status != "sent":
 		w.log.Info("Email not sent", "Kind", req.Kind, "Status", res.Status, "Detail", res.Detail)
 		w.st.EmailIssue = fmt.Sprintf("%s email %s: %s", req.Kind, res.Status, res.Detail)
 	}
@@ -105,38 +192,95 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 // cancelAtStripe cancels the Stripe session; a refusal (say, it is already
 // canceled) is logged, not fatal.
 func (w *verification) cancelAtStripe(ctx workflow.Context) {
-	if err := workflow.ExecuteActivity(stripeCtx(ctx, "cancel Stripe session"), a.CancelSession, w.st.SessionID).Get(ctx, nil); err != nil {
+	if err := w.callStripe(ctx, "cancel Stripe session", a.CancelSession, w.st.SessionID, nil); err != nil {
 		w.log.Warn("Could not cancel the Stripe session", "Error", err)
 	}
 }
 
+// raise shows a problem to ops; a second raise of the same code updates it.
+func (w *verification) raise(ctx workflow.Context, code, detail string) {
+	i := slices.IndexFunc(w.st.Issues, func(is Issue) bool { return is.Code == code })
+	if i < 0 {
+		w.st.Issues = append(w.st.Issues, Issue{Code: code, Detail: detail, Since: workflow.Now(ctx)})
+	} else {
+		w.st.Issues[i].Detail = detail
+	}
+	w.publish(ctx)
+}
+
+// clear ends a transient problem.
+func (w *verification) clear(ctx workflow.Context, code string) {
+	n := len(w.st.Issues)
+	w.st.Issues = slices.DeleteFunc(w.st.Issues, func(is Issue) bool { return is.Code == code })
+	if len(w.st.Issues) != n {
+		w.publish(ctx)
+	}
+}
+
+// retryable reports whether err is a failure that a later try may fix.
+func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var appErr *temporal.ApplicationError
+	return !errors.As(err, &appErr) || !slices.Contains(activities.NonRetryable, appErr.Type())
+}
+
+// isType reports whether err carries an application error of type t.
+func isType(err error, t string) bool {
+	var appErr *temporal.ApplicationError
+	return errors.As(err, &appErr) && appErr.Type() == t
+}
+
+// errText is an error's innermost message: what ops need, without the
+// activity wrapping around it.
+func errText(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			break
+		}
+		err = next
+	}
+	s := err.Error()
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "")
+	}
+	return s
+}
+
 // publish keeps the search attributes and the UI's current details in step
 // with the state. Search attributes are upserted only when they change.
-func (w *verification) publish(ctx workflow.Context) error {
-	name, at := w.nextTimer()
-	w.st.NextTimer, w.st.NextTimerAt = name, at
-	snap := [4]any{w.st.Status, w.st.Attempts + w.st.AlternateAttempts, w.st.LastErrorCode, w.st.Escalation}
+func (w *verification) publish(ctx workflow.Context) {
+	w.st.NextTimer, w.st.NextTimerAt = w.nextTimer()
+	issues := make([]string, 0, len(w.st.Issues))
+	for _, is := range w.st.Issues {
+		issues = append(issues, is.Code)
+	}
+	attempts := int64(w.st.Attempts + w.st.AlternateAttempts)
+	snap := fmt.Sprint(w.st.Status, attempts, w.st.LastErrorCode, w.st.Escalation, issues)
 	if snap != w.published {
 		err := workflow.UpsertTypedSearchAttributes(ctx,
 			SAStatus.ValueSet(string(w.st.Status)),
-			SAAttempts.ValueSet(int64(w.st.Attempts+w.st.AlternateAttempts)),
+			SAAttempts.ValueSet(attempts),
 			SALastErrorCode.ValueSet(w.st.LastErrorCode),
-			SAEscalation.ValueSet(string(w.st.Escalation)))
+			SAEscalation.ValueSet(string(w.st.Escalation)),
+			SAIssues.ValueSet(issues))
 		if err != nil {
-			return err
+			w.log.Error("Search attributes not updated", "Error", err)
+		} else {
+			w.published = snap
 		}
-		w.published = snap
 	}
 	workflow.SetCurrentDetails(ctx, w.details())
-	return nil
 }
 
 // details is the markdown the Temporal UI shows as the workflow's current details.
 func (w *verification) details() string {
 	var b strings.Builder
 	b.WriteString(fmt.Sprintf("**%s** · Stripe: %s · attempts %d/%d", w.st.Status, orDash(w.st.StripeStatus), w.st.Attempts, w.policy.MaxAttempts))
-	if w.st.Escalation == EscalationAlternate {
-		b.WriteString(fmt.Sprintf(" · alternate (%s) %d/%d", w.st.SessionType, w.st.AlternateAttempts, w.policy.AlternateMaxAttempts))
+	if w.st.Escalation == EscalationAlternate || w.st.AlternateAttempts > 0 {
+		b.WriteString(fmt.Sprintf(" · alternate (%s) %d/%d", w.policy.AlternateType, w.st.AlternateAttempts, w.policy.AlternateMaxAttempts))
 	}
 	if w.st.LastErrorCode != "" {
 		b.WriteString(fmt.Sprintf("\n\nLast error: `%s`", w.st.LastErrorCode))
@@ -152,13 +296,26 @@ func (w *verification) details() string {
 			b.WriteString(fmt.Sprintf(": %s by %s", r.Decision, orDash(r.Reviewer)))
 		}
 	}
+	for _, is := range w.st.Issues {
+		b.WriteString(fmt.Sprintf("\n\n**Issue `%s`** since %s: %s", is.Code, is.Since.UTC().Format(time.RFC3339), is.Detail))
+	}
 	if w.st.EmailIssue != "" {
 		b.WriteString(fmt.Sprintf("\n\nEmail: %s", w.st.EmailIssue))
+	}
+	if n := len(w.st.Owed); n > 0 {
+		b.WriteString(fmt.Sprintf("\n\nOwed: %d (next: %s)", n, w.st.Owed[0].describe()))
 	}
 	if w.st.NextTimer != "" {
 		b.WriteString(fmt.Sprintf("\n\nNext: %s at %s", w.st.NextTimer, w.st.NextTimerAt.UTC().Format(time.RFC3339)))
 	}
 	return b.String()
+}
+
+func (e Effect) describe() string {
+	if e.Email != nil {
+		return string(e.Email.Kind) + " email"
+	}
+	return "cancel at Stripe"
 }
 
 func orDash(s string) string {

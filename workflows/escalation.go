@@ -3,6 +3,8 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -11,119 +13,152 @@ import (
 	"identityverification/email"
 )
 
-// escalate moves the session up the ladder the policy names for the last
-// error code: alternate method, manual review, or rejection when the ladder
-// has no rung left.
-func (w *verification) escalate(ctx workflow.Context, reason string) error {
-	ladder := w.policy.EscalationFor(w.st.LastErrorCode)
+// escalate moves the session up the ladder the policy names for the error
+// code: alternate method, manual review, or rejection when the ladder has no
+// rung left.
+func (w *verification) escalate(ctx workflow.Context, reason, code string) {
+	ladder := w.policy.EscalationFor(code)
 	onAlternate := w.st.Escalation == EscalationAlternate
 	switch {
 	case !onAlternate && ladder != PolicyReview:
-		if ok, err := w.switchToAlternate(ctx, reason); ok || err != nil {
-			return err
+		if w.switchToAlternate(ctx, reason) {
+			return
 		}
 		if ladder == PolicyAlternate {
-			return w.reject(ctx, "alternate method unavailable")
+			w.reject(ctx, "alternate method unavailable")
+			return
 		}
 	case onAlternate && ladder == PolicyAlternate:
-		return w.reject(ctx, reason)
+		w.reject(ctx, reason)
+		return
 	}
-	return w.openReview(ctx, reason, nil, true, nil)
+	w.openReview(ctx, reviewCase{reason: reason, cancel: true})
 }
 
 // switchToAlternate switches the Stripe session to the alternate verification
-// type, with its own attempt budget; ok is false when Stripe refused.
-func (w *verification) switchToAlternate(ctx workflow.Context, reason string) (ok bool, err error) {
+// type, with its own attempt budget; false when Stripe refused. The offer
+// email needs Stripe's answer, so this step waits for it.
+func (w *verification) switchToAlternate(ctx workflow.Context, reason string) bool {
 	in := activities.SwitchInput{SessionID: w.st.SessionID, Type: w.policy.AlternateType}
-	if err := workflow.ExecuteActivity(stripeCtx(ctx, "switch session to "+in.Type),
-		a.SwitchSessionType, in).Get(ctx, nil); err != nil {
+	if err := w.callStripe(ctx, "switch session to "+in.Type, a.SwitchSessionType, in, nil); err != nil {
 		w.log.Warn("Could not switch to the alternate method", "Error", err)
-		return false, nil
+		return false
 	}
 	w.st.Escalation, w.st.SessionType, w.st.AlternateAttempts = EscalationAlternate, in.Type, 0
+	w.st.AlternateSince = workflow.Now(ctx).Unix()
+	w.st.Status, w.st.StripeStatus = StatusRequiresInput, StripeStatusRequiresInput
 	w.armInputTimers(ctx)
-	if err := w.persist(ctx, "alternate", nil, reason); err != nil {
-		return true, err
-	}
-	w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindAlternateOffered})
-	return true, w.publish(ctx)
+	w.persist(ctx, "alternate", nil, reason)
+	e := w.email(email.KindAlternateOffered, "")
+	e.MaxAttempts = w.policy.AlternateMaxAttempts
+	w.oweEmail(e)
+	w.publish(ctx)
+	return true
 }
 
 // reject ends the session without a verified identity.
-func (w *verification) reject(ctx workflow.Context, reason string) error {
+func (w *verification) reject(ctx workflow.Context, reason string) {
 	w.disarmInputTimers()
-	w.cancelAtStripe(ctx)
 	w.st.Status = StatusRejected
-	if err := w.persist(ctx, "rejected", nil, reason); err != nil {
-		return err
-	}
-	w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindReviewRejected})
-	return w.publish(ctx)
+	w.persist(ctx, "rejected", nil, reason)
+	w.oweCancel()
+	w.oweEmail(w.email(email.KindReviewRejected, ""))
+	w.publish(ctx)
 }
 
-// openReview opens a manual review case and tells the user and ops. When the
-// user could still submit to the Stripe session, it is canceled first. ev is
-// the event that caused it, when it has not been recorded yet.
-func (w *verification) openReview(ctx workflow.Context, reason string, fields []string, cancel bool, ev *Event) error {
+// reviewCase says why a review opens.
+type reviewCase struct {
+	reason string
+	fields []string // mismatched field names
+	// cancel: the user could still submit to the Stripe session, so it is
+	// canceled (after the review is open: nothing waits for Stripe).
+	cancel bool
+	// event caused it and has not been recorded yet.
+	event *Event
+}
+
+// openReview opens a manual review case and tells the user and ops.
+func (w *verification) openReview(ctx workflow.Context, c reviewCase) {
 	w.disarmInputTimers()
-	if cancel {
-		w.cancelAtStripe(ctx)
-	}
 	now := workflow.Now(ctx)
 	w.st.Escalation, w.st.Status = EscalationReview, StatusInReview
-	w.st.Review = &Review{Reason: reason, MismatchedFields: fields, OpenedAt: now, DeadlineAt: now.Add(w.policy.ReviewDeadline)}
-	c := activities.ReviewInput{SessionID: w.st.SessionID, Reason: reason, MismatchedFields: fields, OpenedAt: now}
-	if err := workflow.ExecuteActivity(dbCtx(ctx, "open review case"), a.OpenReview, c).Get(ctx, nil); err != nil {
-		return err
+	w.st.Review = &Review{Reason: c.reason, MismatchedFields: c.fields, OpenedAt: now, DeadlineAt: now.Add(w.policy.ReviewDeadline)}
+	w.local(ctx, "open review case", a.OpenReview,
+		activities.ReviewInput{SessionID: w.st.SessionID, Reason: c.reason, MismatchedFields: c.fields, OpenedAt: now}, nil)
+	if c.event != nil {
+		w.persist(ctx, c.event.ID, c.event, c.reason)
+	} else {
+		w.persist(ctx, "review:open", nil, c.reason)
 	}
-	key := "review:open"
-	if ev != nil {
-		key = ev.ID
+	if c.cancel {
+		w.oweCancel()
 	}
-	if err := w.persist(ctx, key, ev, reason); err != nil {
-		return err
-	}
-	w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindUnderReview})
-	w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindOpsReviewOpened, Reason: reason,
-		Fields: fields, Deadline: w.st.Review.DeadlineAt})
-	return w.publish(ctx)
+	w.oweEmail(w.email(email.KindUnderReview, ""))
+	ops := w.email(email.KindOpsReviewOpened, "")
+	ops.Reason, ops.Fields, ops.Deadline = c.reason, c.fields, w.st.Review.DeadlineAt
+	w.oweEmail(ops)
+	w.publish(ctx)
 }
 
 // reviewOverdue re-notifies ops and re-arms the deadline.
-func (w *verification) reviewOverdue(ctx workflow.Context) error {
+func (w *verification) reviewOverdue(ctx workflow.Context) {
 	r := w.st.Review
 	r.Overdue++
 	r.DeadlineAt = workflow.Now(ctx).Add(w.policy.ReviewDeadline)
-	w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindOpsReviewOverdue, Attempt: r.Overdue,
-		Reason: r.Reason, Deadline: r.DeadlineAt})
-	return w.publish(ctx)
+	e := w.email(email.KindOpsReviewOverdue, fmt.Sprint(r.Overdue))
+	e.Attempt, e.Reason, e.Deadline = r.Overdue, r.Reason, r.DeadlineAt
+	w.oweEmail(e)
+	w.publish(ctx)
 }
 
-// Errors the review update's validator answers with.
+// Reasons the review update refuses a decision with.
 var (
 	ErrNoReviewOpen    = errors.New("no review is open for this session")
 	ErrUnknownDecision = errors.New("decision must be approve or reject")
 	ErrNoReviewer      = errors.New("reviewer is required")
+	ErrBadReviewer     = fmt.Errorf("reviewer must be at most %d characters, without control characters", MaxReviewerLen)
 )
 
-// validateDecision refuses a decision before it enters history.
+// refuse makes a refusal a typed application error: callers match its type
+// (ErrTypeReviewRefused) and show its message.
+func refuse(reason error) error {
+	return temporal.NewApplicationError(reason.Error(), ErrTypeReviewRefused)
+}
+
+// ValidReviewer reports whether s is an acceptable reviewer id: an ops
+// identifier, not free text (it is kept in history and the database).
+func ValidReviewer(s string) bool {
+	return s != "" && len(s) <= MaxReviewerLen && !strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.IsControl(r) || r == unicode.ReplacementChar
+	})
+}
+
+// validateDecision refuses a decision before it enters history. Before the
+// state is restored it checks the decision's shape only; the handler checks
+// the review after.
 func (w *verification) validateDecision(d ReviewDecision) error {
 	switch {
-	case !w.st.Review.Open() || w.pending != nil:
-		return ErrNoReviewOpen
 	case d.Decision != DecisionApprove && d.Decision != DecisionReject:
-		return ErrUnknownDecision
+		return refuse(ErrUnknownDecision)
 	case d.Reviewer == "":
-		return ErrNoReviewer
+		return refuse(ErrNoReviewer)
+	case !ValidReviewer(d.Reviewer):
+		return refuse(ErrBadReviewer)
+	case w.restored && (!w.st.Review.Open() || w.pending != nil):
+		return refuse(ErrNoReviewOpen)
 	}
 	return nil
 }
 
 // decide hands an accepted decision to the main loop and returns the state
-// once it is applied, so every effect runs in one place, in order.
+// once it is applied (state, search attributes, database), not once its
+// email is sent.
 func (w *verification) decide(ctx workflow.Context, d ReviewDecision) (State, error) {
-	if w.pending != nil { // another decision was accepted in the same instant
-		return State{}, ErrNoReviewOpen
+	if err := workflow.Await(ctx, func() bool { return w.restored }); err != nil {
+		return State{}, err
+	}
+	if !w.st.Review.Open() || w.pending != nil { // closed meanwhile, or decided in the same instant
+		return State{}, refuse(ErrNoReviewOpen)
 	}
 	w.pending = &d
 	if err := workflow.Await(ctx, func() bool { return w.pending == nil }); err != nil {
@@ -133,28 +168,22 @@ func (w *verification) decide(ctx workflow.Context, d ReviewDecision) (State, er
 }
 
 // applyDecision records the reviewer's decision and tells the user.
-func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) error {
+func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) {
 	if !w.st.Review.Open() {
-		return nil // closed meanwhile (e.g. redacted): nothing to decide
+		return // closed meanwhile (e.g. redacted): nothing to decide
 	}
 	status, kind, caseStatus := StatusVerified, email.KindReviewApproved, "approved"
 	if d.Decision == DecisionReject {
 		status, kind, caseStatus = StatusRejected, email.KindReviewRejected, "rejected"
 	}
 	now := workflow.Now(ctx)
-	c := activities.ReviewInput{SessionID: w.st.SessionID, Status: caseStatus, Reviewer: d.Reviewer, DecidedAt: now}
-	if err := workflow.ExecuteActivity(dbCtx(ctx, "record review decision"), a.DecideReview, c).Get(ctx, nil); err != nil {
-		var appErr *temporal.ApplicationError
-		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrTypeReviewClosed {
-			return fmt.Errorf("record review decision: %w", err)
-		}
+	in := activities.ReviewInput{SessionID: w.st.SessionID, Status: caseStatus, Reviewer: d.Reviewer, DecidedAt: now}
+	if err := w.local(ctx, "record review decision", a.DecideReview, in, nil); isType(err, activities.ErrTypeReviewClosed) {
 		w.log.Warn("Review case was not open in the database", "SessionID", w.st.SessionID)
 	}
 	w.st.Review.Decision, w.st.Review.Reviewer, w.st.Review.DecidedAt = d.Decision, d.Reviewer, now
 	w.st.Status = status
-	if err := w.persist(ctx, "review:"+d.Decision, nil, "reviewer "+d.Reviewer); err != nil {
-		return err
-	}
-	w.sendEmail(ctx, activities.EmailRequest{Kind: kind})
-	return w.publish(ctx)
+	w.persist(ctx, "review:"+d.Decision, nil, "reviewer "+d.Reviewer)
+	w.oweEmail(w.email(kind, ""))
+	w.publish(ctx)
 }

@@ -2,10 +2,13 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -49,14 +52,28 @@ type harness struct {
 	stripeStatus string
 	switchErr    error
 	states       map[string]workflows.State            // queried at named moments
+	callsAt      map[string]int                        // len(calls) at those moments
 	updates      map[string]error                      // update outcomes by name
 	carried      *workflows.Input                      // continue-as-new input, when it happened
 	emailResult  map[email.Kind]activities.EmailResult // default: sent
+	// smtpDown, when set, makes SendEmail fail (transiently) while it
+	// returns true for the virtual time.
+	smtpDown func(time.Time) bool
+	// recordErr and decideErr are what RecordTransition and DecideReview return.
+	recordErr, decideErr error
 }
+
+// transition is a recorded RecordTransition input with its state decoded.
+type transition struct {
+	activities.Transition
+	St workflows.State
+}
+
+var errSMTPDown = errors.New("dial tcp 127.0.0.1:1025: connect: connection refused")
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, policy: workflows.DefaultPolicy(), compare: activities.Comparison{Match: true},
-		states: map[string]workflows.State{}, updates: map[string]error{}}
+		states: map[string]workflows.State{}, callsAt: map[string]int{}, updates: map[string]error{}}
 	h.reset()
 	return h
 }
@@ -64,7 +81,7 @@ func newHarness(t *testing.T) *harness {
 // reset makes a fresh environment (also used for the run after continue-as-new).
 func (h *harness) reset() {
 	var s testsuite.WorkflowTestSuite
-	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(testLogOut(), nil))))
 	h.env = s.NewTestWorkflowEnvironment()
 	h.env.SetStartTime(t0)
 	h.env.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
@@ -77,9 +94,19 @@ func (h *harness) reset() {
 			return h.snapshot, nil
 		})
 	h.env.OnActivity(a.RecordTransition, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, tr activities.Transition) error { rec("RecordTransition", tr); return nil })
+		func(_ context.Context, tr activities.Transition) error {
+			var st workflows.State
+			if err := json.Unmarshal(tr.State, &st); err != nil {
+				h.t.Errorf("transition %s: state: %v", tr.Key, err)
+			}
+			rec("RecordTransition", transition{tr, st})
+			return h.recordErr
+		})
 	h.env.OnActivity(a.SendEmail, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, r activities.EmailRequest) (activities.EmailResult, error) {
+			if h.smtpDown != nil && h.smtpDown(h.env.Now()) {
+				return activities.EmailResult{}, errSMTPDown
+			}
 			rec("SendEmail", r)
 			if res, ok := h.emailResult[r.Kind]; ok {
 				return res, nil
@@ -106,9 +133,20 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.OpenReview, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.ReviewInput) error { rec("OpenReview", in); return nil })
 	h.env.OnActivity(a.DecideReview, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.ReviewInput) error { rec("DecideReview", in); return nil })
+		func(_ context.Context, in activities.ReviewInput) error { rec("DecideReview", in); return h.decideErr })
 	h.env.OnActivity(a.RedactSession, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) error { rec("RedactSession", id); return nil })
+}
+
+// stored makes LoadSession answer with st as the session's stored state and
+// ids as its event ledger, as the database keeps them.
+func (h *harness) stored(st workflows.State, ids ...string) {
+	st.SessionID = vs
+	b, err := json.Marshal(st)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.snapshot = activities.Snapshot{Known: true, State: b, ProcessedEventIDs: ids}
 }
 
 // ev builds an event of a short type, created at t0+at.
@@ -153,6 +191,7 @@ func (h *harness) snapshotAt(at time.Duration, name string) {
 			h.t.Error(err)
 		}
 		h.states[name] = st
+		h.callsAt[name] = len(h.calls)
 	}, at)
 }
 
@@ -200,14 +239,58 @@ func (h *harness) run(in workflows.Input) workflows.State {
 	return st
 }
 
+// deliverAcrossRuns delivers events one minute apart, the first as the one
+// that starts the run. When the run finishes before all are delivered, the
+// rest start a new run, restored from what the last one stored, as
+// SignalWithStart does in production after a run closed. A review still open
+// after the last event is decided at decideAt. It returns the state after the
+// last event (name "end") and at the end.
+func (h *harness) deliverAcrossRuns(events []workflows.Event, decideAt time.Duration) (end, final workflows.State) {
+	for rest := events; len(rest) > 0; {
+		delivered := 0
+		for i, e := range rest {
+			h.env.RegisterDelayedCallback(func() {
+				delivered = i + 1
+				h.env.SignalWorkflow(workflows.SignalEvent, e)
+			}, time.Duration(i)*time.Minute)
+		}
+		h.snapshotAt(time.Duration(len(rest))*time.Minute, "end")
+		h.decide(decideAt, "close", workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops"})
+		final = h.run(workflows.Input{})
+		if rest = rest[delivered:]; len(rest) > 0 {
+			h.restoreFromTransitions()
+			delete(h.states, "end")
+		}
+	}
+	end, ok := h.states["end"]
+	if !ok {
+		end, h.callsAt["end"] = final, len(h.calls)
+	}
+	return end, final
+}
+
+// restoreFromTransitions starts a new run whose LoadSession answers what the
+// recorded transitions stored: the last state and the ledger of event ids.
+func (h *harness) restoreFromTransitions() {
+	trs := h.transitions()
+	var ids []string
+	for _, tr := range trs {
+		if tr.EventID != "" {
+			ids = append(ids, tr.EventID)
+		}
+	}
+	h.reset()
+	h.stored(trs[len(trs)-1].St, ids...)
+}
+
 // names lists the activities that ran, in order, as "Name" or "Name:detail".
 func (h *harness) names() []string {
 	var out []string
 	for _, c := range h.calls {
 		n := c.Name
 		switch in := c.Input.(type) {
-		case activities.Transition:
-			n += ":" + in.To
+		case transition:
+			n += ":" + string(in.St.Status)
 		case activities.EmailRequest:
 			n += ":" + string(in.Kind)
 		}
@@ -227,9 +310,20 @@ func inputsOf[T any](h *harness) []T {
 	return out
 }
 
-func (h *harness) transitions() []activities.Transition { return inputsOf[activities.Transition](h) }
+func (h *harness) transitions() []transition { return inputsOf[transition](h) }
 
 func (h *harness) emails() []activities.EmailRequest { return inputsOf[activities.EmailRequest](h) }
+
+// owedKinds lists the kinds of the emails a state still owes.
+func owedKinds(st workflows.State) string {
+	var k []string
+	for _, e := range st.Owed {
+		if e.Email != nil {
+			k = append(k, string(e.Email.Kind))
+		}
+	}
+	return strings.Join(k, ",")
+}
 
 func (h *harness) emailKinds() string {
 	var k []string
@@ -263,9 +357,16 @@ func (h *harness) count(name string) int {
 
 func equal(t *testing.T, what string, got, want any) {
 	t.Helper()
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("%s:\n got %v\nwant %v", what, got, want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s:\n got %#v\nwant %#v", what, got, want)
 	}
 }
 
 var errNonRetryable = temporal.NewNonRetryableApplicationError("refused", activities.ErrTypeStripeRefused, nil)
+
+func testLogOut() io.Writer {
+	if os.Getenv("WORKFLOW_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}

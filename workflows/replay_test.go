@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -41,7 +42,8 @@ var recordedPaths = []string{
 	"limit_alternate_then_verified", "alternate_exhausted_review_rejected",
 	"non_retryable_review_overdue_approved", "reminder_then_expiry", "redacted_while_waiting",
 	"duplicates_and_stale_events", "canceled", "continue_as_new_run1", "continue_as_new_run2",
-	"late_redaction_new_run",
+	"late_redaction_new_run", "late_failure_counted", "late_fraud_reopens_review", "smtp_outage_then_verified",
+	"terminated_mid_review_decided",
 }
 
 func TestReplayRecordedHistories(t *testing.T) {
@@ -106,7 +108,8 @@ func TestRecordHistories(t *testing.T) {
 	defer st.Close()
 	stripe := &scriptedStripe{outputs: map[string]stripeapi.Outputs{}}
 	w := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{})
-	worker.Register(w, &activities.Activities{Store: st, Mailer: acceptAll{}, Stripe: stripe,
+	mailer := &flakyMailer{downUntil: map[string]time.Time{}}
+	worker.Register(w, &activities.Activities{Store: st, Mailer: mailer, Stripe: stripe,
 		Links: retrylink.New("http://127.0.0.1", "recorder"), OpsEmail: "ops@example.com"})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
@@ -115,7 +118,7 @@ func TestRecordHistories(t *testing.T) {
 
 	policy := workflows.DefaultPolicy()
 	policy.ReminderAfter, policy.ExpireAfter, policy.ReviewDeadline = 2*time.Second, 4*time.Second, 2*time.Second
-	r := &recorder{t: t, c: c, st: st, policy: policy, stripe: stripe}
+	r := &recorder{t: t, c: c, st: st, policy: policy, stripe: stripe, mailer: mailer}
 	os.MkdirAll(historiesDir, 0o755)
 
 	var wg sync.WaitGroup
@@ -138,7 +141,7 @@ func TestRecordHistories(t *testing.T) {
 		func() {
 			vs, run := r.start("alternate_exhausted_review_rejected", store.Contact{}, failed("e1", "document_expired", 0),
 				failed("e2", "", time.Second), failed("e3", "document_expired", 2*time.Second),
-				failed("e4", "id_number_mismatch", 3*time.Second), failed("e5", "id_number_mismatch", 4*time.Second))
+				alternate(failed("e4", "id_number_mismatch", 3*time.Second)), alternate(failed("e5", "id_number_mismatch", 4*time.Second)))
 			r.decide(vs, "reject")
 			r.save("alternate_exhausted_review_rejected", vs, run)
 		},
@@ -160,6 +163,18 @@ func TestRecordHistories(t *testing.T) {
 		func() { r.path("canceled", store.Contact{}, ev("e1", "created", 0), ev("e2", "canceled", time.Second)) },
 		func() { r.continueAsNew() },
 		func() { r.lateRedaction() },
+		func() {
+			r.path("late_failure_counted", store.Contact{}, failed("e1", "document_expired", 0),
+				ev("e2", "processing", 3*time.Second), failed("e_late", "document_unverified_other", 2*time.Second),
+				ev("e3", "verified", 4*time.Second))
+		},
+		func() { r.lateFraud() },
+		func() {
+			r.mailer.down("smtp_outage_then_verified@example.com", 12*time.Second)
+			r.path("smtp_outage_then_verified", store.Contact{}, failed("e1", "document_expired", 0),
+				ev("e2", "verified", time.Second))
+		},
+		func() { r.terminatedMidReview() },
 	} {
 		wg.Add(1)
 		go func() { defer wg.Done(); fn() }()
@@ -173,6 +188,7 @@ type recorder struct {
 	st     *store.Store
 	policy workflows.Policy
 	stripe *scriptedStripe
+	mailer *flakyMailer
 }
 
 // start registers a session's contact and delivers its events; it returns the
@@ -215,15 +231,21 @@ func (r *recorder) deliver(vs string, policy workflows.Policy, events ...workflo
 	return first
 }
 
-// decide waits for the session's review to open, then decides it.
-func (r *recorder) decide(vs, decision string) {
+// waitReview waits for the session's review to open.
+func (r *recorder) waitReview(vs string) {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		v, err := r.c.QueryWorkflow(context.Background(), workflows.WorkflowID(vs), "", workflows.QueryState)
 		var st workflows.State
 		if err == nil && v.Get(&st) == nil && st.Review.Open() {
-			break
+			return
 		}
 	}
+	r.t.Errorf("%s: no review opened", vs)
+}
+
+// decide waits for the session's review to open, then decides it.
+func (r *recorder) decide(vs, decision string) {
+	r.waitReview(vs)
 	h, err := r.c.UpdateWorkflow(context.Background(), client.UpdateWorkflowOptions{
 		WorkflowID: workflows.WorkflowID(vs), UpdateName: workflows.UpdateReviewDecision,
 		Args: []any{workflows.ReviewDecision{Decision: decision, Reviewer: "ops-recorder"}}, WaitForStage: client.WorkflowUpdateStageCompleted})
@@ -299,6 +321,84 @@ func (r *recorder) lateRedaction() {
 	r.save("late_redaction_new_run", vs, d.WorkflowExecutionInfo.Execution.RunId)
 }
 
+// lateFraud: a verified session closes; a fraud code created before it
+// arrives late and starts a new run that reopens it as a review.
+func (r *recorder) lateFraud() {
+	ctx := context.Background()
+	vs, first := r.start("late_fraud", store.Contact{}, ev("e2", "verified", 2*time.Second))
+	r.c.GetWorkflow(ctx, workflows.WorkflowID(vs), first).Get(ctx, nil)
+	r.deliver(vs, r.policy, failed("e1", "selfie_manipulated", time.Second))
+	r.decide(vs, "reject")
+	d, err := r.c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	r.save("late_fraud_reopens_review", vs, d.WorkflowExecutionInfo.Execution.RunId)
+}
+
+// terminatedMidReview: an operator terminates a run while its review is
+// open; the decision then starts a new run (update-with-start, as the admin
+// API does) that restores the review from the database and applies it.
+func (r *recorder) terminatedMidReview() {
+	ctx := context.Background()
+	vs, first := r.start("terminated_mid_review", store.Contact{}, failed("e1", "under_supported_age", 0))
+	r.waitReview(vs)
+	if err := r.c.TerminateWorkflow(ctx, workflows.WorkflowID(vs), first, "recorder: operator terminated"); err != nil {
+		r.t.Error(err)
+		return
+	}
+	update := client.UpdateWorkflowOptions{WorkflowID: workflows.WorkflowID(vs), UpdateName: workflows.UpdateReviewDecision,
+		Args: []any{workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-recorder"}}, WaitForStage: client.WorkflowUpdateStageCompleted}
+	start := r.c.NewWithStartWorkflowOperation(client.StartWorkflowOptions{ID: workflows.WorkflowID(vs), TaskQueue: workflows.TaskQueue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, workflows.WorkflowName,
+		workflows.Input{SessionID: vs, Policy: r.policy})
+	h, err := r.c.UpdateWithStartWorkflow(ctx, client.UpdateWithStartWorkflowOptions{StartWorkflowOperation: start, UpdateOptions: update})
+	if err == nil {
+		err = h.Get(ctx, nil)
+	}
+	if err != nil {
+		r.t.Errorf("%s: decide after terminate: %v", vs, err)
+		return
+	}
+	d, err := r.c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	r.save("terminated_mid_review_decided", vs, d.WorkflowExecutionInfo.Execution.RunId)
+}
+
+// alternate marks a failure as one of the alternate method, as Stripe's
+// data.object.type does after the switch (the recorder's clock is not
+// Stripe's, so `created` cannot tell).
+func alternate(e workflows.Event) workflows.Event {
+	e.SessionType = workflows.StripeSessionTypeIDNumber
+	return e
+}
+
+// flakyMailer accepts every message, except to a recipient whose SMTP
+// outage has not ended yet.
+type flakyMailer struct {
+	mu        sync.Mutex
+	downUntil map[string]time.Time
+}
+
+func (m *flakyMailer) down(to string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.downUntil[to] = time.Now().Add(d)
+}
+
+func (m *flakyMailer) Send(_ context.Context, msg email.Message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if time.Now().Before(m.downUntil[msg.To]) {
+		return errors.New("dial tcp 127.0.0.1:1025: connect: connection refused")
+	}
+	return nil
+}
+
 type scriptedStripe struct {
 	mu      sync.Mutex
 	outputs map[string]stripeapi.Outputs
@@ -318,7 +418,3 @@ func (s *scriptedStripe) VerifiedOutputs(_ context.Context, vs string) (stripeap
 func (s *scriptedStripe) Status(context.Context, string) (string, error) { return "processing", nil }
 func (s *scriptedStripe) Cancel(context.Context, string) error           { return nil }
 func (s *scriptedStripe) SetType(context.Context, string, string) error  { return nil }
-
-type acceptAll struct{}
-
-func (acceptAll) Send(context.Context, email.Message) error { return nil }

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -20,6 +21,11 @@ var a *activities.Activities
 // its end. Events arrive as signals (SignalEvent), in any order and possibly
 // more than once; ops read it with the `state` query and decide reviews with
 // the UpdateReviewDecision update.
+//
+// Two coroutines share the state: the main loop applies events, timers and
+// decisions (state, search attributes, database) at once; the effects loop
+// does what they owe the outside world (emails, a Stripe cancel) in order,
+// so an SMTP outage never holds up a decision.
 func Verification(ctx workflow.Context, in Input) error {
 	w, err := newVerification(ctx, in)
 	if err != nil {
@@ -36,12 +42,17 @@ type verification struct {
 	events  workflow.ReceiveChannel
 	pending *ReviewDecision // accepted by the update, applied by the main loop
 	handled int             // events that took effect (or were recorded) in this run
-	// received counts signals read in this run. A run always starts with one
-	// (SignalWithStart); a run restored into a final state waits for it.
-	received int
-	log      log.Logger
+	// restored is true once the state is loaded (from the database or the
+	// previous run); the review update waits for it.
+	restored bool
+	// from is the status of the last persisted transition.
+	from Status
+	// effectBusy is true while the effects loop runs one; holdEffects stops
+	// it from starting another (before continue-as-new hands the rest over).
+	effectBusy, holdEffects bool
+	log                     log.Logger
 	// published is the last search-attribute snapshot sent to the server.
-	published [4]any
+	published string
 }
 
 func newVerification(ctx workflow.Context, in Input) (*verification, error) {
@@ -49,16 +60,21 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 		policy: in.Policy.withDefaults(),
 		events: workflow.GetSignalChannelWithOptions(ctx, SignalEvent, workflow.SignalChannelOptions{
 			Description: "A Stripe identity.verification_session.* event (sent by the webhook)."}),
-		log: workflow.GetLogger(ctx),
+		log:       workflow.GetLogger(ctx),
+		published: "-",
 	}
 	if in.Carried != nil {
 		w.st = *in.Carried
 		w.st.Runs++
+		w.restored = true
 	} else {
 		w.st = State{SessionID: in.SessionID, Status: StatusNew, Escalation: EscalationNone}
 	}
+	// The handlers are set before the state is restored: an update that
+	// started this run (or came with its first task) must not be refused
+	// for want of a handler. The update waits for the restore.
 	if err := workflow.SetQueryHandlerWithOptions(ctx, QueryState, func() (State, error) { return w.st, nil },
-		workflow.QueryHandlerOptions{Description: "Where the session is: status, attempts, last error, escalation, open review, next timer."}); err != nil {
+		workflow.QueryHandlerOptions{Description: "Where the session is: status, attempts, last error, escalation, open review, next timer, issues, emails owed."}); err != nil {
 		return nil, err
 	}
 	if err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateReviewDecision, w.decide, workflow.UpdateHandlerOptions{
@@ -66,60 +82,72 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 		Description: `Decide the open manual review: {"decision": "approve"|"reject", "reviewer": "<ops id>"}.`}); err != nil {
 		return nil, err
 	}
-	if in.Carried == nil {
-		if err := w.restore(ctx); err != nil {
-			return nil, err
-		}
+	if !w.restored {
+		w.restore(ctx)
+		w.restored = true
 	}
+	w.from = w.st.Status
 	w.seen = make(map[string]bool, len(w.st.ProcessedEventIDs))
 	for _, id := range w.st.ProcessedEventIDs {
 		w.seen[id] = true
 	}
-	return w, w.publish(ctx)
+	w.publish(ctx)
+	return w, nil
 }
 
-// restore loads what the database knows of the session, so a run started by
-// a late event (after an earlier run finished) neither repeats the effects
-// of old events nor moves the state backwards.
-func (w *verification) restore(ctx workflow.Context) error {
+// restore loads the state stored with the session's last transition, so a
+// run started by a late event (after an earlier run finished) or after an
+// operator terminated a run carries on exactly: status, attempts per method,
+// open review, timers, emails owed, last event time and dedupe ledger.
+func (w *verification) restore(ctx workflow.Context) {
 	var snap activities.Snapshot
-	if err := workflow.ExecuteActivity(dbCtx(ctx, "load stored session"), a.LoadSession, w.st.SessionID).Get(ctx, &snap); err != nil {
-		return fmt.Errorf("load session: %w", err)
+	if err := w.local(ctx, "load stored session", a.LoadSession, w.st.SessionID, &snap); err != nil {
+		return // refused for good: start afresh, the issue shows why
 	}
 	if !snap.Known {
-		return nil
+		return
 	}
-	w.st.Status, w.st.StripeStatus, w.st.SessionType = Status(snap.Status), snap.StripeStatus, snap.SessionType
-	w.st.Attempts, w.st.LastErrorCode, w.st.LastErrorReason = snap.Attempts, snap.LastErrorCode, snap.LastErrorReason
-	w.st.Escalation, w.st.Seq, w.st.Redacted = Escalation(snap.Escalation), snap.Seq, snap.Redacted
-	w.st.ProcessedEventIDs = snap.ProcessedEventIDs
-	if w.st.Status == "" {
-		w.st.Status = StatusNew
+	var st State
+	err := json.Unmarshal(snap.State, &st) //workflowcheck:ignore (plain data, like the SDK's own converter)
+	if err != nil || st.SessionID != w.st.SessionID {
+		w.raise(ctx, IssueDatabaseRejected, "stored state unreadable")
+		return
 	}
-	if w.st.Escalation == "" {
-		w.st.Escalation = EscalationNone
+	st.ProcessedEventIDs = snap.ProcessedEventIDs
+	if st.Status == "" {
+		st.Status = StatusNew
 	}
-	return nil
+	if st.Escalation == "" {
+		st.Escalation = EscalationNone
+	}
+	st.Issues = append(st.Issues, w.st.Issues...)
+	w.st = st
 }
 
 // run is the main loop: wait for an event, a review decision or the next
-// timer, apply it, and end when the session is final.
+// timer, apply it, and end when the session is final and owes nothing.
 func (w *verification) run(ctx workflow.Context) error {
+	workflow.Go(ctx, w.effects)
 	ready := func() bool { return w.events.Len() > 0 || w.pending != nil }
 	for {
 		if err := w.drain(ctx); err != nil {
 			return err
 		}
-		if (w.st.Status.Final() && w.received > 0) || w.runIsLong(ctx) {
+		if w.st.Status.Final() || w.runIsLong(ctx) {
 			// Let in-flight update handlers finish and apply what they
-			// brought; only then close or continue as new.
-			if err := workflow.Await(ctx, func() bool { return ready() || workflow.AllHandlersFinished(ctx) }); err != nil {
+			// brought; then finish what is owed, or hand it over.
+			final := w.st.Status.Final()
+			w.holdEffects = !final
+			if err := workflow.Await(ctx, func() bool {
+				return ready() || (workflow.AllHandlersFinished(ctx) && !w.effectBusy && (!final || len(w.st.Owed) == 0))
+			}); err != nil {
 				return err
 			}
+			w.holdEffects = false
 			if ready() {
 				continue
 			}
-			if w.st.Status.Final() {
+			if final {
 				w.log.Info("Verification finished", "SessionID", w.st.SessionID, "Status", w.st.Status)
 				return nil
 			}
@@ -151,9 +179,7 @@ func (w *verification) run(ctx workflow.Context) error {
 // drain applies a pending review decision and every buffered event.
 func (w *verification) drain(ctx workflow.Context) error {
 	if w.pending != nil {
-		if err := w.applyDecision(ctx, *w.pending); err != nil {
-			return err
-		}
+		w.applyDecision(ctx, *w.pending)
 		w.pending = nil
 	}
 	for {
@@ -161,10 +187,7 @@ func (w *verification) drain(ctx workflow.Context) error {
 		if !w.events.ReceiveAsync(&ev) {
 			return nil
 		}
-		w.received++
-		if err := w.handle(ctx, ev); err != nil {
-			return err
-		}
+		w.handle(ctx, ev)
 	}
 }
 
@@ -202,12 +225,15 @@ func (w *verification) onTimer(ctx workflow.Context, name string) error {
 	switch name {
 	case TimerReminder:
 		w.st.ReminderAt = time.Time{}
-		w.sendEmail(ctx, activities.EmailRequest{Kind: email.KindReminder, Attempt: int(w.st.Seq)})
-		return w.publish(ctx)
+		w.oweEmail(w.email(email.KindReminder, fmt.Sprint(w.st.Seq)))
+		w.publish(ctx)
+		return nil
 	case TimerExpiry:
-		return w.expire(ctx)
+		w.expire(ctx)
+		return nil
 	case TimerReviewDeadline:
-		return w.reviewOverdue(ctx)
+		w.reviewOverdue(ctx)
+		return nil
 	}
 	return errors.New("unknown timer " + name)
 }
@@ -231,6 +257,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.ReviewDeadline <= 0 {
 		p.ReviewDeadline = d.ReviewDeadline
+	}
+	if !p.LateFraud.Valid() {
+		p.LateFraud = d.LateFraud
 	}
 	return p
 }

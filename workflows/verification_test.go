@@ -3,7 +3,6 @@ package workflows_test
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,9 +27,11 @@ func TestVerifiedWithMatchingOutputsEndsVerified(t *testing.T) {
 
 	equal(t, "status", st.Status, workflows.StatusVerified)
 	equal(t, "activities", h.names(), []string{"LoadSession", "CompareVerifiedOutputs", "RecordTransition:verified", "SendEmail:verified"})
-	equal(t, "transition", h.transitions()[0], activities.Transition{SessionID: vs, Key: "evt_v", Seq: 1,
-		EventID: "evt_v", EventType: workflows.EventVerified, To: "verified", StripeStatus: "verified", Escalation: "none"})
-	equal(t, "email", h.emails()[0], activities.EmailRequest{SessionID: vs, Kind: email.KindVerified})
+	tr := h.transitions()[0]
+	equal(t, "transition", []any{tr.SessionID, tr.Key, tr.EventID, tr.EventType, tr.From, tr.St.Seq, tr.St.Status, tr.St.StripeStatus},
+		[]any{vs, "evt_v", "evt_v", workflows.EventVerified, "new", int64(1), workflows.StatusVerified, "verified"})
+	equal(t, "email", h.emails()[0], activities.EmailRequest{SessionID: vs, Kind: email.KindVerified, Ref: "1"})
+	equal(t, "nothing owed at the end", len(st.Owed), 0)
 }
 
 func TestASkippedEmailIsShownToOps(t *testing.T) {
@@ -52,9 +53,9 @@ func TestEachEventAlone(t *testing.T) {
 		// created and requires_input without an error wait for the user
 		// until expiry: a reminder first, then the session expires.
 		{"created", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:created",
-			"SendEmail:reminder", "CancelSession", "RecordTransition:expired", "SendEmail:expired"}},
+			"SendEmail:reminder", "RecordTransition:expired", "CancelSession", "SendEmail:expired"}},
 		{"requires_input", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:requires_input",
-			"SendEmail:reminder", "CancelSession", "RecordTransition:expired", "SendEmail:expired"}},
+			"SendEmail:reminder", "RecordTransition:expired", "CancelSession", "SendEmail:expired"}},
 		{"canceled", workflows.StatusCanceled, []string{"LoadSession", "RecordTransition:canceled"}},
 		{"redacted", workflows.StatusRedacted, []string{"LoadSession", "RedactSession", "RecordTransition:redacted"}},
 		{"verified", workflows.StatusVerified, []string{"LoadSession", "CompareVerifiedOutputs", "RecordTransition:verified", "SendEmail:verified"}},
@@ -101,6 +102,7 @@ func TestVerifiedWithDifferentOutputsOpensAReview(t *testing.T) {
 		"DecideReview", "RecordTransition:verified", "SendEmail:review_approved"})
 	equal(t, "review opened", h.inputs("OpenReview")[0], activities.ReviewInput{SessionID: vs, Reason: "mismatch",
 		MismatchedFields: []string{"last_name", "dob"}, OpenedAt: t0.Add(min)})
+	equal(t, "from statuses", []string{h.transitions()[0].From, h.transitions()[1].From}, []string{"new", "in_review"})
 	equal(t, "final", st.Status, workflows.StatusVerified)
 	equal(t, "decision", st.Review.Decision+" by "+st.Review.Reviewer, "approve by ops-ann")
 	if err := h.updates["approve"]; err != nil {
@@ -110,7 +112,7 @@ func TestVerifiedWithDifferentOutputsOpensAReview(t *testing.T) {
 
 func TestFailuresCountAttemptsAgainstTheLimit(t *testing.T) {
 	for _, n := range []int{1, 2} {
-		t.Run("", func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d failures count %d attempts", n, n), func(t *testing.T) {
 			h := newHarness(t)
 			for i := range n {
 				h.deliver(time.Duration(i+1)*hour, failed("evt_f"+string(rune('a'+i)), "document_expired", time.Duration(i+1)*hour))
@@ -133,7 +135,7 @@ func TestFailuresCountAttemptsAgainstTheLimit(t *testing.T) {
 				t.Fatalf("failure emails = %d; want %d", len(fails), n)
 			}
 			equal(t, "last failure email", fails[n-1], activities.EmailRequest{SessionID: vs, Kind: email.KindFailed,
-				Attempt: n, MaxAttempts: 3, Reason: "reason for document_expired"})
+				Ref: fmt.Sprintf("document-%d", n), Attempt: n, MaxAttempts: 3, Reason: "reason for document_expired"})
 		})
 	}
 	t.Run("the limit escalates to the alternate method", func(t *testing.T) {
@@ -166,8 +168,8 @@ func TestCodesNoRetryCanFixEscalateAtOnce(t *testing.T) {
 			equal(t, "escalation", r.Escalation, workflows.EscalationReview)
 			equal(t, "attempts", r.Attempts, 1)
 			equal(t, "reason", r.Review.Reason, "non_retryable:"+code)
-			equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:requires_input", "CancelSession",
-				"OpenReview", "RecordTransition:in_review", "SendEmail:under_review", "SendEmail:ops_review_opened",
+			equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:requires_input",
+				"OpenReview", "RecordTransition:in_review", "CancelSession", "SendEmail:under_review", "SendEmail:ops_review_opened",
 				"DecideReview", "RecordTransition:rejected", "SendEmail:review_rejected"})
 			equal(t, "final", st.Status, workflows.StatusRejected)
 		})
@@ -212,6 +214,10 @@ func TestAlternateExhaustedGoesToReview(t *testing.T) {
 	equal(t, "reason", r.Review.Reason, "attempts_exhausted")
 	equal(t, "emails", h.emailKinds(), "failed,failed,alternate_offered,failed,under_review,ops_review_opened,review_approved")
 	equal(t, "cancels", h.count("CancelSession"), 1)
+	// The alternate method has its own count: "attempt 1 of 2", not "4 of 2".
+	alt := h.emails()[3]
+	equal(t, "alternate failure email", []any{alt.Ref, alt.Attempt, alt.MaxAttempts}, []any{"id_number-1", 1, 2})
+	equal(t, "alternate offer says the budget", h.emails()[2].MaxAttempts, 2)
 	equal(t, "final", st.Status, workflows.StatusVerified)
 }
 
@@ -249,14 +255,14 @@ func TestReviewDecisions(t *testing.T) {
 	h.decide(3*hour, "after close", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-dee"})
 	st := h.run(workflows.Input{})
 
-	equal(t, "unknown decision", h.updates["unknown decision"], workflows.ErrUnknownDecision)
-	equal(t, "no reviewer", h.updates["no reviewer"], workflows.ErrNoReviewer)
+	refused(t, "unknown decision", h.updates["unknown decision"], workflows.ErrUnknownDecision)
+	refused(t, "no reviewer", h.updates["no reviewer"], workflows.ErrNoReviewer)
 	if err := h.updates["reject"]; err != nil {
 		t.Errorf("reject: %v", err)
 	}
 	equal(t, "final", st.Status, workflows.StatusRejected)
 	equal(t, "decided", h.count("DecideReview"), 1)
-	equal(t, "decision recorded", h.calls[len(h.calls)-3].Input, activities.ReviewInput{SessionID: vs, Status: "rejected",
+	equal(t, "decision recorded", h.inputs("DecideReview")[0], activities.ReviewInput{SessionID: vs, Status: "rejected",
 		Reviewer: "ops-dee", DecidedAt: t0.Add(2 * hour)})
 }
 
@@ -266,10 +272,7 @@ func TestADecisionWithoutAnOpenReviewIsRefused(t *testing.T) {
 	h.decide(hour, "no review", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
 	h.deliver(2*hour, ev("evt_v", "verified", 2*hour))
 	h.run(workflows.Input{})
-	if !errors.Is(h.updates["no review"], workflows.ErrNoReviewOpen) &&
-		!strings.Contains(errString(h.updates["no review"]), workflows.ErrNoReviewOpen.Error()) {
-		t.Errorf("decision without a review: %v; want ErrNoReviewOpen", h.updates["no review"])
-	}
+	refused(t, "decision without a review", h.updates["no review"], workflows.ErrNoReviewOpen)
 	equal(t, "decided", h.count("DecideReview"), 0)
 }
 
@@ -301,9 +304,9 @@ func TestReminderThenExpiry(t *testing.T) {
 	equal(t, "reminder at", w.NextTimerAt, t0.Add(min+day))
 	equal(t, "expires at", w.ExpiresAt, t0.Add(min+7*day))
 	equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:requires_input", "SendEmail:failed",
-		"SendEmail:reminder", "CancelSession", "RecordTransition:expired", "SendEmail:expired"})
+		"SendEmail:reminder", "RecordTransition:expired", "CancelSession", "SendEmail:expired"})
 	equal(t, "final", st.Status, workflows.StatusExpired)
-	equal(t, "expiry transition", h.transitions()[1].Key, "expiry")
+	equal(t, "expiry transition", h.transitions()[1].Key, "expiry:2")
 }
 
 func TestTimersAreCancelledWhenTheStateMovesOn(t *testing.T) {
@@ -355,16 +358,18 @@ func TestShuffledDeliveriesNeverMoveTheStateBackwards(t *testing.T) {
 		failed("evt_f", "document_expired", 20*min), ev("evt_c", "created", 10*min))
 	st := h.run(workflows.Input{})
 	equal(t, "final", st.Status, workflows.StatusVerified)
-	equal(t, "attempts", st.Attempts, 0)
+	// The late failure still counts, but tells nobody to retry.
+	equal(t, "attempts", st.Attempts, 1)
+	equal(t, "last error", st.LastErrorCode, "document_expired")
 	equal(t, "emails", h.emailKinds(), "verified")
-	// The late ones are recorded (the ledger keeps them) with no effect.
+	// The late ones are recorded (the ledger keeps them) with no other effect.
 	var notes []string
 	for _, tr := range h.transitions() {
-		notes = append(notes, tr.EventID+"="+tr.To+" "+tr.Note)
+		notes = append(notes, tr.EventID+"="+string(tr.St.Status)+" "+tr.Note)
 	}
 	equal(t, "transitions", notes, []string{"evt_v=verified ",
-		"evt_p=verified ignored: session already verified", "evt_f=verified ignored: session already verified",
-		"evt_c=verified ignored: session already verified"})
+		"evt_p=verified session already verified", "evt_f=verified session already verified",
+		"evt_c=verified session already verified"})
 }
 
 func TestAnOlderEventIsStaleAndASameSecondOneAsksStripe(t *testing.T) {
@@ -378,8 +383,10 @@ func TestAnOlderEventIsStaleAndASameSecondOneAsksStripe(t *testing.T) {
 	h.run(workflows.Input{})
 	st := h.states["after"]
 	equal(t, "status", st.Status, workflows.StatusProcessing)
-	equal(t, "attempts", st.Attempts, 0)
+	// Both failures count, whenever they came: neither changes the status.
+	equal(t, "attempts", st.Attempts, 2)
 	equal(t, "asked Stripe", h.count("FetchSessionStatus"), 1)
+	equal(t, "no failure email for an outdated attempt", h.count("SendEmail:failed"), 0)
 }
 
 func TestRedactionAtAnyPoint(t *testing.T) {
@@ -403,18 +410,18 @@ func TestRedactionAtAnyPoint(t *testing.T) {
 	})
 	t.Run("after the workflow finished, in a new run", func(t *testing.T) {
 		h := newHarness(t)
-		h.snapshot = activities.Snapshot{Known: true, Status: "verified", StripeStatus: "verified",
-			Escalation: "none", Seq: 1, ProcessedEventIDs: []string{"evt_v"}}
-		h.deliver(min, ev("evt_r", "redacted", min))
+		h.stored(workflows.State{Status: "verified", StripeStatus: "verified", Escalation: "none", Seq: 1}, "evt_v")
+		h.deliver(0, ev("evt_r", "redacted", min)) // it starts the run, as SignalWithStart does
 		st := h.run(workflows.Input{})
 		equal(t, "status", st.Status, workflows.StatusRedacted)
 		equal(t, "activities", h.names(), []string{"LoadSession", "RedactSession", "RecordTransition:redacted"})
-		equal(t, "seq continues", h.transitions()[0].Seq, int64(2))
+		equal(t, "seq continues", h.transitions()[0].St.Seq, int64(2))
+		equal(t, "from", h.transitions()[0].From, "verified")
 	})
 	t.Run("a late processing event after the workflow finished has no effect", func(t *testing.T) {
 		h := newHarness(t)
-		h.snapshot = activities.Snapshot{Known: true, Status: "verified", StripeStatus: "verified", Escalation: "none", Seq: 1}
-		h.deliver(min, ev("evt_p", "processing", -hour))
+		h.stored(workflows.State{Status: "verified", StripeStatus: "verified", Escalation: "none", Seq: 1})
+		h.deliver(0, ev("evt_p", "processing", -hour))
 		st := h.run(workflows.Input{})
 		equal(t, "status", st.Status, workflows.StatusVerified)
 		equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:verified"})
@@ -461,18 +468,22 @@ func TestSearchAttributesFollowTheState(t *testing.T) {
 		attempts, _ := sa.GetInt64(workflows.SAAttempts)
 		code, _ := sa.GetKeyword(workflows.SALastErrorCode)
 		esc, _ := sa.GetKeyword(workflows.SAEscalation)
-		upserts = append(upserts, fmt.Sprintf("%s/%d/%s/%s", status, attempts, code, esc))
+		issues, _ := sa.GetKeywordList(workflows.SAIssues)
+		upserts = append(upserts, fmt.Sprintf("%s/%d/%s/%s/%v", status, attempts, code, esc, issues))
 	}).Return(nil)
 	h.deliver(min, failed("evt_f", "document_expired", min))
 	h.deliver(2*hour, ev("evt_v", "verified", 2*hour))
 	h.run(workflows.Input{})
-	equal(t, "upserts", upserts, []string{"new/0//none", "requires_input/1/document_expired/none",
-		"verified/1/document_expired/none"})
+	equal(t, "upserts", upserts, []string{"new/0//none/[]", "requires_input/1/document_expired/none/[]",
+		"verified/1/document_expired/none/[]"})
 }
 
-func errString(err error) string {
-	if err == nil {
-		return ""
+// refused checks that an update was refused with a typed ReviewRefused
+// error saying want.
+func refused(t *testing.T, what string, err, want error) {
+	t.Helper()
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrTypeReviewRefused || appErr.Message() != want.Error() {
+		t.Errorf("%s: %v; want a %s error %q", what, err, workflows.ErrTypeReviewRefused, want)
 	}
-	return err.Error()
 }

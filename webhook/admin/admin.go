@@ -9,17 +9,23 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/mail"
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 
 	"identityverification/store"
 	"identityverification/workflows"
@@ -34,6 +40,9 @@ type Contacts interface {
 type Temporal interface {
 	QueryWorkflow(ctx context.Context, workflowID, runID, queryType string, args ...any) (converter.EncodedValue, error)
 	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
+	NewWithStartWorkflowOperation(options client.StartWorkflowOptions, workflow any, args ...any) client.WithStartWorkflowOperation
+	UpdateWithStartWorkflow(ctx context.Context, options client.UpdateWithStartWorkflowOptions) (client.WorkflowUpdateHandle, error)
 }
 
 // API serves /admin/sessions/{id}.
@@ -41,7 +50,11 @@ type API struct {
 	Token    string // required bearer token
 	Contacts Contacts
 	Temporal Temporal
-	Log      *slog.Logger
+	// Policy starts a new run when a decision comes for a session whose run
+	// has closed (an operator terminated it): the run restores the stored
+	// state, open review included, and takes the decision.
+	Policy workflows.Policy
+	Log    *slog.Logger
 }
 
 // Registration is the body of PUT /admin/sessions/{id}: personal data,
@@ -55,6 +68,46 @@ type Registration struct {
 }
 
 var sessionID = regexp.MustCompile(`^vs_[A-Za-z0-9_]{1,100}$`)
+
+// Bounds of the registration's fields (personal data, stored as given).
+const (
+	maxEmailLen = 254
+	maxNameLen  = 100
+	maxRefLen   = 200
+)
+
+// validate checks a registration field by field; the message names the
+// field, never its value.
+func (reg Registration) validate() error {
+	if len(reg.Email) > maxEmailLen {
+		return errors.New("email must be a plain address")
+	}
+	if addr, err := mail.ParseAddress(reg.Email); err != nil || addr.Address != reg.Email {
+		return errors.New("email must be a plain address")
+	}
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{{"first_name", reg.FirstName, maxNameLen}, {"last_name", reg.LastName, maxNameLen},
+		{"client_reference_id", reg.ClientReferenceID, maxRefLen}} {
+		if !plainText(f.value, f.max) {
+			return fmt.Errorf("%s must be at most %d characters of text, without control characters", f.name, f.max)
+		}
+	}
+	if reg.DOB != "" {
+		if _, err := time.Parse(time.DateOnly, reg.DOB); err != nil {
+			return errors.New("dob must be YYYY-MM-DD")
+		}
+	}
+	return nil
+}
+
+// plainText reports whether s is valid UTF-8 of at most max characters with
+// no control characters (a NUL byte, a line break).
+func plainText(s string, max int) bool {
+	return utf8.ValidString(s) && utf8.RuneCountInString(s) <= max &&
+		!strings.ContainsFunc(s, unicode.IsControl)
+}
 
 // Handler returns the routes.
 func (a *API) Handler() http.Handler {
@@ -88,19 +141,17 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON"})
 		return
 	}
-	if addr, err := mail.ParseAddress(reg.Email); err != nil || addr.Address != reg.Email {
-		reply(w, http.StatusBadRequest, map[string]string{"error": "email must be a plain address"})
+	if err := reg.validate(); err != nil {
+		reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
-	}
-	if reg.DOB != "" {
-		if _, err := time.Parse(time.DateOnly, reg.DOB); err != nil {
-			reply(w, http.StatusBadRequest, map[string]string{"error": "dob must be YYYY-MM-DD"})
-			return
-		}
 	}
 	id := mux.Vars(r)["id"]
 	err := a.Contacts.UpsertContact(r.Context(), store.Contact{SessionID: id, Email: reg.Email, FirstName: reg.FirstName,
 		LastName: reg.LastName, DOB: reg.DOB, ClientReferenceID: reg.ClientReferenceID})
+	if errors.Is(err, store.ErrRedacted) {
+		reply(w, http.StatusConflict, map[string]string{"error": "the session was redacted: its personal data is not kept any more"})
+		return
+	}
 	if err != nil {
 		a.Log.Error("admin: register contact", "session_id", id, "error", err)
 		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "could not store the registration; retry"})
@@ -131,27 +182,57 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON"})
 		return
 	}
+	switch {
+	case d.Decision != workflows.DecisionApprove && d.Decision != workflows.DecisionReject:
+		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrUnknownDecision.Error()})
+		return
+	case d.Reviewer == "":
+		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrNoReviewer.Error()})
+		return
+	case !workflows.ValidReviewer(d.Reviewer):
+		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrBadReviewer.Error()})
+		return
+	}
 	id := mux.Vars(r)["id"]
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	h, err := a.Temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: workflows.WorkflowID(id), UpdateName: workflows.UpdateReviewDecision,
-		Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted})
-	var st workflows.State
-	if err == nil {
-		err = h.Get(ctx, &st)
-	}
-	for _, refusal := range []error{workflows.ErrNoReviewOpen, workflows.ErrUnknownDecision, workflows.ErrNoReviewer} {
-		if err != nil && strings.Contains(err.Error(), refusal.Error()) {
-			reply(w, http.StatusConflict, map[string]string{"error": refusal.Error()})
-			return
-		}
+	st, err := a.decide(ctx, id, d)
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.Type() == workflows.ErrTypeReviewRefused {
+		reply(w, http.StatusConflict, map[string]string{"error": appErr.Message()})
+		return
 	}
 	if a.temporalError(w, id, err) {
 		return
 	}
 	a.Log.Info("admin: review decided", "session_id", id, "decision", d.Decision, "reviewer", d.Reviewer)
 	reply(w, http.StatusOK, st)
+}
+
+// decide sends the decision to the session's workflow and waits until it is
+// applied. When the workflow's last run has closed (an operator terminated
+// it), a new run starts with the decision; it restores the stored state.
+func (a *API) decide(ctx context.Context, id string, d workflows.ReviewDecision) (workflows.State, error) {
+	update := client.UpdateWorkflowOptions{WorkflowID: workflows.WorkflowID(id), UpdateName: workflows.UpdateReviewDecision,
+		Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted}
+	h, err := a.Temporal.UpdateWorkflow(ctx, update)
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		if _, derr := a.Temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), ""); derr != nil {
+			return workflows.State{}, err // no workflow ever ran for this session
+		}
+		start := a.Temporal.NewWithStartWorkflowOperation(client.StartWorkflowOptions{
+			ID: workflows.WorkflowID(id), TaskQueue: workflows.TaskQueue,
+			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		}, workflows.WorkflowName, workflows.Input{SessionID: id, Policy: a.Policy})
+		h, err = a.Temporal.UpdateWithStartWorkflow(ctx, client.UpdateWithStartWorkflowOptions{
+			StartWorkflowOperation: start, UpdateOptions: update})
+	}
+	var st workflows.State
+	if err == nil {
+		err = h.Get(ctx, &st)
+	}
+	return st, err
 }
 
 // temporalError answers for a failed Temporal call; false when err is nil.
