@@ -4,7 +4,7 @@ export GOTOOLCHAIN := local
 GO ?= go
 BIN := .bin
 
-.PHONY: dev test tools lint fuzz bench clean
+.PHONY: dev test tools lint fuzz bench bench-e2e clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -36,6 +36,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./webhook/
+
+# Verified sessions per second end to end, against bare SignalWithStart with a
+# trivial worker in the same run (TEST_DATABASE_URL adds PostgreSQL).
+bench-e2e: tools
+	$(GO) test -run '^$$' -bench VerifiedSessions -benchtime 300x -timeout 15m ./e2e/
 
 clean:
 	rm -rf $(BIN)

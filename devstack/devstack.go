@@ -106,6 +106,15 @@ func (p *Process) Stop() {
 	})
 }
 
+// Kill kills the process group at once (SIGKILL), as a crash or an OOM kill
+// would, and waits until it is gone.
+func (p *Process) Kill() {
+	p.once.Do(func() {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	})
+}
+
 // Exited is closed when the process ends.
 func (p *Process) Exited() <-chan struct{} { return p.done }
 
@@ -169,14 +178,27 @@ type Temporal struct {
 // none) and registers this service's search attributes on each (idempotent,
 // and needed on an existing database too).
 func StartTemporal(ctx context.Context, bin, dir string, port, uiPort int, namespaces ...string) (*Temporal, error) {
+	return startTemporal(ctx, bin, dir, filepath.Join(dir, "temporal.db"), port, uiPort, namespaces)
+}
+
+// StartTemporalInMemory starts the dev server with its data in memory (its
+// log in dir): for tests and benchmarks, which keep nothing across runs and
+// should not measure a SQLite file's fsyncs.
+func StartTemporalInMemory(ctx context.Context, bin, dir string, port, uiPort int, namespaces ...string) (*Temporal, error) {
+	return startTemporal(ctx, bin, dir, "", port, uiPort, namespaces)
+}
+
+func startTemporal(ctx context.Context, bin, dir, dbFile string, port, uiPort int, namespaces []string) (*Temporal, error) {
 	if len(namespaces) == 0 {
 		namespaces = []string{"default"}
 	}
 	logPath := filepath.Join(dir, "temporal.log")
 	args := []string{"server", "start-dev",
 		"--ip", "127.0.0.1", "--port", strconv.Itoa(port), "--ui-port", strconv.Itoa(uiPort),
-		"--db-filename", filepath.Join(dir, "temporal.db"),
 		"--log-level", "warn", "--log-format", "json"}
+	if dbFile != "" {
+		args = append(args, "--db-filename", dbFile)
+	}
 	for _, ns := range namespaces {
 		args = append(args, "--namespace", ns)
 	}

@@ -33,6 +33,7 @@ import (
 
 // components are shared by every test in the package.
 var components struct {
+	bins     map[string]string // tool binaries by name
 	temporal *devstack.Temporal
 	mailpit  *devstack.Mailpit
 	stripe   *devstack.StripeMock
@@ -68,6 +69,7 @@ func startComponents(ctx context.Context, dir string) error {
 		return err
 	}
 	bins := map[string]string{}
+	components.bins = bins
 	for name := range devstack.Tools {
 		if bins[name], err = devstack.Tool(ctx, root, name, os.Stderr); err != nil {
 			return err
@@ -79,7 +81,7 @@ func startComponents(ctx context.Context, dir string) error {
 			return err
 		}
 	}
-	if components.temporal, err = devstack.StartTemporal(ctx, bins["temporal"], dir, ports[0], ports[1],
+	if components.temporal, err = devstack.StartTemporalInMemory(ctx, bins["temporal"], dir, ports[0], ports[1],
 		namespaces["sqlite"], namespaces["postgres"]); err != nil {
 		return err
 	}
@@ -97,7 +99,7 @@ const (
 
 // stack is the service running against one database.
 type stack struct {
-	t          *testing.T
+	t          testing.TB
 	db         string
 	webhookURL string
 	adminURL   string
@@ -110,11 +112,12 @@ type stack struct {
 // per database and runs fn against it.
 func forEachDatabase(t *testing.T, fn func(t *testing.T, s *stack)) {
 	for _, db := range storetest.Databases(t) {
-		t.Run(db.Name, func(t *testing.T) { fn(t, startStack(t, db)) })
+		t.Run(db.Name, func(t *testing.T) { fn(t, startStack(t, db, nil)) })
 	}
 }
 
-func startStack(t *testing.T, db storetest.Database) *stack {
+// startStack starts the service on db; env overrides the configuration.
+func startStack(t testing.TB, db storetest.Database, env config.Map) *stack {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -125,7 +128,7 @@ func startStack(t *testing.T, db storetest.Database) *stack {
 		t.Fatal(err)
 	}
 	ns := namespaces[db.Name]
-	cfg, err := config.Load(config.Map{
+	base := config.Map{
 		"TEMPORAL_ADDRESS":      components.temporal.Address,
 		"TEMPORAL_NAMESPACE":    ns,
 		"DATABASE_URL":          db.URL,
@@ -140,7 +143,11 @@ func startStack(t *testing.T, db storetest.Database) *stack {
 		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
 		"LOG_LEVEL":             "warn",
 		"SHUTDOWN_GRACE":        "5s",
-	})
+	}
+	for k, v := range env {
+		base[k] = v
+	}
+	cfg, err := config.Load(base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +277,7 @@ var errNotYet = errors.New("not yet")
 
 // eventually retries check until it passes or a generous deadline passes;
 // the deadline bounds a hung test, it is not a performance assertion.
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

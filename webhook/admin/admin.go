@@ -182,14 +182,11 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON"})
 		return
 	}
-	switch {
-	case d.Decision != workflows.DecisionApprove && d.Decision != workflows.DecisionReject:
-		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrUnknownDecision.Error()})
-		return
-	case d.Reviewer == "":
-		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrNoReviewer.Error()})
-		return
-	case !workflows.ValidReviewer(d.Reviewer):
+	// A reviewer that cannot be stored (control characters, too long) is
+	// bad input: 400 before Temporal sees it. A missing reviewer or an
+	// unknown decision is refused by the workflow's validator: 409, as
+	// before, with its reason.
+	if d.Reviewer != "" && !workflows.ValidReviewer(d.Reviewer) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrBadReviewer.Error()})
 		return
 	}
