@@ -186,5 +186,12 @@ func TestLateRedactionAfterTheWorkflowFinishedPurgesPersonalData(t *testing.T) {
 		if len(ids) != 2 {
 			t.Errorf("event ledger = %v; want both events kept", ids)
 		}
+		// The purge is final: a registration afterwards stores nothing.
+		if code := s.admin(http.MethodPut, "/admin/sessions/"+vs, adminToken, map[string]string{"email": "again@example.com"}, nil); code != http.StatusConflict {
+			t.Errorf("registration after redaction: %d; want 409", code)
+		}
+		if _, err := s.store.Contact(context.Background(), vs); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("contact after a refused registration: %v; want ErrNotFound", err)
+		}
 	})
 }

@@ -1,6 +1,7 @@
 package workflows_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -148,4 +149,23 @@ func TestAfterContinueAsNewATimerOrDecisionEndsTheRun(t *testing.T) {
 	equal(t, "expired and finished", st.Status, workflows.StatusExpired)
 	equal(t, "runs", st.Runs, 1)
 	equal(t, "activities", h.names(), []string{"RecordTransition:expired", "CancelSession", "SendEmail:expired"})
+}
+
+// The database's columns are read from the stored state by the JSON names
+// of workflows.State: activities.Progress must keep to them.
+func TestTheStoredColumnsReadTheStateByItsOwnNames(t *testing.T) {
+	st := workflows.State{SessionID: vs, Seq: 7, Status: workflows.StatusInReview, StripeStatus: "canceled",
+		SessionType: "id_number", Attempts: 3, AlternateAttempts: 2, LastErrorCode: "id_number_mismatch",
+		LastErrorReason: "The number did not match.", Escalation: workflows.EscalationReview}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p activities.Progress
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "progress", p, activities.Progress{SessionID: vs, Seq: 7, Status: "in_review", StripeStatus: "canceled",
+		SessionType: "id_number", Attempts: 3, AlternateAttempts: 2, LastErrorCode: "id_number_mismatch",
+		LastErrorReason: "The number did not match.", Escalation: "manual_review"})
 }
