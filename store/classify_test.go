@@ -47,9 +47,11 @@ func TestClassifyRejectsOnlyWhatRetryingCannotFix(t *testing.T) {
 					exec(`INSERT INTO sessions (session_id) VALUES ('vs_no_times')`)},
 				{"a duplicate primary key is rejected", codes{"postgres": "23505", "sqlite": "19"}, true,
 					exec(`INSERT INTO sessions (session_id, created_at, updated_at) VALUES ('vs_taken', $1, $1)`, now())},
-				{"a column the schema lacks is rejected", codes{"postgres": "42703", "sqlite": "1"}, true,
+				// A schema that does not match the binary (or a missing grant)
+				// is a deployment mistake ops can mend: the write waits for it.
+				{"a column the schema lacks is transient", codes{"postgres": "42703", "sqlite": "1"}, false,
 					exec(`SELECT no_such_column FROM sessions`)},
-				{"a syntax error is rejected", codes{"postgres": "42601", "sqlite": "1"}, true,
+				{"a syntax error is transient", codes{"postgres": "42601", "sqlite": "1"}, false,
 					exec(`SELEC 1`)},
 				{"a NUL byte in text is rejected by PostgreSQL", codes{"postgres": "22021"}, true,
 					exec(`UPDATE sessions SET last_error_reason = $1`, "a\x00b")},

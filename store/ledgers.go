@@ -94,12 +94,19 @@ type ReviewCase struct {
 	DecidedAt        time.Time
 }
 
-// OpenReview opens a case for a session; opening it again is a no-op.
+// OpenReview opens a case for a session; opening it again while it is open is
+// a no-op. A decided case opens anew (a fraud code after an approved review:
+// the audit trail keeps the first decision); a closed one (redacted) stays
+// closed.
 func (s *Store) OpenReview(ctx context.Context, c ReviewCase) error {
 	_, err := s.db.ExecContext(ctx, `
 INSERT INTO review_cases (session_id, reason, mismatched_fields, status, opened_at)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id) DO NOTHING`,
-		c.SessionID, clean(c.Reason), clean(joinFields(c.MismatchedFields)), ReviewOpen, c.OpenedAt.UTC())
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (session_id) DO UPDATE SET
+    reason = excluded.reason, mismatched_fields = excluded.mismatched_fields, status = excluded.status,
+    reviewer = '', note = '', opened_at = excluded.opened_at, decided_at = NULL
+WHERE review_cases.status NOT IN ($4, $6)`,
+		c.SessionID, clean(c.Reason), clean(joinFields(c.MismatchedFields)), ReviewOpen, c.OpenedAt.UTC(), ReviewClosed)
 	if err != nil {
 		return fmt.Errorf("store: open review: %w", classify(err))
 	}

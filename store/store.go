@@ -40,11 +40,12 @@ var (
 	// ErrRedacted: a contact registered for a session already redacted; the
 	// purge is final, so nothing was stored.
 	ErrRedacted = errors.New("store: session redacted")
-	// ErrRejected: the database refused the statement for what it is (bad
-	// data, a broken constraint, a schema that does not match), so retrying
-	// the same call cannot succeed. The driver's error stays in the chain
-	// (errors.As finds it) and in the message. Connection errors, timeouts
-	// and lock contention are not ErrRejected: they may pass.
+	// ErrRejected: the database refused the data for what it is (a data
+	// exception, a broken constraint), so retrying the same call cannot
+	// succeed. The driver's error stays in the chain (errors.As finds it)
+	// and in the message. Connection errors, timeouts, lock contention and
+	// a schema or grant that does not match the binary are not ErrRejected:
+	// they pass, or ops can mend them.
 	ErrRejected = errors.New("store: rejected by the database")
 )
 
@@ -205,18 +206,19 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 // what cannot succeed; any other error is returned as is, as transient.
 //
 // Permanent on PostgreSQL: SQLSTATE class 22 (data exception, e.g. a NUL
-// byte), 23 (integrity constraint violation) and 42 (syntax error or
-// undefined object: the schema is not the one this code expects). On SQLite:
-// the primary result codes CONSTRAINT, MISMATCH, TOOBIG, RANGE and ERROR (an
-// SQL logic error such as "no such column"). BUSY, LOCKED, I/O and connection
-// errors, and context ends stay transient.
+// byte) and 23 (integrity constraint violation). On SQLite: the primary
+// result codes CONSTRAINT, MISMATCH, TOOBIG and RANGE. Class 42 and SQLite's
+// ERROR (an undefined column or table, a missing grant: a schema or
+// deployment that does not match the binary) stay transient, as do BUSY,
+// LOCKED, I/O and connection errors and context ends: the write waits, shown
+// to ops, until the deployment is mended, instead of being dropped.
 func classify(err error) error {
 	if err == nil || errors.Is(err, ErrRejected) {
 		return err
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		if class := pgErr.Code[:min(2, len(pgErr.Code))]; class == "22" || class == "23" || class == "42" {
+		if class := pgErr.Code[:min(2, len(pgErr.Code))]; class == "22" || class == "23" {
 			return rejectedError{err}
 		}
 		return err
@@ -224,8 +226,7 @@ func classify(err error) error {
 	var liteErr *sqlite.Error
 	if errors.As(err, &liteErr) {
 		switch liteErr.Code() & 0xff {
-		case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG,
-			sqlite3.SQLITE_RANGE, sqlite3.SQLITE_ERROR:
+		case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_RANGE:
 			return rejectedError{err}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pressly/goose/v3"
 
@@ -326,13 +327,14 @@ func TestTextFromOutsideIsStoredCleanedWhateverBytesItHolds(t *testing.T) {
 	})
 }
 
-func TestErrorsRetryingCannotFixAreRejected(t *testing.T) {
+func TestASchemaThatDoesNotMatchIsNotRejectedAndLeavesNothingHalfWritten(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		canceled, cancel := context.WithCancel(ctx)
 		cancel()
 		// The schema lacks a column this code writes and reads, as when an
-		// older schema meets a newer binary: no retry will bring it back.
+		// older schema meets a newer binary: ops can mend it, so the write
+		// is not refused for good; it waits (retried, shown to ops).
 		if _, err := s.DB().Exec(`ALTER TABLE sessions DROP COLUMN state`); err != nil {
 			t.Fatal(err)
 		}
@@ -342,10 +344,10 @@ func TestErrorsRetryingCannotFixAreRejected(t *testing.T) {
 			call     func() error
 			rejected bool
 		}{
-			{"recording a transition the schema cannot hold is rejected",
-				func() error { _, err := s.RecordTransition(ctx, tr); return err }, true},
-			{"reading a session the schema cannot give is rejected",
-				func() error { _, err := s.Session(ctx, "vs_x"); return err }, true},
+			{"recording a transition the schema cannot hold is not rejected",
+				func() error { _, err := s.RecordTransition(ctx, tr); return err }, false},
+			{"reading a session the schema cannot give is not rejected",
+				func() error { _, err := s.Session(ctx, "vs_x"); return err }, false},
 			{"a canceled call is not rejected",
 				func() error { _, err := s.RecordTransition(canceled, tr); return err }, false},
 		}
@@ -451,6 +453,36 @@ func TestStateMigrationRollsBackAndReapplies(t *testing.T) {
 		}
 		if n, err := s.Migrate(ctx); err != nil || n != 0 {
 			t.Errorf("migrate after re-applying: %d, %v; want 0, nil", n, err)
+		}
+	})
+}
+
+func TestASecondReviewOfASessionIsOpenedAndDecided(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		at := time.Now().UTC().Truncate(time.Second)
+		for _, step := range []error{
+			s.OpenReview(ctx, store.ReviewCase{SessionID: "vs_r2", Reason: "mismatch", OpenedAt: at}),
+			s.DecideReview(ctx, store.ReviewCase{SessionID: "vs_r2", Status: store.ReviewApproved, Reviewer: "ops", DecidedAt: at}),
+			s.OpenReview(ctx, store.ReviewCase{SessionID: "vs_r2", Reason: "non_retryable:selfie_manipulated", OpenedAt: at.Add(time.Hour)}),
+		} {
+			if step != nil {
+				t.Fatal(step)
+			}
+		}
+		c, err := s.Review(ctx, "vs_r2")
+		if err != nil || c.Status != store.ReviewOpen || c.Reason != "non_retryable:selfie_manipulated" || c.Reviewer != "" {
+			t.Fatalf("second review = %+v, %v; want open on the new reason", c, err)
+		}
+		// Opening it again (a retried activity) changes nothing.
+		if err := s.OpenReview(ctx, store.ReviewCase{SessionID: "vs_r2", Reason: "other", OpenedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DecideReview(ctx, store.ReviewCase{SessionID: "vs_r2", Status: store.ReviewRejected, Reviewer: "ops-2", DecidedAt: at}); err != nil {
+			t.Errorf("second decision: %v", err)
+		}
+		if c, _ := s.Review(ctx, "vs_r2"); c.Status != store.ReviewRejected || c.Reason != "non_retryable:selfie_manipulated" {
+			t.Errorf("after the second decision: %+v", c)
 		}
 	})
 }

@@ -264,6 +264,8 @@ func (r *Review) Open() bool { return r != nil && r.Decision == "" }
 const (
 	DecisionApprove = "approve"
 	DecisionReject  = "reject"
+	// DecisionClosed ends a review nobody decided (the session was redacted).
+	DecisionClosed = "closed"
 )
 
 // ErrTypeReviewRefused is the type of the application error with which the
@@ -335,6 +337,10 @@ type State struct {
 	// Stripe cancel), oldest first; the workflow does them in order without
 	// holding up its decisions.
 	Owed []Effect `json:"owed,omitempty"`
+	// Comparing is the verified event whose outputs are being compared with
+	// the expected values (the comparison waits for Stripe; nothing else
+	// does).
+	Comparing *Event `json:"comparing,omitempty"`
 	// Runs counts this workflow's continue-as-new generations.
 	Runs int `json:"runs,omitempty"`
 }
@@ -350,6 +356,7 @@ type Issue struct {
 const (
 	IssueEmailDelayed        = "email_delayed"        // SMTP failing; the email retries
 	IssueEmailRefused        = "email_refused"        // the recipient was refused for good
+	IssueEmailFailed         = "email_failed"         // an email could not be made or recorded, for good
 	IssueDatabaseUnavailable = "database_unavailable" // the database is failing; the write retries
 	IssueDatabaseRejected    = "database_rejected"    // the database refused a write for good
 	IssueStripeUnavailable   = "stripe_unavailable"   // the Stripe API is failing; the call retries

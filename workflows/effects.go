@@ -31,40 +31,29 @@ var patientRetry = temporal.RetryPolicy{InitialInterval: 2 * time.Second, Backof
 	MaximumInterval: 30 * time.Second, NonRetryableErrorTypes: activities.NonRetryable}
 
 // local runs a short, idempotent database activity as a local activity: no
-// activity task, no round trip through the server. A database outage
-// delays the session (a transition is never dropped); a refusal is recorded
-// as an issue and the session moves on. The error is nil or non-retryable.
+// activity task, no round trip through the server. When the first round
+// fails, the outage is shown and the call goes on as a regular activity,
+// whose retries the server keeps without growing the history. A database
+// outage delays the session (a transition is never dropped); a refusal is
+// recorded as an issue and the session moves on. The error is nil,
+// non-retryable, or a cancellation.
 func (w *verification) local(ctx workflow.Context, summary string, fn, arg, result any) error {
-	run := func(p temporal.RetryPolicy) error {
-		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-			Summary: summary, StartToCloseTimeout: 10 * time.Second, RetryPolicy: &p})
-		return workflow.ExecuteLocalActivity(lctx, fn, arg).Get(ctx, result)
-	}
-	err := run(quickRetry)
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		Summary: summary, StartToCloseTimeout: 10 * time.Second, RetryPolicy: &quickRetry})
+	err := workflow.ExecuteLocalActivity(lctx, fn, arg).Get(ctx, result)
 	for retryable(err) {
 		w.raise(ctx, IssueDatabaseUnavailable, errText(err))
-		err = run(patientRetry)
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			Summary: summary, StartToCloseTimeout: 30 * time.Second, RetryPolicy: &patientRetry})
+		err = workflow.ExecuteActivity(actx, fn, arg).Get(ctx, result)
 		w.pause(ctx, err)
 	}
 	w.clear(ctx, IssueDatabaseUnavailable)
-	if err != nil && !isType(err, activities.ErrTypeReviewClosed) {
+	if err != nil && !isType(err, activities.ErrTypeReviewClosed) && !temporal.IsCanceledError(err) {
 		w.log.Error("Database refused a write", "Step", summary, "Error", err)
 		w.raise(ctx, IssueDatabaseRejected, summary+": "+errText(err))
 	}
 	return err
-}
-
-// askStripeBudget bounds a Stripe call whose answer is only a hint (which of
-// two same-second events is current): past it, the event applies.
-const askStripeBudget = time.Minute
-
-// stripeCtx: Stripe calls retry 429s and 5xx with backoff; a 4xx refusal is
-// final. budget bounds all tries (0: no bound).
-func stripeCtx(ctx workflow.Context, summary string, budget time.Duration) workflow.Context {
-	p := patientRetry
-	p.MaximumInterval = 5 * time.Minute
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		Summary: summary, StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: budget, RetryPolicy: &p})
 }
 
 // pause waits before another patient round, in case one ever ends with a
@@ -75,17 +64,31 @@ func (w *verification) pause(ctx workflow.Context, err error) {
 	}
 }
 
-// callStripe runs a Stripe activity whose answer the next step needs: it
-// waits as long as Stripe fails (up to six hours), with the outage shown to
-// ops after the first round. The error is a refusal, or the budget spent.
-func (w *verification) callStripe(ctx workflow.Context, summary string, fn, arg, result any) error {
-	quick := workflow.WithRetryPolicy(stripeCtx(ctx, summary, 0), quickRetry)
-	err := workflow.ExecuteActivity(quick, fn, arg).Get(ctx, result)
+// askStripeBudget bounds a Stripe call whose answer is only a hint (which of
+// two same-second events is current, whether the user moved on): past it,
+// the step goes on as if Stripe had not been asked.
+const askStripeBudget = time.Minute
+
+// callStripe runs a Stripe activity whose answer its step needs, for at most
+// budget: 429s and 5xx retry, a 4xx refusal is final, and an outage past the
+// first round is shown to ops. The error is a refusal, or the budget spent
+// (the issue then stays until a Stripe call succeeds).
+func (w *verification) callStripe(ctx workflow.Context, summary string, budget time.Duration, fn, arg, result any) error {
+	run := func(p temporal.RetryPolicy, budget time.Duration) error {
+		sctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			Summary: summary, StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: budget, RetryPolicy: &p})
+		return workflow.ExecuteActivity(sctx, fn, arg).Get(ctx, result)
+	}
+	err := run(quickRetry, 0)
 	if retryable(err) {
 		w.raise(ctx, IssueStripeUnavailable, errText(err))
-		err = workflow.ExecuteActivity(stripeCtx(ctx, summary, 6*time.Hour), fn, arg).Get(ctx, result)
+		patient := patientRetry
+		patient.MaximumInterval = time.Minute // Stripe asks for backoff on 429s
+		err = run(patient, budget)
 	}
-	w.clear(ctx, IssueStripeUnavailable)
+	if !retryable(err) {
+		w.clear(ctx, IssueStripeUnavailable)
+	}
 	return err
 }
 
@@ -113,16 +116,15 @@ func (w *verification) persist(ctx workflow.Context, key string, ev *Event, note
 	}
 	w.local(ctx, summary, a.RecordTransition, t, nil)
 	w.from = w.st.Status
+	w.settled = len(w.st.Owed) // recorded: the effects loop may do them
 	w.publish(ctx)
 }
 
-// email is an email to the user or ops. ref tells it apart from earlier ones
-// of its kind; empty means the current transition's number.
-func (w *verification) email(kind email.Kind, ref string) *activities.EmailRequest {
-	if ref == "" {
-		ref = fmt.Sprint(w.st.Seq)
-	}
-	return &activities.EmailRequest{SessionID: w.st.SessionID, Kind: kind, Ref: ref}
+// email is an email to the user or ops, owed by the current step. Its ref
+// (the idempotency key's last part) is the number of the transition the step
+// will record, unique to the step; a caller may set a clearer one.
+func (w *verification) email(kind email.Kind) *activities.EmailRequest {
+	return &activities.EmailRequest{SessionID: w.st.SessionID, Kind: kind, Ref: fmt.Sprint(w.st.Seq + 1)}
 }
 
 // oweEmail and oweCancel queue an effect for the effects loop.
@@ -135,10 +137,11 @@ func (w *verification) oweCancel() {
 }
 
 // effects does what the session owes, oldest first, one at a time, for as
-// long as the workflow runs.
+// long as the workflow runs; only what a recorded transition owes, so no
+// email tells of an outcome the database does not hold yet.
 func (w *verification) effects(ctx workflow.Context) {
 	for {
-		if err := workflow.Await(ctx, func() bool { return len(w.st.Owed) > 0 && !w.holdEffects }); err != nil {
+		if err := workflow.Await(ctx, func() bool { return w.settled > 0 && !w.holdEffects }); err != nil {
 			return
 		}
 		w.effectBusy = true
@@ -150,6 +153,7 @@ func (w *verification) effects(ctx workflow.Context) {
 			w.cancelAtStripe(ctx)
 		}
 		w.st.Owed = w.st.Owed[1:]
+		w.settled--
 		w.effectBusy = false
 		w.publish(ctx)
 	}
@@ -170,7 +174,7 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 		return res, err
 	}
 	res, err := run(quickRetry)
-	for retryable(err) {
+	for retryable(err) && ctx.Err() == nil {
 		w.raise(ctx, IssueEmailDelayed, errText(err))
 		res, err = run(patientRetry)
 		w.pause(ctx, err)
@@ -180,8 +184,12 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 	case err != nil:
 		w.log.Warn("Email not sent", "Kind", req.Kind, "Error", err)
 		w.st.EmailIssue = fmt.Sprintf("%s email not sent: %s", req.Kind, errText(err))
-		if isType(err, activities.ErrTypeEmailRefused) {
+		switch {
+		case temporal.IsCanceledError(err):
+		case isType(err, activities.ErrTypeEmailRefused):
 			w.raise(ctx, IssueEmailRefused, w.st.EmailIssue)
+		default:
+			w.raise(ctx, IssueEmailFailed, w.st.EmailIssue)
 		}
 	case res.Status != "sent":
 		w.log.Info("Email not sent", "Kind", req.Kind, "Status", res.Status, "Detail", res.Detail)
@@ -192,7 +200,7 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 // cancelAtStripe cancels the Stripe session; a refusal (say, it is already
 // canceled) is logged, not fatal.
 func (w *verification) cancelAtStripe(ctx workflow.Context) {
-	if err := w.callStripe(ctx, "cancel Stripe session", a.CancelSession, w.st.SessionID, nil); err != nil {
+	if err := w.callStripe(ctx, "cancel Stripe session", 6*time.Hour, a.CancelSession, w.st.SessionID, nil); err != nil {
 		w.log.Warn("Could not cancel the Stripe session", "Error", err)
 	}
 }
@@ -217,9 +225,10 @@ func (w *verification) clear(ctx workflow.Context, code string) {
 	}
 }
 
-// retryable reports whether err is a failure that a later try may fix.
+// retryable reports whether err is a failure that a later try may fix; a
+// cancellation (the workflow was canceled) is not.
 func retryable(err error) bool {
-	if err == nil {
+	if err == nil || temporal.IsCanceledError(err) {
 		return false
 	}
 	var appErr *temporal.ApplicationError

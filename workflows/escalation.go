@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 
 	"go.temporal.io/sdk/temporal"
@@ -15,32 +16,37 @@ import (
 
 // escalate moves the session up the ladder the policy names for the error
 // code: alternate method, manual review, or rejection when the ladder has no
-// rung left.
-func (w *verification) escalate(ctx workflow.Context, reason, code string) {
+// rung left. It returns the step's note.
+func (w *verification) escalate(ctx workflow.Context, reason, code string) string {
 	ladder := w.policy.EscalationFor(code)
 	onAlternate := w.st.Escalation == EscalationAlternate
 	switch {
 	case !onAlternate && ladder != PolicyReview:
-		if w.switchToAlternate(ctx, reason) {
-			return
+		if w.switchToAlternate(ctx) {
+			return reason
 		}
 		if ladder == PolicyAlternate {
-			w.reject(ctx, "alternate method unavailable")
-			return
+			w.reject()
+			return reason + "; alternate method unavailable"
 		}
 	case onAlternate && ladder == PolicyAlternate:
-		w.reject(ctx, reason)
-		return
+		w.reject()
+		return reason
 	}
 	w.openReview(ctx, reviewCase{reason: reason, cancel: true})
+	return reason
 }
 
+// switchBudget bounds the wait for Stripe to switch a session's type: past
+// it, the session goes to a person instead of holding up the session.
+const switchBudget = 10 * time.Minute
+
 // switchToAlternate switches the Stripe session to the alternate verification
-// type, with its own attempt budget; false when Stripe refused. The offer
-// email needs Stripe's answer, so this step waits for it.
-func (w *verification) switchToAlternate(ctx workflow.Context, reason string) bool {
+// type, with its own attempt budget; false when Stripe refused or did not
+// answer in time. The offer email needs Stripe's answer, so this waits.
+func (w *verification) switchToAlternate(ctx workflow.Context) bool {
 	in := activities.SwitchInput{SessionID: w.st.SessionID, Type: w.policy.AlternateType}
-	if err := w.callStripe(ctx, "switch session to "+in.Type, a.SwitchSessionType, in, nil); err != nil {
+	if err := w.callStripe(ctx, "switch session to "+in.Type, switchBudget, a.SwitchSessionType, in, nil); err != nil {
 		w.log.Warn("Could not switch to the alternate method", "Error", err)
 		return false
 	}
@@ -48,22 +54,18 @@ func (w *verification) switchToAlternate(ctx workflow.Context, reason string) bo
 	w.st.AlternateSince = workflow.Now(ctx).Unix()
 	w.st.Status, w.st.StripeStatus = StatusRequiresInput, StripeStatusRequiresInput
 	w.armInputTimers(ctx)
-	w.persist(ctx, "alternate", nil, reason)
-	e := w.email(email.KindAlternateOffered, "")
+	e := w.email(email.KindAlternateOffered)
 	e.MaxAttempts = w.policy.AlternateMaxAttempts
 	w.oweEmail(e)
-	w.publish(ctx)
 	return true
 }
 
 // reject ends the session without a verified identity.
-func (w *verification) reject(ctx workflow.Context, reason string) {
+func (w *verification) reject() {
 	w.disarmInputTimers()
 	w.st.Status = StatusRejected
-	w.persist(ctx, "rejected", nil, reason)
 	w.oweCancel()
-	w.oweEmail(w.email(email.KindReviewRejected, ""))
-	w.publish(ctx)
+	w.oweEmail(w.email(email.KindReviewRejected))
 }
 
 // reviewCase says why a review opens.
@@ -71,10 +73,8 @@ type reviewCase struct {
 	reason string
 	fields []string // mismatched field names
 	// cancel: the user could still submit to the Stripe session, so it is
-	// canceled (after the review is open: nothing waits for Stripe).
+	// canceled (an effect: nothing waits for Stripe).
 	cancel bool
-	// event caused it and has not been recorded yet.
-	event *Event
 }
 
 // openReview opens a manual review case and tells the user and ops.
@@ -85,19 +85,13 @@ func (w *verification) openReview(ctx workflow.Context, c reviewCase) {
 	w.st.Review = &Review{Reason: c.reason, MismatchedFields: c.fields, OpenedAt: now, DeadlineAt: now.Add(w.policy.ReviewDeadline)}
 	w.local(ctx, "open review case", a.OpenReview,
 		activities.ReviewInput{SessionID: w.st.SessionID, Reason: c.reason, MismatchedFields: c.fields, OpenedAt: now}, nil)
-	if c.event != nil {
-		w.persist(ctx, c.event.ID, c.event, c.reason)
-	} else {
-		w.persist(ctx, "review:open", nil, c.reason)
-	}
 	if c.cancel {
 		w.oweCancel()
 	}
-	w.oweEmail(w.email(email.KindUnderReview, ""))
-	ops := w.email(email.KindOpsReviewOpened, "")
+	w.oweEmail(w.email(email.KindUnderReview))
+	ops := w.email(email.KindOpsReviewOpened)
 	ops.Reason, ops.Fields, ops.Deadline = c.reason, c.fields, w.st.Review.DeadlineAt
 	w.oweEmail(ops)
-	w.publish(ctx)
 }
 
 // reviewOverdue re-notifies ops and re-arms the deadline.
@@ -105,10 +99,9 @@ func (w *verification) reviewOverdue(ctx workflow.Context) {
 	r := w.st.Review
 	r.Overdue++
 	r.DeadlineAt = workflow.Now(ctx).Add(w.policy.ReviewDeadline)
-	e := w.email(email.KindOpsReviewOverdue, fmt.Sprint(r.Overdue))
+	e := w.email(email.KindOpsReviewOverdue)
 	e.Attempt, e.Reason, e.Deadline = r.Overdue, r.Reason, r.DeadlineAt
 	w.oweEmail(e)
-	w.publish(ctx)
 }
 
 // Reasons the review update refuses a decision with.
@@ -117,6 +110,10 @@ var (
 	ErrUnknownDecision = errors.New("decision must be approve or reject")
 	ErrNoReviewer      = errors.New("reviewer is required")
 	ErrBadReviewer     = fmt.Errorf("reviewer must be at most %d characters, without control characters", MaxReviewerLen)
+	// ErrDecisionUnderWay: another decision was accepted and is being
+	// applied (say, while the database is slow); its outcome will show in
+	// the state.
+	ErrDecisionUnderWay = errors.New("a decision for this review is being applied")
 )
 
 // refuse makes a refusal a typed application error: callers match its type
@@ -144,7 +141,9 @@ func (w *verification) validateDecision(d ReviewDecision) error {
 		return refuse(ErrNoReviewer)
 	case !ValidReviewer(d.Reviewer):
 		return refuse(ErrBadReviewer)
-	case w.restored && (!w.st.Review.Open() || w.pending != nil):
+	case w.pending != nil:
+		return refuse(ErrDecisionUnderWay)
+	case w.restored && !w.st.Review.Open():
 		return refuse(ErrNoReviewOpen)
 	}
 	return nil
@@ -157,20 +156,24 @@ func (w *verification) decide(ctx workflow.Context, d ReviewDecision) (State, er
 	if err := workflow.Await(ctx, func() bool { return w.restored }); err != nil {
 		return State{}, err
 	}
-	if !w.st.Review.Open() || w.pending != nil { // closed meanwhile, or decided in the same instant
+	switch {
+	case w.pending != nil: // decided in the same instant
+		return State{}, refuse(ErrDecisionUnderWay)
+	case !w.st.Review.Open(): // closed meanwhile
 		return State{}, refuse(ErrNoReviewOpen)
 	}
 	w.pending = &d
 	if err := workflow.Await(ctx, func() bool { return w.pending == nil }); err != nil {
 		return State{}, err
 	}
-	return w.st, nil
+	return w.st, w.decided
 }
 
-// applyDecision records the reviewer's decision and tells the user.
-func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) {
+// applyDecision is a step: it records the reviewer's decision and tells the
+// user. It refuses when the review closed before its turn (a redaction).
+func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) error {
 	if !w.st.Review.Open() {
-		return // closed meanwhile (e.g. redacted): nothing to decide
+		return refuse(ErrNoReviewOpen)
 	}
 	status, kind, caseStatus := StatusVerified, email.KindReviewApproved, "approved"
 	if d.Decision == DecisionReject {
@@ -183,7 +186,7 @@ func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) {
 	}
 	w.st.Review.Decision, w.st.Review.Reviewer, w.st.Review.DecidedAt = d.Decision, d.Reviewer, now
 	w.st.Status = status
+	w.oweEmail(w.email(kind))
 	w.persist(ctx, "review:"+d.Decision, nil, "reviewer "+d.Reviewer)
-	w.oweEmail(w.email(kind, ""))
-	w.publish(ctx)
+	return nil
 }

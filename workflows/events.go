@@ -14,8 +14,8 @@ import (
 // retries an event for at most 3 days, so an older id cannot come back.
 const maxProcessedIDs = 1000
 
-// handle applies one Stripe event exactly once. Two things happen to it, on
-// purpose apart:
+// handle applies one Stripe event exactly once, as one step. Two things
+// happen to it, on purpose apart:
 //
 //   - accounting, which does not depend on arrival order: a failed attempt
 //     counts once for the method it belongs to, a code no retry can fix
@@ -33,13 +33,19 @@ func (w *verification) handle(ctx workflow.Context, ev Event) {
 	}
 	w.markSeen(ev.ID)
 	w.handled++
+	note := w.apply(ctx, ev)
+	w.persist(ctx, ev.ID, &ev, note)
+}
+
+// apply changes the state for an event and says why, when it is not the
+// plain effect of the event.
+func (w *verification) apply(ctx workflow.Context, ev Event) string {
 	if ev.Type == EventRedacted {
-		w.onRedacted(ctx, ev)
-		return
+		w.onRedacted(ctx)
+		return ""
 	}
 	if w.st.Status == StatusRedacted {
-		w.record(ctx, ev, "ignored: session redacted")
-		return
+		return "ignored: session redacted"
 	}
 	alternate := false
 	if ev.Failure() {
@@ -51,30 +57,38 @@ func (w *verification) handle(ctx workflow.Context, ev Event) {
 	}
 	switch {
 	case w.st.Status.Final():
-		w.onClosed(ctx, ev)
+		return w.onClosed(ctx, ev)
 	case w.st.Review.Open():
 		// A person decides now; Stripe's word is recorded for them.
 		if current && ev.Status != "" {
 			w.st.StripeStatus = ev.Status
 		}
-		w.record(ctx, ev, "in review")
+		return "in review"
 	case ev.Failure():
-		w.onFailure(ctx, ev, alternate, current)
+		return w.onFailure(ctx, ev, alternate, current)
 	case !current:
-		w.record(ctx, ev, "ignored: stale")
+		return "ignored: stale"
 	case ev.Type == EventCreated:
-		w.onCreated(ctx, ev)
+		w.st.StripeStatus = ev.Status
+		if w.st.Status == StatusNew {
+			w.st.Status = StatusCreated
+			w.armInputTimers(ctx)
+		}
 	case ev.Type == EventProcessing:
-		w.onProcessing(ctx, ev)
-	case ev.Type == EventRequiresInput:
-		w.onRequiresInput(ctx, ev)
+		w.st.StripeStatus, w.st.Status = StripeStatusProcessing, StatusProcessing
+		w.disarmInputTimers()
+	case ev.Type == EventRequiresInput: // without a last_error: waiting for the user
+		w.st.StripeStatus, w.st.Status = StripeStatusRequiresInput, StatusRequiresInput
+		w.armInputTimers(ctx)
 	case ev.Type == EventVerified:
-		w.onVerified(ctx, ev)
+		return w.onVerified(ctx, ev)
 	case ev.Type == EventCanceled:
-		w.onCanceled(ctx, ev)
+		w.st.StripeStatus, w.st.Status = StripeStatusCanceled, StatusCanceled
+		w.disarmInputTimers()
 	default:
-		w.record(ctx, ev, "ignored: unhandled type")
+		return "ignored: unhandled type"
 	}
+	return ""
 }
 
 func (w *verification) markSeen(id string) {
@@ -120,54 +134,30 @@ func (w *verification) current(ctx workflow.Context, ev Event) bool {
 	case ev.Created > w.st.LastEventCreated || ev.Status == "" || ev.Status == w.st.StripeStatus:
 		return true
 	}
-	var status string
-	if err := workflow.ExecuteActivity(stripeCtx(ctx, "read session status (ambiguous order)", askStripeBudget),
-		a.FetchSessionStatus, w.st.SessionID).Get(ctx, &status); err != nil {
-		w.log.Warn("Could not read session status; applying the event", "EventID", ev.ID, "Error", err)
-		return true
-	}
-	return status == ev.Status
+	status, ok := w.stripeStatus(ctx, "read session status (ambiguous order)")
+	return !ok || status == ev.Status
 }
 
-// record persists an event that changes no status, so the ledger keeps it.
-func (w *verification) record(ctx workflow.Context, ev Event, why string) {
-	w.log.Info("Event recorded without a status change", "EventID", ev.ID, "Type", ev.Type, "Why", why)
-	w.persist(ctx, ev.ID, &ev, why)
+// stripeStatus asks Stripe where the session stands, when order alone cannot
+// tell; ok is false when Stripe could not be asked within a minute.
+func (w *verification) stripeStatus(ctx workflow.Context, summary string) (status string, ok bool) {
+	if err := w.callStripe(ctx, summary, askStripeBudget, a.FetchSessionStatus, w.st.SessionID, &status); err != nil {
+		w.log.Warn("Could not read the session's status at Stripe", "Error", err)
+		return "", false
+	}
+	return status, true
 }
 
 // onClosed: a closed session only records events, except that a code no
 // retry can fix, arriving after it was verified, follows the late-fraud
 // policy.
-func (w *verification) onClosed(ctx workflow.Context, ev Event) {
+func (w *verification) onClosed(ctx workflow.Context, ev Event) string {
 	code := ev.ErrorCode()
 	if !ev.Failure() || w.policy.Retryable(code) || w.st.Status != StatusVerified || w.policy.LateFraud != LateFraudReview {
-		w.record(ctx, ev, "session already "+string(w.st.Status))
-		return
+		return "session already " + string(w.st.Status)
 	}
-	w.persist(ctx, ev.ID, &ev, "late non-retryable code "+code)
 	w.openReview(ctx, reviewCase{reason: "non_retryable:" + code})
-}
-
-func (w *verification) onCreated(ctx workflow.Context, ev Event) {
-	w.st.StripeStatus = ev.Status
-	if w.st.Status == StatusNew {
-		w.st.Status = StatusCreated
-		w.armInputTimers(ctx)
-	}
-	w.persist(ctx, ev.ID, &ev, "")
-}
-
-func (w *verification) onProcessing(ctx workflow.Context, ev Event) {
-	w.st.StripeStatus, w.st.Status = StripeStatusProcessing, StatusProcessing
-	w.disarmInputTimers()
-	w.persist(ctx, ev.ID, &ev, "")
-}
-
-// onRequiresInput without a last_error: the session waits for the user.
-func (w *verification) onRequiresInput(ctx workflow.Context, ev Event) {
-	w.st.StripeStatus, w.st.Status = StripeStatusRequiresInput, StatusRequiresInput
-	w.armInputTimers(ctx)
-	w.persist(ctx, ev.ID, &ev, "")
+	return "late non-retryable code after verification"
 }
 
 // onFailure follows a counted failed attempt: it escalates when the code is
@@ -175,15 +165,10 @@ func (w *verification) onRequiresInput(ctx workflow.Context, ev Event) {
 // arrived; otherwise, when it is the newest event, it tells the user how to
 // retry. A failure older than what the state shows is counted silently: the
 // user has moved on since.
-func (w *verification) onFailure(ctx workflow.Context, ev Event, alternate, current bool) {
+func (w *verification) onFailure(ctx workflow.Context, ev Event, alternate, current bool) string {
 	if current {
 		w.st.StripeStatus, w.st.Status = StripeStatusRequiresInput, StatusRequiresInput
 	}
-	note := ""
-	if !current {
-		note = "late failure counted"
-	}
-	w.persist(ctx, ev.ID, &ev, note)
 	code := ev.ErrorCode()
 	attempts, limit := w.st.Attempts, w.policy.MaxAttempts
 	if alternate {
@@ -192,63 +177,96 @@ func (w *verification) onFailure(ctx workflow.Context, ev Event, alternate, curr
 	onThisMethod := alternate == (w.st.Escalation == EscalationAlternate)
 	switch {
 	case !w.policy.Retryable(code):
-		w.escalate(ctx, "non_retryable:"+code, code)
-		return
+		return w.escalate(ctx, "non_retryable:"+code, code)
 	case onThisMethod && attempts >= limit:
-		w.escalate(ctx, "attempts_exhausted", code)
-		return
-	case !current || !onThisMethod:
-		return
+		// The limit can be reached by a failure delivered late, after the
+		// user moved on: Stripe, the source of truth, says whether the
+		// session still waits for the user.
+		if status, ok := w.stripeStatus(ctx, "read session status (attempts exhausted)"); ok &&
+			(status == StripeStatusProcessing || status == StripeStatusVerified) {
+			return "attempts exhausted, but Stripe says " + status
+		}
+		return w.escalate(ctx, "attempts_exhausted", code)
+	case !current:
+		return "late failure counted"
+	case !onThisMethod:
+		return ""
 	}
 	w.armInputTimers(ctx)
 	method := "document"
 	if alternate {
 		method = w.policy.AlternateType
 	}
-	e := w.email(email.KindFailed, fmt.Sprintf("%s-%d", method, attempts))
+	e := w.email(email.KindFailed)
+	e.Ref = fmt.Sprintf("%s-%d", method, attempts)
 	e.Attempt, e.MaxAttempts, e.Reason = attempts, limit, reasonText(ev)
 	w.oweEmail(e)
-	w.publish(ctx)
+	return ""
 }
 
-// onVerified compares the verified outputs with the expected values: a match
-// ends the session, a mismatch opens a manual review. The comparison is the
-// one step that waits for Stripe.
-func (w *verification) onVerified(ctx workflow.Context, ev Event) {
+// onVerified starts comparing the verified outputs with the expected values;
+// onCompared applies the result, as a step of its own, when Stripe answered.
+func (w *verification) onVerified(ctx workflow.Context, ev Event) string {
 	w.st.StripeStatus = StripeStatusVerified
 	w.disarmInputTimers()
-	var cmp activities.Comparison
-	if err := w.callStripe(ctx, "compare verified outputs", a.CompareVerifiedOutputs, w.st.SessionID, &cmp); err != nil {
-		// Stripe refused the read: a person must look at it.
-		w.log.Warn("Could not compare verified outputs", "Error", err)
-		cmp = activities.Comparison{Compared: true, MismatchedFields: []string{"unavailable"}}
-	}
-	if !cmp.Match {
-		w.openReview(ctx, reviewCase{reason: "mismatch", fields: cmp.MismatchedFields, event: &ev})
-		return
-	}
-	w.st.Status = StatusVerified
-	w.persist(ctx, ev.ID, &ev, "")
-	w.oweEmail(w.email(email.KindVerified, ""))
-	w.publish(ctx)
+	w.st.Comparing = &ev
+	w.startComparison(ctx)
+	return "comparing verified outputs"
 }
 
-func (w *verification) onCanceled(ctx workflow.Context, ev Event) {
-	w.st.StripeStatus, w.st.Status = StripeStatusCanceled, StatusCanceled
-	w.disarmInputTimers()
-	w.persist(ctx, ev.ID, &ev, "")
+// comparison is a comparison's outcome, for the main loop.
+type comparison struct {
+	activities.Comparison
+	err error
+}
+
+// startComparison runs the comparison beside the main loop, so that only
+// the verified outcome waits for Stripe.
+func (w *verification) startComparison(ctx workflow.Context) {
+	w.comparing = true
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		var c comparison
+		c.err = w.callStripe(ctx, "compare verified outputs", 6*time.Hour, a.CompareVerifiedOutputs, w.st.SessionID, &c.Comparison)
+		w.comparing, w.compared = false, &c
+	})
+}
+
+// onCompared is a step: a match ends the session, a mismatch opens a manual
+// review, unless the session moved on meanwhile (a review, a redaction).
+func (w *verification) onCompared(ctx workflow.Context, c comparison) {
+	ev := w.st.Comparing
+	w.st.Comparing = nil
+	note := ""
+	switch {
+	case w.st.Status.Final() || w.st.Review.Open():
+		note = "comparison ignored: session " + string(w.st.Status)
+	case c.err != nil:
+		// Stripe refused the read, or did not answer for hours: a person
+		// must look at it.
+		w.log.Warn("Could not compare verified outputs", "Error", c.err)
+		w.openReview(ctx, reviewCase{reason: "mismatch", fields: []string{"unavailable"}})
+	case !c.Match:
+		w.openReview(ctx, reviewCase{reason: "mismatch", fields: c.MismatchedFields})
+	default:
+		w.st.Status = StatusVerified
+		w.oweEmail(w.email(email.KindVerified))
+	}
+	key := "compared"
+	if ev != nil {
+		key = "compared:" + ev.ID
+	}
+	w.persist(ctx, key, nil, note)
 }
 
 // onRedacted purges the session's personal data, whenever it comes: the
 // audit trail and event ids stay, and the session ends.
-func (w *verification) onRedacted(ctx workflow.Context, ev Event) {
+func (w *verification) onRedacted(ctx workflow.Context) {
 	w.local(ctx, "purge personal data", a.RedactSession, w.st.SessionID, nil)
 	w.st.Redacted, w.st.Status = true, StatusRedacted
 	w.disarmInputTimers()
 	if w.st.Review.Open() {
-		w.st.Review.Decision = "closed"
+		w.st.Review.Decision = DecisionClosed
 	}
-	w.persist(ctx, ev.ID, &ev, "")
 }
 
 // armInputTimers (re)starts the reminder and expiry windows of a session
@@ -266,14 +284,20 @@ func (w *verification) disarmInputTimers() {
 	w.st.ReminderAt, w.st.ExpiresAt = time.Time{}, time.Time{}
 }
 
-// expire ends a session the user left waiting: cancel it at Stripe, tell the user.
-func (w *verification) expire(ctx workflow.Context) {
+// expire ends a session the user left waiting: cancel it at Stripe, tell the
+// user. Unless Stripe says the user did come back (an event created before
+// the deadline may still be on its way): then the session waits for it.
+func (w *verification) expire(ctx workflow.Context) string {
 	w.disarmInputTimers()
+	if status, ok := w.stripeStatus(ctx, "read session status (before expiry)"); ok &&
+		(status == StripeStatusProcessing || status == StripeStatusVerified) {
+		w.st.ExpiresAt = workflow.Now(ctx).Add(w.policy.ExpireAfter) // look again if its event never comes
+		return "not expired: Stripe says " + status
+	}
 	w.st.Status = StatusExpired
-	w.persist(ctx, "expiry", nil, "")
 	w.oweCancel()
-	w.oweEmail(w.email(email.KindExpired, ""))
-	w.publish(ctx)
+	w.oweEmail(w.email(email.KindExpired))
+	return ""
 }
 
 func reasonText(ev Event) string {

@@ -56,11 +56,18 @@ type harness struct {
 	updates      map[string]error                      // update outcomes by name
 	carried      *workflows.Input                      // continue-as-new input, when it happened
 	emailResult  map[email.Kind]activities.EmailResult // default: sent
+	ledger       map[string]activities.EmailResult     // emails sent, by idempotency key
 	// smtpDown, when set, makes SendEmail fail (transiently) while it
 	// returns true for the virtual time.
 	smtpDown func(time.Time) bool
 	// recordErr and decideErr are what RecordTransition and DecideReview return.
 	recordErr, decideErr error
+	// redactDown, when set, makes RedactSession fail (transiently) while it
+	// returns true for the virtual time.
+	redactDown func(time.Time) bool
+	// switchRefusedUnless, when set, makes SwitchSessionType refused unless
+	// stripeStatus is this (Stripe switches only a session waiting for input).
+	switchRefusedUnless string
 }
 
 // transition is a recorded RecordTransition input with its state decoded.
@@ -73,7 +80,8 @@ var errSMTPDown = errors.New("dial tcp 127.0.0.1:1025: connect: connection refus
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, policy: workflows.DefaultPolicy(), compare: activities.Comparison{Match: true},
-		states: map[string]workflows.State{}, callsAt: map[string]int{}, updates: map[string]error{}}
+		states: map[string]workflows.State{}, callsAt: map[string]int{}, updates: map[string]error{},
+		ledger: map[string]activities.EmailResult{}}
 	h.reset()
 	return h
 }
@@ -107,11 +115,16 @@ func (h *harness) reset() {
 			if h.smtpDown != nil && h.smtpDown(h.env.Now()) {
 				return activities.EmailResult{}, errSMTPDown
 			}
-			rec("SendEmail", r)
-			if res, ok := h.emailResult[r.Kind]; ok {
+			if res, ok := h.ledger[r.Key()]; ok { // as the real activity's ledger does
 				return res, nil
 			}
-			return activities.EmailResult{Status: "sent"}, nil
+			rec("SendEmail", r)
+			res, ok := h.emailResult[r.Kind]
+			if !ok {
+				res = activities.EmailResult{Status: "sent"}
+			}
+			h.ledger[r.Key()] = res
+			return res, nil
 		})
 	h.env.OnActivity(a.CompareVerifiedOutputs, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (activities.Comparison, error) {
@@ -123,6 +136,9 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.SwitchSessionType, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.SwitchInput) error {
 			rec("SwitchSessionType", in)
+			if h.switchRefusedUnless != "" && h.stripeStatus != h.switchRefusedUnless {
+				return errNonRetryable
+			}
 			return h.switchErr
 		})
 	h.env.OnActivity(a.FetchSessionStatus, mock.Anything, mock.Anything).Return(
@@ -135,7 +151,13 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.DecideReview, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.ReviewInput) error { rec("DecideReview", in); return h.decideErr })
 	h.env.OnActivity(a.RedactSession, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, id string) error { rec("RedactSession", id); return nil })
+		func(_ context.Context, id string) error {
+			if h.redactDown != nil && h.redactDown(h.env.Now()) {
+				return errSMTPDown
+			}
+			rec("RedactSession", id)
+			return nil
+		})
 }
 
 // stored makes LoadSession answer with st as the session's stored state and
@@ -295,6 +317,18 @@ func (h *harness) names() []string {
 			n += ":" + string(in.Kind)
 		}
 		out = append(out, n)
+	}
+	return out
+}
+
+// sequential is names without the comparison with Stripe, which runs beside
+// the main loop (its place among the other calls is not fixed).
+func (h *harness) sequential() []string {
+	var out []string
+	for _, n := range h.names() {
+		if n != "CompareVerifiedOutputs" {
+			out = append(out, n)
+		}
 	}
 	return out
 }

@@ -31,7 +31,7 @@ func TestAnSMTPOutageNeverHoldsUpDecisions(t *testing.T) {
 
 	o := h.states["outage"]
 	equal(t, "verified at once", o.Status, workflows.StatusVerified)
-	equal(t, "persisted at once", h.transitions()[1].St.Status, workflows.StatusVerified)
+	equal(t, "persisted at once", h.transitions()[len(h.transitions())-1].St.Status, workflows.StatusVerified)
 	equal(t, "emails owed, in order", owedKinds(o), "failed,verified")
 	equal(t, "the outage is shown", issueCodes(o), []string{workflows.IssueEmailDelayed})
 	if !slices.ContainsFunc(o.Issues, func(is workflows.Issue) bool { return is.Detail == errSMTPDown.Error() }) {
@@ -58,7 +58,7 @@ func TestAReviewDecisionReturnsWhenAppliedNotWhenEmailed(t *testing.T) {
 	if err := h.updates["approve"]; err != nil {
 		t.Fatalf("update: %v", err)
 	}
-	if answered.After(t0.Add(hour + time.Minute)) {
+	if answered.IsZero() || answered.After(t0.Add(hour+time.Minute)) {
 		t.Errorf("the update answered at %s; want at once (SMTP is down until %s)", answered, t0.Add(day))
 	}
 	equal(t, "final", st.Status, workflows.StatusVerified)
@@ -148,7 +148,7 @@ func TestAfterContinueAsNewATimerOrDecisionEndsTheRun(t *testing.T) {
 	st := h.run(workflows.Input{SessionID: vs, Policy: h.policy, Carried: &carried})
 	equal(t, "expired and finished", st.Status, workflows.StatusExpired)
 	equal(t, "runs", st.Runs, 1)
-	equal(t, "activities", h.names(), []string{"RecordTransition:expired", "CancelSession", "SendEmail:expired"})
+	equal(t, "activities", h.names(), []string{"FetchSessionStatus", "RecordTransition:expired", "CancelSession", "SendEmail:expired"})
 }
 
 // The database's columns are read from the stored state by the JSON names

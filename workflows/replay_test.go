@@ -415,6 +415,8 @@ func (s *scriptedStripe) VerifiedOutputs(_ context.Context, vs string) (stripeap
 	defer s.mu.Unlock()
 	return s.outputs[vs], nil
 }
-func (s *scriptedStripe) Status(context.Context, string) (string, error) { return "processing", nil }
-func (s *scriptedStripe) Cancel(context.Context, string) error           { return nil }
-func (s *scriptedStripe) SetType(context.Context, string, string) error  { return nil }
+func (s *scriptedStripe) Status(context.Context, string) (string, error) {
+	return "requires_input", nil
+}
+func (s *scriptedStripe) Cancel(context.Context, string) error          { return nil }
+func (s *scriptedStripe) SetType(context.Context, string, string) error { return nil }

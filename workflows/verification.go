@@ -2,8 +2,6 @@ package workflows
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/log"
@@ -22,10 +20,13 @@ var a *activities.Activities
 // more than once; ops read it with the `state` query and decide reviews with
 // the UpdateReviewDecision update.
 //
-// Two coroutines share the state: the main loop applies events, timers and
-// decisions (state, search attributes, database) at once; the effects loop
-// does what they owe the outside world (emails, a Stripe cancel) in order,
-// so an SMTP outage never holds up a decision.
+// The main loop applies one step at a time (an event, a timer, a decision, a
+// comparison's result): it changes the state, queues what the step owes the
+// outside world, and persists the whole state once, at the step's end, so a
+// fresh run restores exactly. Two coroutines work beside it, so no decision
+// waits for them: the effects loop does what is owed (emails, a Stripe
+// cancel) in order, and a comparison with Stripe's verified outputs runs
+// until Stripe answers.
 func Verification(ctx workflow.Context, in Input) error {
 	w, err := newVerification(ctx, in)
 	if err != nil {
@@ -41,7 +42,9 @@ type verification struct {
 	seen    map[string]bool
 	events  workflow.ReceiveChannel
 	pending *ReviewDecision // accepted by the update, applied by the main loop
-	handled int             // events that took effect (or were recorded) in this run
+	// decided is the outcome of the last pending decision, for its update.
+	decided error
+	handled int // events that took effect (or were recorded) in this run
 	// restored is true once the state is loaded (from the database or the
 	// previous run); the review update waits for it.
 	restored bool
@@ -50,7 +53,14 @@ type verification struct {
 	// effectBusy is true while the effects loop runs one; holdEffects stops
 	// it from starting another (before continue-as-new hands the rest over).
 	effectBusy, holdEffects bool
-	log                     log.Logger
+	// settled counts the owed effects, from the first, that a recorded
+	// transition holds: the effects loop does only those.
+	settled int
+	// comparing is true while a comparison runs; compared holds its result
+	// until the main loop applies it.
+	comparing bool
+	compared  *comparison
+	log       log.Logger
 	// published is the last search-attribute snapshot sent to the server.
 	published string
 }
@@ -87,6 +97,7 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 		w.restored = true
 	}
 	w.from = w.st.Status
+	w.settled = len(w.st.Owed) // carried or restored: recorded already
 	w.seen = make(map[string]bool, len(w.st.ProcessedEventIDs))
 	for _, id := range w.st.ProcessedEventIDs {
 		w.seen[id] = true
@@ -98,94 +109,105 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 // restore loads the state stored with the session's last transition, so a
 // run started by a late event (after an earlier run finished) or after an
 // operator terminated a run carries on exactly: status, attempts per method,
-// open review, timers, emails owed, last event time and dedupe ledger.
+// open review, timers, emails owed, a comparison under way, last event time
+// and dedupe ledger. Without it the session cannot go on safely, so a
+// refusal or an unreadable state is shown to ops and tried again until it
+// loads.
 func (w *verification) restore(ctx workflow.Context) {
-	var snap activities.Snapshot
-	if err := w.local(ctx, "load stored session", a.LoadSession, w.st.SessionID, &snap); err != nil {
-		return // refused for good: start afresh, the issue shows why
+	for {
+		var snap activities.Snapshot
+		err := w.local(ctx, "load stored session", a.LoadSession, w.st.SessionID, &snap)
+		if err == nil && !snap.Known {
+			return
+		}
+		var st State
+		if err == nil {
+			err = json.Unmarshal(snap.State, &st) //workflowcheck:ignore (plain data, like the SDK's own converter)
+		}
+		if err == nil && st.SessionID == w.st.SessionID {
+			st.ProcessedEventIDs = snap.ProcessedEventIDs
+			if st.Status == "" {
+				st.Status = StatusNew
+			}
+			if st.Escalation == "" {
+				st.Escalation = EscalationNone
+			}
+			st.Issues = w.st.Issues
+			w.st = st
+			w.clear(ctx, IssueDatabaseRejected)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.raise(ctx, IssueDatabaseRejected, "stored state not loaded; retrying: "+errText(err))
+		_ = workflow.Sleep(ctx, patientRetry.MaximumInterval)
 	}
-	if !snap.Known {
-		return
-	}
-	var st State
-	err := json.Unmarshal(snap.State, &st) //workflowcheck:ignore (plain data, like the SDK's own converter)
-	if err != nil || st.SessionID != w.st.SessionID {
-		w.raise(ctx, IssueDatabaseRejected, "stored state unreadable")
-		return
-	}
-	st.ProcessedEventIDs = snap.ProcessedEventIDs
-	if st.Status == "" {
-		st.Status = StatusNew
-	}
-	if st.Escalation == "" {
-		st.Escalation = EscalationNone
-	}
-	st.Issues = append(st.Issues, w.st.Issues...)
-	w.st = st
 }
 
-// run is the main loop: wait for an event, a review decision or the next
-// timer, apply it, and end when the session is final and owes nothing.
+// run is the main loop: apply what is ready, then wait for an event, a
+// decision, a comparison's result or the next timer. It ends when the session
+// is final and owes nothing, or hands over to a new run when this one is long.
 func (w *verification) run(ctx workflow.Context) error {
 	workflow.Go(ctx, w.effects)
-	ready := func() bool { return w.events.Len() > 0 || w.pending != nil }
+	if w.st.Comparing != nil { // restored while a comparison was under way
+		w.startComparison(ctx)
+	}
+	ready := func() bool { return w.events.Len() > 0 || w.pending != nil || w.compared != nil }
 	for {
-		if err := w.drain(ctx); err != nil {
-			return err
+		w.drain(ctx)
+		final, long := w.st.Status.Final(), w.runIsLong(ctx)
+		// Before continue-as-new, the effects loop finishes the effect it
+		// runs and leaves the rest to the next run.
+		w.holdEffects = long && !final && !w.comparing && w.compared == nil
+		idle := func() bool {
+			return workflow.AllHandlersFinished(ctx) && !w.effectBusy && !w.comparing && w.compared == nil
 		}
-		if w.st.Status.Final() || w.runIsLong(ctx) {
-			// Let in-flight update handlers finish and apply what they
-			// brought; then finish what is owed, or hand it over.
-			final := w.st.Status.Final()
-			w.holdEffects = !final
-			if err := workflow.Await(ctx, func() bool {
-				return ready() || (workflow.AllHandlersFinished(ctx) && !w.effectBusy && (!final || len(w.st.Owed) == 0))
-			}); err != nil {
-				return err
-			}
-			w.holdEffects = false
-			if ready() {
-				continue
-			}
-			if final {
-				w.log.Info("Verification finished", "SessionID", w.st.SessionID, "Status", w.st.Status)
-				return nil
-			}
+		switch {
+		case final && idle() && len(w.st.Owed) == 0:
+			w.log.Info("Verification finished", "SessionID", w.st.SessionID, "Status", w.st.Status)
+			return nil
+		case long && !final && idle():
 			w.log.Info("Continuing as new", "SessionID", w.st.SessionID, "Runs", w.st.Runs)
 			return workflow.NewContinueAsNewError(ctx, WorkflowName, Input{SessionID: w.st.SessionID, Policy: w.policy, Carried: &w.st})
 		}
-
-		name, at := w.nextTimer() // publish already put it in the state
+		wake := func() bool {
+			return ready() || ((final || long) && idle() && (!final || len(w.st.Owed) == 0))
+		}
+		name, at := w.nextTimer()
 		if name == "" {
-			if err := workflow.Await(ctx, ready); err != nil {
+			if err := workflow.Await(ctx, wake); err != nil {
 				return err
 			}
 			continue
 		}
 		wait := max(at.Sub(workflow.Now(ctx)), time.Millisecond)
-		fired, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
-			Timeout: wait, TimerOptions: workflow.TimerOptions{Summary: name}}, ready)
+		woken, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
+			Timeout: wait, TimerOptions: workflow.TimerOptions{Summary: name}}, wake)
 		if err != nil {
 			return err
 		}
-		if !fired { // the condition did not become true: the timer fired
-			if err := w.onTimer(ctx, name); err != nil {
-				return err
-			}
+		if !woken { // the timer fired
+			w.onTimer(ctx, name)
 		}
 	}
 }
 
-// drain applies a pending review decision and every buffered event.
-func (w *verification) drain(ctx workflow.Context) error {
+// drain applies a pending review decision, a comparison's result and every
+// buffered event, each as one step.
+func (w *verification) drain(ctx workflow.Context) {
 	if w.pending != nil {
-		w.applyDecision(ctx, *w.pending)
+		w.decided = w.applyDecision(ctx, *w.pending)
 		w.pending = nil
+	}
+	if c := w.compared; c != nil {
+		w.compared = nil
+		w.onCompared(ctx, *c)
 	}
 	for {
 		var ev Event
 		if !w.events.ReceiveAsync(&ev) {
-			return nil
+			return
 		}
 		w.handle(ctx, ev)
 	}
@@ -221,21 +243,20 @@ const (
 	TimerReviewDeadline = "review_deadline"
 )
 
-func (w *verification) onTimer(ctx workflow.Context, name string) error {
+// onTimer is a step: the timer's change, then one transition.
+func (w *verification) onTimer(ctx workflow.Context, name string) {
+	var note string
 	switch name {
 	case TimerReminder:
 		w.st.ReminderAt = time.Time{}
-		w.oweEmail(w.email(email.KindReminder, fmt.Sprint(w.st.Seq)))
-		w.publish(ctx)
-		return nil
+		w.oweEmail(w.email(email.KindReminder))
 	case TimerExpiry:
-		w.expire(ctx)
-		return nil
+		note = w.expire(ctx)
 	case TimerReviewDeadline:
 		w.reviewOverdue(ctx)
-		return nil
+		name = "review:overdue"
 	}
-	return errors.New("unknown timer " + name)
+	w.persist(ctx, name, nil, note)
 }
 
 func (p Policy) withDefaults() Policy {

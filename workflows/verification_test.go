@@ -26,11 +26,18 @@ func TestVerifiedWithMatchingOutputsEndsVerified(t *testing.T) {
 	st := h.run(workflows.Input{})
 
 	equal(t, "status", st.Status, workflows.StatusVerified)
-	equal(t, "activities", h.names(), []string{"LoadSession", "CompareVerifiedOutputs", "RecordTransition:verified", "SendEmail:verified"})
+	// The event is recorded at once; the comparison with Stripe's verified
+	// outputs is a step of its own when Stripe answers.
+	equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:new",
+		"RecordTransition:verified", "SendEmail:verified"})
+	equal(t, "comparisons", h.count("CompareVerifiedOutputs"), 1)
 	tr := h.transitions()[0]
-	equal(t, "transition", []any{tr.SessionID, tr.Key, tr.EventID, tr.EventType, tr.From, tr.St.Seq, tr.St.Status, tr.St.StripeStatus},
-		[]any{vs, "evt_v", "evt_v", workflows.EventVerified, "new", int64(1), workflows.StatusVerified, "verified"})
-	equal(t, "email", h.emails()[0], activities.EmailRequest{SessionID: vs, Kind: email.KindVerified, Ref: "1"})
+	equal(t, "event transition", []any{tr.Key, tr.EventID, tr.EventType, tr.From, tr.St.Seq, tr.St.StripeStatus, tr.Note},
+		[]any{"evt_v", "evt_v", workflows.EventVerified, "new", int64(1), "verified", "comparing verified outputs"})
+	tr = h.transitions()[1]
+	equal(t, "outcome transition", []any{tr.Key, tr.From, tr.St.Seq, tr.St.Status, owedKinds(tr.St)},
+		[]any{"compared:evt_v:2", "new", int64(2), workflows.StatusVerified, "verified"})
+	equal(t, "email", h.emails()[0], activities.EmailRequest{SessionID: vs, Kind: email.KindVerified, Ref: "2"})
 	equal(t, "nothing owed at the end", len(st.Owed), 0)
 }
 
@@ -52,13 +59,18 @@ func TestEachEventAlone(t *testing.T) {
 	}{
 		// created and requires_input without an error wait for the user
 		// until expiry: a reminder first, then the session expires.
+		// Before it expires a session, the workflow asks Stripe whether the
+		// user came back meanwhile.
 		{"created", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:created",
-			"SendEmail:reminder", "RecordTransition:expired", "CancelSession", "SendEmail:expired"}},
+			"RecordTransition:created", "SendEmail:reminder", "FetchSessionStatus", "RecordTransition:expired",
+			"CancelSession", "SendEmail:expired"}},
 		{"requires_input", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:requires_input",
-			"SendEmail:reminder", "RecordTransition:expired", "CancelSession", "SendEmail:expired"}},
+			"RecordTransition:requires_input", "SendEmail:reminder", "FetchSessionStatus", "RecordTransition:expired",
+			"CancelSession", "SendEmail:expired"}},
 		{"canceled", workflows.StatusCanceled, []string{"LoadSession", "RecordTransition:canceled"}},
 		{"redacted", workflows.StatusRedacted, []string{"LoadSession", "RedactSession", "RecordTransition:redacted"}},
-		{"verified", workflows.StatusVerified, []string{"LoadSession", "CompareVerifiedOutputs", "RecordTransition:verified", "SendEmail:verified"}},
+		{"verified", workflows.StatusVerified, []string{"LoadSession", "RecordTransition:new",
+			"RecordTransition:verified", "SendEmail:verified"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.typ+" alone", func(t *testing.T) {
@@ -67,7 +79,7 @@ func TestEachEventAlone(t *testing.T) {
 			h.deliver(min, e)
 			st := h.run(workflows.Input{})
 			equal(t, "status", st.Status, tc.wantStatus)
-			equal(t, "activities", h.names(), tc.wantNames)
+			equal(t, "activities", h.sequential(), tc.wantNames)
 		})
 	}
 	t.Run("processing alone waits without timers until the next event", func(t *testing.T) {
@@ -79,8 +91,8 @@ func TestEachEventAlone(t *testing.T) {
 		st := h.states["processing"]
 		equal(t, "status", st.Status, workflows.StatusProcessing)
 		equal(t, "next timer", st.NextTimer, "")
-		equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:processing",
-			"CompareVerifiedOutputs", "RecordTransition:verified", "SendEmail:verified"})
+		equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:processing",
+			"RecordTransition:processing", "RecordTransition:verified", "SendEmail:verified"})
 	})
 }
 
@@ -97,12 +109,16 @@ func TestVerifiedWithDifferentOutputsOpensAReview(t *testing.T) {
 	equal(t, "fields", r.Review.MismatchedFields, []string{"last_name", "dob"})
 	equal(t, "next timer", r.NextTimer, "review_deadline")
 	// The session is verified at Stripe: nothing to cancel.
-	equal(t, "activities", h.names(), []string{"LoadSession", "CompareVerifiedOutputs",
+	equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:new",
 		"OpenReview", "RecordTransition:in_review", "SendEmail:under_review", "SendEmail:ops_review_opened",
 		"DecideReview", "RecordTransition:verified", "SendEmail:review_approved"})
 	equal(t, "review opened", h.inputs("OpenReview")[0], activities.ReviewInput{SessionID: vs, Reason: "mismatch",
 		MismatchedFields: []string{"last_name", "dob"}, OpenedAt: t0.Add(min)})
-	equal(t, "from statuses", []string{h.transitions()[0].From, h.transitions()[1].From}, []string{"new", "in_review"})
+	var from []string
+	for _, tr := range h.transitions() {
+		from = append(from, tr.From)
+	}
+	equal(t, "from statuses", from, []string{"new", "new", "in_review"})
 	equal(t, "final", st.Status, workflows.StatusVerified)
 	equal(t, "decision", st.Review.Decision+" by "+st.Review.Reviewer, "approve by ops-ann")
 	if err := h.updates["approve"]; err != nil {
@@ -168,9 +184,12 @@ func TestCodesNoRetryCanFixEscalateAtOnce(t *testing.T) {
 			equal(t, "escalation", r.Escalation, workflows.EscalationReview)
 			equal(t, "attempts", r.Attempts, 1)
 			equal(t, "reason", r.Review.Reason, "non_retryable:"+code)
-			equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:requires_input",
+			// One step: the failure opens the review; its record holds
+			// the effects it owes, which go out after it.
+			equal(t, "activities", h.names(), []string{"LoadSession",
 				"OpenReview", "RecordTransition:in_review", "CancelSession", "SendEmail:under_review", "SendEmail:ops_review_opened",
 				"DecideReview", "RecordTransition:rejected", "SendEmail:review_rejected"})
+			equal(t, "owed by the record", owedKinds(h.transitions()[0].St), "under_review,ops_review_opened")
 			equal(t, "final", st.Status, workflows.StatusRejected)
 		})
 	}
@@ -266,6 +285,19 @@ func TestReviewDecisions(t *testing.T) {
 		Reviewer: "ops-dee", DecidedAt: t0.Add(2 * hour)})
 }
 
+func TestTwoDecisionsAtOnceTheSecondIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.deliver(min, failed("evt_f", "under_supported_age", min))
+	h.decide(hour, "first", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-a"})
+	h.decide(hour, "second", workflows.ReviewDecision{Decision: "reject", Reviewer: "ops-b"})
+	st := h.run(workflows.Input{})
+	if err := h.updates["first"]; err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	refused(t, "second", h.updates["second"], workflows.ErrDecisionUnderWay)
+	equal(t, "decided by the first", []any{st.Status, st.Review.Reviewer}, []any{workflows.StatusVerified, "ops-a"})
+}
+
 func TestADecisionWithoutAnOpenReviewIsRefused(t *testing.T) {
 	h := newHarness(t)
 	h.deliver(min, failed("evt_f", "document_expired", min))
@@ -304,9 +336,10 @@ func TestReminderThenExpiry(t *testing.T) {
 	equal(t, "reminder at", w.NextTimerAt, t0.Add(min+day))
 	equal(t, "expires at", w.ExpiresAt, t0.Add(min+7*day))
 	equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:requires_input", "SendEmail:failed",
-		"SendEmail:reminder", "RecordTransition:expired", "CancelSession", "SendEmail:expired"})
+		"RecordTransition:requires_input", "SendEmail:reminder", "FetchSessionStatus", "RecordTransition:expired",
+		"CancelSession", "SendEmail:expired"})
 	equal(t, "final", st.Status, workflows.StatusExpired)
-	equal(t, "expiry transition", h.transitions()[1].Key, "expiry:2")
+	equal(t, "timer transitions", []string{h.transitions()[1].Key, h.transitions()[2].Key}, []string{"reminder:2", "expiry:3"})
 }
 
 func TestTimersAreCancelledWhenTheStateMovesOn(t *testing.T) {
@@ -344,7 +377,7 @@ func TestEachEventDeliveredThreeTimesTakesEffectOnce(t *testing.T) {
 		}
 	}
 	st := h.run(workflows.Input{})
-	equal(t, "transitions", len(h.transitions()), 4)
+	equal(t, "transitions (the verified event's and its comparison's)", len(h.transitions()), 5)
 	equal(t, "attempts", st.Attempts, 1)
 	equal(t, "emails", h.emailKinds(), "failed,verified")
 	equal(t, "processed ids", st.ProcessedEventIDs, []string{"evt_c", "evt_p", "evt_f", "evt_v"})
@@ -367,9 +400,8 @@ func TestShuffledDeliveriesNeverMoveTheStateBackwards(t *testing.T) {
 	for _, tr := range h.transitions() {
 		notes = append(notes, tr.EventID+"="+string(tr.St.Status)+" "+tr.Note)
 	}
-	equal(t, "transitions", notes, []string{"evt_v=verified ",
-		"evt_p=verified session already verified", "evt_f=verified session already verified",
-		"evt_c=verified session already verified"})
+	equal(t, "transitions", notes, []string{"evt_v=new comparing verified outputs", "evt_p=new ignored: stale",
+		"evt_f=new late failure counted", "evt_c=new ignored: stale", "=verified "})
 }
 
 func TestAnOlderEventIsStaleAndASameSecondOneAsksStripe(t *testing.T) {

@@ -193,7 +193,12 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	st, err := a.decide(ctx, id, d)
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && !plainText(key, 200) {
+		reply(w, http.StatusBadRequest, map[string]string{"error": "Idempotency-Key must be at most 200 characters of text"})
+		return
+	}
+	st, err := a.decide(ctx, id, key, d)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.Type() == workflows.ErrTypeReviewRefused {
 		reply(w, http.StatusConflict, map[string]string{"error": appErr.Message()})
@@ -209,14 +214,17 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 // decide sends the decision to the session's workflow and waits until it is
 // applied. When the workflow's last run has closed (an operator terminated
 // it), a new run starts with the decision; it restores the stored state.
-func (a *API) decide(ctx context.Context, id string, d workflows.ReviewDecision) (workflows.State, error) {
-	update := client.UpdateWorkflowOptions{WorkflowID: workflows.WorkflowID(id), UpdateName: workflows.UpdateReviewDecision,
-		Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted}
+//
+// updateID, when the client sent an Idempotency-Key, makes a retried request
+// (after a timeout) wait for the same decision instead of being refused.
+func (a *API) decide(ctx context.Context, id, updateID string, d workflows.ReviewDecision) (workflows.State, error) {
+	update := client.UpdateWorkflowOptions{UpdateID: updateID, WorkflowID: workflows.WorkflowID(id),
+		UpdateName: workflows.UpdateReviewDecision, Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted}
 	h, err := a.Temporal.UpdateWorkflow(ctx, update)
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
 		if _, derr := a.Temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), ""); derr != nil {
-			return workflows.State{}, err // no workflow ever ran for this session
+			return workflows.State{}, derr // NotFound: no workflow ever ran for this session
 		}
 		start := a.Temporal.NewWithStartWorkflowOperation(client.StartWorkflowOptions{
 			ID: workflows.WorkflowID(id), TaskQueue: workflows.TaskQueue,

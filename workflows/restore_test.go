@@ -1,0 +1,154 @@
+package workflows_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"identityverification/email"
+	"identityverification/workflows"
+)
+
+// Every step stores the state it leaves, with what it owes and the timers it
+// armed, so a run restored from the database (after an operator terminated
+// the last one) carries on exactly.
+func TestARunRestoredFromWhatAStepStoredCarriesOn(t *testing.T) {
+	t.Run("the verified email owed when the run was terminated goes out", func(t *testing.T) {
+		h := newHarness(t)
+		h.smtpDown = func(time.Time) bool { return true }
+		h.deliver(min, ev("evt_v", "verified", min))
+		h.env.SetWorkflowRunTimeout(hour) // ends the run during the outage, as a terminate would
+		h.env.ExecuteWorkflow(workflows.WorkflowName, workflows.Input{SessionID: vs, Policy: h.policy})
+		if h.env.GetWorkflowError() == nil {
+			t.Fatal("the first run was not cut short")
+		}
+		last := h.transitions()[len(h.transitions())-1].St
+		equal(t, "the stored state owes the verified email", owedKinds(last), "verified")
+
+		h.restoreFromTransitions()
+		h.calls, h.smtpDown = nil, nil
+		h.deliver(0, ev("evt_late", "processing", -hour)) // any event starts the new run
+		h.run(workflows.Input{})
+		equal(t, "emails sent by the restored run", h.emailKinds(), "verified")
+	})
+	t.Run("a failure's timers and email are in what it stored", func(t *testing.T) {
+		h := newHarness(t)
+		h.deliver(min, failed("evt_f", "document_expired", min))
+		h.deliver(2*hour, ev("evt_v", "verified", 2*hour))
+		h.run(workflows.Input{})
+		st := h.transitions()[0].St
+		equal(t, "timers", []any{st.NextTimer, st.ExpiresAt}, []any{"reminder", t0.Add(min + 7*day)})
+		equal(t, "owed", owedKinds(st), "failed")
+	})
+	t.Run("an overdue review keeps its count and deadline", func(t *testing.T) {
+		h := newHarness(t)
+		h.deliver(min, failed("evt_f", "under_supported_age", min))
+		h.decide(5*day, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
+		h.run(workflows.Input{})
+		var overdue []workflows.State
+		for _, tr := range h.transitions() {
+			if strings.HasPrefix(tr.Key, "review:overdue:") {
+				overdue = append(overdue, tr.St)
+			}
+		}
+		if len(overdue) != 2 {
+			t.Fatalf("%d overdue transitions; want 2 (at 2 and 4 days)", len(overdue))
+		}
+		r := overdue[1].Review
+		equal(t, "stored count and deadline", []any{r.Overdue, r.DeadlineAt}, []any{2, t0.Add(min + 6*day)})
+		equal(t, "stored owes the notice", owedKinds(overdue[1]), "ops_review_overdue")
+	})
+}
+
+// A second review of the session (a fraud code after an approved review)
+// must not reuse the first one's email keys: the ledger would skip them.
+func TestASecondReviewHasEmailsOfItsOwn(t *testing.T) {
+	h := newHarness(t)
+	h.compare.Match, h.compare.MismatchedFields = false, []string{"dob"}
+	h.deliver(min, ev("evt_v", "verified", min))
+	h.decide(h.policy.ReviewDeadline+hour, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
+	h.run(workflows.Input{})
+	h.restoreFromTransitions()
+	h.deliver(0, failed("evt_f", "selfie_manipulated", 0))
+	h.decide(h.policy.ReviewDeadline+hour, "reject", workflows.ReviewDecision{Decision: "reject", Reviewer: "ops"})
+	st := h.run(workflows.Input{})
+	equal(t, "final", st.Status, workflows.StatusRejected)
+	n := map[email.Kind]int{}
+	for _, r := range h.emails() {
+		n[r.Kind]++
+	}
+	equal(t, "emails of both reviews", []int{n[email.KindUnderReview], n[email.KindOpsReviewOpened], n[email.KindOpsReviewOverdue]},
+		[]int{2, 2, 2})
+}
+
+func TestAnEscalationNeverActsOnStaleInformation(t *testing.T) {
+	t.Run("the limit reached by a late failure after the user moved on does not escalate", func(t *testing.T) {
+		// Three failures and a newer verified, in every order: Stripe says
+		// verified, so no order escalates.
+		evs := []workflows.Event{failed("evt_1", "document_expired", min), failed("evt_2", "document_expired", 2*min),
+			failed("evt_3", "document_expired", 3*min), ev("evt_v", "verified", 4*min)}
+		for _, order := range permutations(len(evs)) {
+			h := newHarness(t)
+			h.stripeStatus, h.switchRefusedUnless = "verified", "requires_input"
+			var events []workflows.Event
+			for _, k := range order {
+				events = append(events, evs[k])
+			}
+			end, _ := h.deliverAcrossRuns(events, day)
+			if got, want := summary(h, end), "verified attempts=3/0 escalation=none code=document_expired review= last=verified ops=0"; got != want {
+				t.Fatalf("order %v:\n got %s\nwant %s", order, got, want)
+			}
+		}
+	})
+	t.Run("an escalation never moves the status back", func(t *testing.T) {
+		h := newHarness(t)
+		h.stripeStatus = "processing"
+		h.deliver(min, failed("evt_1", "document_expired", 10*min))
+		h.deliver(2*min, failed("evt_2", "document_expired", 20*min))
+		h.deliver(3*min, ev("evt_p", "processing", 40*min))
+		h.deliver(4*min, failed("evt_3", "document_expired", 30*min))
+		h.snapshotAt(hour, "after")
+		h.deliver(2*hour, ev("evt_v", "verified", 2*hour))
+		h.run(workflows.Input{})
+		equal(t, "status follows the newest event", h.states["after"].Status, workflows.StatusProcessing)
+		equal(t, "attempts", h.states["after"].Attempts, 3)
+		equal(t, "no switch", h.count("SwitchSessionType"), 0)
+	})
+}
+
+func TestAVerifiedCreatedBeforeExpiryButDeliveredAfterIsNotLost(t *testing.T) {
+	h := newHarness(t)
+	h.stripeStatus = "verified" // the user finished just before the deadline
+	h.deliver(min, failed("evt_f", "document_expired", min))
+	h.deliver(7*day+hour, ev("evt_v", "verified", 7*day-time.Minute)) // Stripe retried it late
+	st := h.run(workflows.Input{})
+	equal(t, "final", st.Status, workflows.StatusVerified)
+	equal(t, "no cancel", h.count("CancelSession"), 0)
+	equal(t, "emails", h.emailKinds(), "failed,reminder,verified")
+}
+
+func TestADecisionRacingARedactionIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.redactDown = func(now time.Time) bool { return now.Before(t0.Add(30 * min)) }
+	h.deliver(min, failed("evt_f", "under_supported_age", min))
+	h.deliver(10*min, ev("evt_r", "redacted", 10*min))
+	h.decide(20*min, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
+	st := h.run(workflows.Input{})
+	refused(t, "a decision the redaction overtook", h.updates["approve"], workflows.ErrNoReviewOpen)
+	equal(t, "final", st.Status, workflows.StatusRedacted)
+	equal(t, "not decided", h.count("DecideReview"), 0)
+}
+
+func TestCancelingTheWorkflowDuringADatabaseOutageEndsIt(t *testing.T) {
+	h := newHarness(t)
+	h.recordErr = errSMTPDown
+	h.deliver(min, failed("evt_f", "document_expired", min))
+	h.env.RegisterDelayedCallback(h.env.CancelWorkflow, 10*min)
+	h.env.ExecuteWorkflow(workflows.WorkflowName, workflows.Input{SessionID: vs, Policy: h.policy})
+	if !h.env.IsWorkflowCompleted() {
+		t.Fatal("the workflow did not end")
+	}
+	if n := h.count("RecordTransition:requires_input"); n > 100 {
+		t.Errorf("%d tries of the write; want the retries to stop at the cancel", n)
+	}
+}
