@@ -132,9 +132,7 @@ func (w *verification) restore(ctx workflow.Context) {
 			if st.Escalation == "" {
 				st.Escalation = EscalationNone
 			}
-			st.Issues = w.st.Issues
-			w.st = st
-			w.clear(ctx, IssueDatabaseRejected)
+			w.st = st // its issues too: the stored ones still hold, the load's are over
 			return
 		}
 		if ctx.Err() != nil {
