@@ -69,10 +69,10 @@ func (w *verification) pause(ctx workflow.Context, err error) {
 // the step goes on as if Stripe had not been asked.
 const askStripeBudget = time.Minute
 
-// callStripe runs a Stripe activity whose answer its step needs, for at most
-// budget: 429s and 5xx retry, a 4xx refusal is final, and an outage past the
-// first round is shown to ops. The error is a refusal, or the budget spent
-// (the issue then stays until a Stripe call succeeds).
+// callStripe runs a Stripe activity for at most budget (0: without a limit):
+// 429s and 5xx retry, a 4xx refusal is final, and an outage past the first
+// round is shown to ops. The error is a refusal, or the budget spent (the
+// issue then stays until a Stripe call succeeds).
 func (w *verification) callStripe(ctx workflow.Context, summary string, budget time.Duration, fn, arg, result any) error {
 	run := func(p temporal.RetryPolicy, budget time.Duration) error {
 		sctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -197,10 +197,11 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 	}
 }
 
-// cancelAtStripe cancels the Stripe session; a refusal (say, it is already
-// canceled) is logged, not fatal.
+// cancelAtStripe cancels the Stripe session, however long Stripe fails
+// (nothing waits for it); a refusal (say, it is already canceled) is logged,
+// not fatal.
 func (w *verification) cancelAtStripe(ctx workflow.Context) {
-	if err := w.callStripe(ctx, "cancel Stripe session", 6*time.Hour, a.CancelSession, w.st.SessionID, nil); err != nil {
+	if err := w.callStripe(ctx, "cancel Stripe session", 0, a.CancelSession, w.st.SessionID, nil); err != nil {
 		w.log.Warn("Could not cancel the Stripe session", "Error", err)
 	}
 }

@@ -166,7 +166,7 @@ func (w *verification) decide(ctx workflow.Context, d ReviewDecision) (State, er
 	if err := workflow.Await(ctx, func() bool { return w.pending == nil }); err != nil {
 		return State{}, err
 	}
-	return w.st, w.decided
+	return w.decidedState, w.decided
 }
 
 // applyDecision is a step: it records the reviewer's decision and tells the
@@ -188,5 +188,6 @@ func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) err
 	w.st.Status = status
 	w.oweEmail(w.email(kind))
 	w.persist(ctx, "review:"+d.Decision, nil, "reviewer "+d.Reviewer)
+	w.decidedState = w.st // the update answers this, not a later step's state
 	return nil
 }

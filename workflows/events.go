@@ -51,13 +51,16 @@ func (w *verification) apply(ctx workflow.Context, ev Event) string {
 	if ev.Failure() {
 		alternate = w.count(ev)
 	}
-	current := w.current(ctx, ev)
+	// Stripe is asked to break a same-second tie only where the answer
+	// matters: not for a closed session or an open review.
+	current := w.current(ctx, ev, !w.st.Status.Final() && !w.st.Review.Open())
 	if current {
 		w.st.LastEventCreated = max(w.st.LastEventCreated, ev.Created)
 	}
+	verifiedPending := w.st.Comparing != nil && !current
 	switch {
-	case w.st.Status.Final():
-		return w.onClosed(ctx, ev)
+	case w.st.Status.Final() || verifiedPending:
+		return w.onClosed(ctx, ev, verifiedPending)
 	case w.st.Review.Open():
 		// A person decides now; Stripe's word is recorded for them.
 		if current && ev.Status != "" {
@@ -127,11 +130,11 @@ func (w *verification) count(ev Event) (alternate bool) {
 // current reports whether an event is at least as new as what the state
 // shows. When two events carry the same second, Stripe's API decides which
 // status is current; when Stripe cannot be asked, the event applies.
-func (w *verification) current(ctx workflow.Context, ev Event) bool {
+func (w *verification) current(ctx workflow.Context, ev Event, ask bool) bool {
 	switch {
 	case ev.Created < w.st.LastEventCreated:
 		return false
-	case ev.Created > w.st.LastEventCreated || ev.Status == "" || ev.Status == w.st.StripeStatus:
+	case ev.Created > w.st.LastEventCreated || ev.Status == "" || ev.Status == w.st.StripeStatus || !ask:
 		return true
 	}
 	status, ok := w.stripeStatus(ctx, "read session status (ambiguous order)")
@@ -151,9 +154,13 @@ func (w *verification) stripeStatus(ctx workflow.Context, summary string) (statu
 // onClosed: a closed session only records events, except that a code no
 // retry can fix, arriving after it was verified, follows the late-fraud
 // policy.
-func (w *verification) onClosed(ctx workflow.Context, ev Event) string {
+func (w *verification) onClosed(ctx workflow.Context, ev Event, verifiedPending bool) string {
 	code := ev.ErrorCode()
-	if !ev.Failure() || w.policy.Retryable(code) || w.st.Status != StatusVerified || w.policy.LateFraud != LateFraudReview {
+	verified := w.st.Status == StatusVerified || verifiedPending
+	if !ev.Failure() || w.policy.Retryable(code) || !verified || w.policy.LateFraud != LateFraudReview {
+		if verifiedPending {
+			return "older than the verified outcome being compared"
+		}
 		return "session already " + string(w.st.Status)
 	}
 	w.openReview(ctx, reviewCase{reason: "non_retryable:" + code})
@@ -182,8 +189,11 @@ func (w *verification) onFailure(ctx workflow.Context, ev Event, alternate, curr
 		// The limit can be reached by a failure delivered late, after the
 		// user moved on: Stripe, the source of truth, says whether the
 		// session still waits for the user.
-		if status, ok := w.stripeStatus(ctx, "read session status (attempts exhausted)"); ok &&
-			(status == StripeStatusProcessing || status == StripeStatusVerified) {
+		status, ok := w.stripeStatus(ctx, "read session status (attempts exhausted)")
+		if !ok && !current {
+			status = w.st.StripeStatus // the newest event applied says where the user is
+		}
+		if status == StripeStatusProcessing || status == StripeStatusVerified {
 			return "attempts exhausted, but Stripe says " + status
 		}
 		return w.escalate(ctx, "attempts_exhausted", code)
@@ -207,6 +217,9 @@ func (w *verification) onFailure(ctx workflow.Context, ev Event, alternate, curr
 // onVerified starts comparing the verified outputs with the expected values;
 // onCompared applies the result, as a step of its own, when Stripe answered.
 func (w *verification) onVerified(ctx workflow.Context, ev Event) string {
+	if w.st.Comparing != nil {
+		return "already comparing " + w.st.Comparing.ID
+	}
 	w.st.StripeStatus = StripeStatusVerified
 	w.disarmInputTimers()
 	w.st.Comparing = &ev
@@ -249,6 +262,7 @@ func (w *verification) onCompared(ctx workflow.Context, c comparison) {
 		w.openReview(ctx, reviewCase{reason: "mismatch", fields: c.MismatchedFields})
 	default:
 		w.st.Status = StatusVerified
+		w.disarmInputTimers() // a requires_input applied meanwhile armed them
 		w.oweEmail(w.email(email.KindVerified))
 	}
 	key := "compared"

@@ -65,6 +65,9 @@ type harness struct {
 	// redactDown, when set, makes RedactSession fail (transiently) while it
 	// returns true for the virtual time.
 	redactDown func(time.Time) bool
+	// stripeDown, when set, makes every Stripe activity fail (transiently)
+	// while it returns true for the virtual time.
+	stripeDown func(time.Time) bool
 	// switchRefusedUnless, when set, makes SwitchSessionType refused unless
 	// stripeStatus is this (Stripe switches only a session waiting for input).
 	switchRefusedUnless string
@@ -76,7 +79,13 @@ type transition struct {
 	St workflows.State
 }
 
-var errSMTPDown = errors.New("dial tcp 127.0.0.1:1025: connect: connection refused")
+var (
+	errSMTPDown   = errors.New("dial tcp 127.0.0.1:1025: connect: connection refused")
+	errStripeDown = errors.New("stripe: 503 Service Unavailable")
+)
+
+// stripeFails reports whether the Stripe stand-in is down now.
+func (h *harness) stripeFails() bool { return h.stripeDown != nil && h.stripeDown(h.env.Now()) }
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, policy: workflows.DefaultPolicy(), compare: activities.Comparison{Match: true},
@@ -128,13 +137,25 @@ func (h *harness) reset() {
 		})
 	h.env.OnActivity(a.CompareVerifiedOutputs, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (activities.Comparison, error) {
+			if h.stripeFails() {
+				return activities.Comparison{}, errStripeDown
+			}
 			rec("CompareVerifiedOutputs", id)
 			return h.compare, nil
 		})
 	h.env.OnActivity(a.CancelSession, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, id string) error { rec("CancelSession", id); return nil })
+		func(_ context.Context, id string) error {
+			if h.stripeFails() {
+				return errStripeDown
+			}
+			rec("CancelSession", id)
+			return nil
+		})
 	h.env.OnActivity(a.SwitchSessionType, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.SwitchInput) error {
+			if h.stripeFails() {
+				return errStripeDown
+			}
 			rec("SwitchSessionType", in)
 			if h.switchRefusedUnless != "" && h.stripeStatus != h.switchRefusedUnless {
 				return errNonRetryable
@@ -143,6 +164,9 @@ func (h *harness) reset() {
 		})
 	h.env.OnActivity(a.FetchSessionStatus, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (string, error) {
+			if h.stripeFails() {
+				return "", errStripeDown
+			}
 			rec("FetchSessionStatus", id)
 			return h.stripeStatus, nil
 		})

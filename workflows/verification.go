@@ -42,9 +42,11 @@ type verification struct {
 	seen    map[string]bool
 	events  workflow.ReceiveChannel
 	pending *ReviewDecision // accepted by the update, applied by the main loop
-	// decided is the outcome of the last pending decision, for its update.
-	decided error
-	handled int // events that took effect (or were recorded) in this run
+	// decided and decidedState are the outcome of the last pending
+	// decision, for its update.
+	decided      error
+	decidedState State
+	handled      int // events that took effect (or were recorded) in this run
 	// restored is true once the state is loaded (from the database or the
 	// previous run); the review update waits for it.
 	restored bool
@@ -114,6 +116,7 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 // refusal or an unreadable state is shown to ops and tried again until it
 // loads.
 func (w *verification) restore(ctx workflow.Context) {
+	delay := patientRetry.MaximumInterval
 	for {
 		var snap activities.Snapshot
 		err := w.local(ctx, "load stored session", a.LoadSession, w.st.SessionID, &snap)
@@ -139,7 +142,8 @@ func (w *verification) restore(ctx workflow.Context) {
 			return
 		}
 		w.raise(ctx, IssueDatabaseRejected, "stored state not loaded; retrying: "+errText(err))
-		_ = workflow.Sleep(ctx, patientRetry.MaximumInterval)
+		_ = workflow.Sleep(ctx, delay)
+		delay = min(2*delay, time.Hour)
 	}
 }
 
@@ -191,9 +195,17 @@ func (w *verification) run(ctx workflow.Context) error {
 	}
 }
 
-// drain applies a pending review decision, a comparison's result and every
-// buffered event, each as one step.
+// drain applies every buffered event, then a pending review decision and a
+// comparison's result, each as one step. Events first: a redaction that came
+// before a decision closes the review it was meant for.
 func (w *verification) drain(ctx workflow.Context) {
+	for {
+		var ev Event
+		if !w.events.ReceiveAsync(&ev) {
+			break
+		}
+		w.handle(ctx, ev)
+	}
 	if w.pending != nil {
 		w.decided = w.applyDecision(ctx, *w.pending)
 		w.pending = nil
@@ -201,13 +213,6 @@ func (w *verification) drain(ctx workflow.Context) {
 	if c := w.compared; c != nil {
 		w.compared = nil
 		w.onCompared(ctx, *c)
-	}
-	for {
-		var ev Event
-		if !w.events.ReceiveAsync(&ev) {
-			return
-		}
-		w.handle(ctx, ev)
 	}
 }
 

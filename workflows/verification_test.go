@@ -400,8 +400,9 @@ func TestShuffledDeliveriesNeverMoveTheStateBackwards(t *testing.T) {
 	for _, tr := range h.transitions() {
 		notes = append(notes, tr.EventID+"="+string(tr.St.Status)+" "+tr.Note)
 	}
-	equal(t, "transitions", notes, []string{"evt_v=new comparing verified outputs", "evt_p=new ignored: stale",
-		"evt_f=new late failure counted", "evt_c=new ignored: stale", "=verified "})
+	equal(t, "transitions", notes, []string{"evt_v=new comparing verified outputs",
+		"evt_p=new older than the verified outcome being compared", "evt_f=new older than the verified outcome being compared",
+		"evt_c=new older than the verified outcome being compared", "=verified "})
 }
 
 func TestAnOlderEventIsStaleAndASameSecondOneAsksStripe(t *testing.T) {
