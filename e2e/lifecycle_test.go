@@ -163,16 +163,7 @@ func TestLateRedactionAfterTheWorkflowFinishedPurgesPersonalData(t *testing.T) {
 		vs, _ := s.newSession(store.Contact{})
 		s.send(testevent.Options{Type: "verified", SessionID: vs, Created: time.Now().Add(-time.Hour)})
 		s.waitRow(vs, workflows.StatusVerified)
-		eventually(t, "the first run to close", func() error {
-			d, err := s.temporal.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(vs), "")
-			if err != nil {
-				return err
-			}
-			if d.WorkflowExecutionInfo.CloseTime == nil {
-				return errors.New("still running")
-			}
-			return nil
-		})
+		s.waitClosed(vs) // the first run
 
 		s.send(testevent.Options{Type: "redacted", SessionID: vs})
 		row := s.waitRow(vs, workflows.StatusRedacted)

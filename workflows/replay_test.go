@@ -257,6 +257,16 @@ func (r *recorder) decide(vs, decision string) {
 	}
 }
 
+// saveCurrent saves the session's current run (the last one started).
+func (r *recorder) saveCurrent(name, vs string) {
+	d, err := r.c.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(vs), "")
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	r.save(name, vs, d.WorkflowExecutionInfo.Execution.RunId)
+}
+
 // save waits for a run to close and writes its history.
 func (r *recorder) save(name, vs, runID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -298,12 +308,7 @@ func (r *recorder) continueAsNew() {
 	time.Sleep(time.Second)
 	r.deliver(vs, p, failed("e2", "document_expired", time.Second), ev("e3", "verified", 2*time.Second))
 	r.save("continue_as_new_run1", vs, first)
-	d, err := r.c.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(vs), "")
-	if err != nil {
-		r.t.Error(err)
-		return
-	}
-	r.save("continue_as_new_run2", vs, d.WorkflowExecutionInfo.Execution.RunId)
+	r.saveCurrent("continue_as_new_run2", vs)
 }
 
 func (r *recorder) lateRedaction() {
@@ -313,12 +318,7 @@ func (r *recorder) lateRedaction() {
 	ctx := context.Background()
 	r.c.GetWorkflow(ctx, workflows.WorkflowID(vs), first).Get(ctx, nil)
 	r.deliver(vs, r.policy, ev("e2", "redacted", time.Second))
-	d, err := r.c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
-	if err != nil {
-		r.t.Error(err)
-		return
-	}
-	r.save("late_redaction_new_run", vs, d.WorkflowExecutionInfo.Execution.RunId)
+	r.saveCurrent("late_redaction_new_run", vs)
 }
 
 // lateFraud: a verified session closes; a fraud code created before it
@@ -329,12 +329,7 @@ func (r *recorder) lateFraud() {
 	r.c.GetWorkflow(ctx, workflows.WorkflowID(vs), first).Get(ctx, nil)
 	r.deliver(vs, r.policy, failed("e1", "selfie_manipulated", time.Second))
 	r.decide(vs, "reject")
-	d, err := r.c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
-	if err != nil {
-		r.t.Error(err)
-		return
-	}
-	r.save("late_fraud_reopens_review", vs, d.WorkflowExecutionInfo.Execution.RunId)
+	r.saveCurrent("late_fraud_reopens_review", vs)
 }
 
 // terminatedMidReview: an operator terminates a run while its review is
@@ -361,12 +356,7 @@ func (r *recorder) terminatedMidReview() {
 		r.t.Errorf("%s: decide after terminate: %v", vs, err)
 		return
 	}
-	d, err := r.c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
-	if err != nil {
-		r.t.Error(err)
-		return
-	}
-	r.save("terminated_mid_review_decided", vs, d.WorkflowExecutionInfo.Execution.RunId)
+	r.saveCurrent("terminated_mid_review_decided", vs)
 }
 
 // alternate marks a failure as one of the alternate method, as Stripe's
