@@ -111,8 +111,13 @@ type stack struct {
 // forEachDatabase starts the service (webhook and worker, in process) once
 // per database and runs fn against it.
 func forEachDatabase(t *testing.T, fn func(t *testing.T, s *stack)) {
+	forEachDatabaseWith(t, nil, fn)
+}
+
+// forEachDatabaseWith is forEachDatabase with env overriding the configuration.
+func forEachDatabaseWith(t *testing.T, env config.Map, fn func(t *testing.T, s *stack)) {
 	for _, db := range storetest.Databases(t) {
-		t.Run(db.Name, func(t *testing.T) { fn(t, startStack(t, db, nil)) })
+		t.Run(db.Name, func(t *testing.T) { fn(t, startStack(t, db, env)) })
 	}
 }
 

@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"identityverification/config"
+	"identityverification/loadgen"
+)
+
+// TestLoadBalances drives the service with the load tool's library (a mix
+// of failures, verified, duplicates and reordering) and then bare
+// SignalWithStart on the same server, on each database. It checks the
+// balance, never the speed: every event sent was answered, none refused,
+// every session persisted. CI runs a short load; `make load` a long one and
+// prints the report (LOAD_SESSIONS, LOAD_CONCURRENCY, LOAD_RATE).
+func TestLoadBalances(t *testing.T) {
+	sessions, concurrency, rate := envInt("LOAD_SESSIONS", 40), envInt("LOAD_CONCURRENCY", 32), envInt("LOAD_RATE", 0)
+	forEachDatabaseWith(t, config.Map{"LOG_LEVEL": "error"}, func(t *testing.T, s *stack) {
+		ctx := context.Background()
+		res, err := loadgen.Run(ctx, loadgen.Config{WebhookURL: s.webhookURL, Secret: secret, Sessions: sessions,
+			Concurrency: concurrency, Rate: float64(rate), DB: s.store.DB()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := loadgen.Bare(ctx, s.temporal, res.Sent, float64(rate), concurrency, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2e, err := loadgen.Bare(ctx, s.temporal, res.Sessions, float64(rate), concurrency, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var report strings.Builder
+		loadgen.Report(&report, res, &ack, &e2e)
+		t.Logf("%d sessions on %s:\n%s", sessions, s.db, report.String())
+		if res.Void != "" || res.Accepted != res.Sent || res.Persisted != sessions {
+			t.Errorf("the load does not balance: %+v", res)
+		}
+		if ack.Accepted != res.Sent || e2e.Accepted != sessions {
+			t.Errorf("bare: %d of %d and %d of %d accepted", ack.Accepted, res.Sent, e2e.Accepted, sessions)
+		}
+	})
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
