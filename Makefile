@@ -4,7 +4,7 @@ export GOTOOLCHAIN := local
 GO ?= go
 BIN := .bin
 
-.PHONY: dev test tools lint fuzz bench bench-e2e clean
+.PHONY: dev test tools lint fuzz bench bench-e2e load clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -41,6 +41,14 @@ bench:
 # trivial worker in the same run (TEST_DATABASE_URL adds PostgreSQL).
 bench-e2e: tools
 	$(GO) test -run '^$$' -bench VerifiedSessions -benchtime 300x -timeout 15m ./e2e/
+
+# The load tool's report on a fresh stack (in-memory dev server, SQLite, and
+# PostgreSQL with TEST_DATABASE_URL): 400 sessions at concurrency 32, then an
+# open-model run at 30 events/s. LOAD_SESSIONS, LOAD_CONCURRENCY, LOAD_RATE
+# and the WORKER_* tuning variables change it.
+load: tools
+	LOAD_SESSIONS=$${LOAD_SESSIONS:-400} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
+	LOAD_SESSIONS=$${LOAD_SESSIONS:-300} LOAD_RATE=$${LOAD_RATE:-30} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
 
 clean:
 	rm -rf $(BIN)

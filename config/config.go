@@ -24,25 +24,39 @@ type Config struct {
 	// TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE (the SDK's envconfig).
 	Temporal client.Options
 
-	ListenAddr        string        // LISTEN_ADDR: webhook, health and metrics
-	WebhookSecrets    []string      // STRIPE_WEBHOOK_SECRET, comma-separated
-	WebhookTolerance  time.Duration // STRIPE_WEBHOOK_TOLERANCE
-	WebhookMaxBody    int64         // WEBHOOK_MAX_BODY_BYTES
-	SignalTimeout     time.Duration // TEMPORAL_SIGNAL_TIMEOUT: bound on the request path
-	StripeAPIKey      string        // STRIPE_API_KEY
-	StripeAPIBase     string        // STRIPE_API_BASE
-	DatabaseURL       string        // DATABASE_URL
-	SMTPURL           string        // SMTP_URL
-	EmailFrom         string        // EMAIL_FROM
-	OpsEmail          string        // OPS_EMAIL
-	PublicBaseURL     string        // PUBLIC_BASE_URL: where retry links point
-	RetryLinkSecret   string        // RETRY_LINK_SECRET: signs retry links
-	AdminAddr         string        // ADMIN_ADDR: the admin API's own listener
-	AdminToken        string        // ADMIN_TOKEN: bearer token; empty disables the admin API
-	Policy            workflows.Policy
-	ShutdownGrace     time.Duration // SHUTDOWN_GRACE
-	LogLevel          string        // LOG_LEVEL
-	WorkerConcurrency int           // WORKER_MAX_CONCURRENT_ACTIVITIES
+	ListenAddr       string        // LISTEN_ADDR: webhook, health and metrics
+	WebhookSecrets   []string      // STRIPE_WEBHOOK_SECRET, comma-separated
+	WebhookTolerance time.Duration // STRIPE_WEBHOOK_TOLERANCE
+	WebhookMaxBody   int64         // WEBHOOK_MAX_BODY_BYTES
+	SignalTimeout    time.Duration // TEMPORAL_SIGNAL_TIMEOUT: bound on the request path
+	StripeAPIKey     string        // STRIPE_API_KEY
+	StripeAPIBase    string        // STRIPE_API_BASE
+	DatabaseURL      string        // DATABASE_URL
+	SMTPURL          string        // SMTP_URL
+	EmailFrom        string        // EMAIL_FROM
+	OpsEmail         string        // OPS_EMAIL
+	PublicBaseURL    string        // PUBLIC_BASE_URL: where retry links point
+	RetryLinkSecret  string        // RETRY_LINK_SECRET: signs retry links
+	AdminAddr        string        // ADMIN_ADDR: the admin API's own listener
+	AdminToken       string        // ADMIN_TOKEN: bearer token; empty disables the admin API
+	Policy           workflows.Policy
+	ShutdownGrace    time.Duration // SHUTDOWN_GRACE
+	LogLevel         string        // LOG_LEVEL
+	Worker           WorkerTuning
+}
+
+// WorkerTuning is the worker's capacity. The defaults come from load runs
+// on a 2-core machine (README, Performance).
+type WorkerTuning struct {
+	WorkflowPollers int // WORKER_WORKFLOW_POLLERS: workflow-task pollers
+	ActivityPollers int // WORKER_ACTIVITY_POLLERS: activity-task pollers
+	WorkflowTasks   int // WORKER_MAX_CONCURRENT_WORKFLOW_TASKS
+	Activities      int // WORKER_MAX_CONCURRENT_ACTIVITIES
+	LocalActivities int // WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES: the database work
+	// StickyCacheSize bounds the workflows a worker keeps in memory
+	// between tasks (WORKER_STICKY_CACHE_SIZE); the worker's memory for
+	// open sessions grows up to it.
+	StickyCacheSize int
 }
 
 // Env is where settings come from: the process environment (OS) or a Map.
@@ -87,24 +101,44 @@ func Load(env Env) (Config, error) {
 	getenv := func(k string) string { v, _ := env.LookupEnv(k); return v }
 	p := parser{getenv: getenv}
 	c := Config{
-		ListenAddr:        p.str("LISTEN_ADDR", "127.0.0.1:8080"),
-		WebhookSecrets:    p.list("STRIPE_WEBHOOK_SECRET"),
-		WebhookTolerance:  p.duration("STRIPE_WEBHOOK_TOLERANCE", 300*time.Second),
-		WebhookMaxBody:    int64(p.integer("WEBHOOK_MAX_BODY_BYTES", 1<<20)),
-		SignalTimeout:     p.duration("TEMPORAL_SIGNAL_TIMEOUT", 5*time.Second),
-		StripeAPIKey:      getenv("STRIPE_API_KEY"),
-		StripeAPIBase:     getenv("STRIPE_API_BASE"),
-		DatabaseURL:       p.str("DATABASE_URL", store.DefaultURL),
-		SMTPURL:           p.str("SMTP_URL", "smtp://127.0.0.1:1025"),
-		EmailFrom:         p.str("EMAIL_FROM", "identity@localhost"),
-		OpsEmail:          getenv("OPS_EMAIL"),
-		PublicBaseURL:     strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
-		RetryLinkSecret:   getenv("RETRY_LINK_SECRET"),
-		AdminAddr:         p.str("ADMIN_ADDR", "127.0.0.1:8081"),
-		AdminToken:        getenv("ADMIN_TOKEN"),
-		ShutdownGrace:     p.duration("SHUTDOWN_GRACE", 20*time.Second),
-		LogLevel:          p.str("LOG_LEVEL", "info"),
-		WorkerConcurrency: p.integer("WORKER_MAX_CONCURRENT_ACTIVITIES", 100),
+		ListenAddr:       p.str("LISTEN_ADDR", "127.0.0.1:8080"),
+		WebhookSecrets:   p.list("STRIPE_WEBHOOK_SECRET"),
+		WebhookTolerance: p.duration("STRIPE_WEBHOOK_TOLERANCE", 300*time.Second),
+		WebhookMaxBody:   int64(p.integer("WEBHOOK_MAX_BODY_BYTES", 1<<20)),
+		SignalTimeout:    p.duration("TEMPORAL_SIGNAL_TIMEOUT", 5*time.Second),
+		StripeAPIKey:     getenv("STRIPE_API_KEY"),
+		StripeAPIBase:    getenv("STRIPE_API_BASE"),
+		DatabaseURL:      p.str("DATABASE_URL", store.DefaultURL),
+		SMTPURL:          p.str("SMTP_URL", "smtp://127.0.0.1:1025"),
+		EmailFrom:        p.str("EMAIL_FROM", "identity@localhost"),
+		OpsEmail:         getenv("OPS_EMAIL"),
+		PublicBaseURL:    strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
+		RetryLinkSecret:  getenv("RETRY_LINK_SECRET"),
+		AdminAddr:        p.str("ADMIN_ADDR", "127.0.0.1:8081"),
+		AdminToken:       getenv("ADMIN_TOKEN"),
+		ShutdownGrace:    p.duration("SHUTDOWN_GRACE", 20*time.Second),
+		LogLevel:         p.str("LOG_LEVEL", "info"),
+		Worker: WorkerTuning{
+			// On 2 cores, more pollers or task slots did not move the
+			// service's end-to-end rate (they did the trivial worker's),
+			// so the SDK's defaults stay (README, Performance).
+			WorkflowPollers: p.integer("WORKER_WORKFLOW_POLLERS", 2),
+			ActivityPollers: p.integer("WORKER_ACTIVITY_POLLERS", 2),
+			WorkflowTasks:   p.integer("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 1000),
+			Activities:      p.integer("WORKER_MAX_CONCURRENT_ACTIVITIES", 100),
+			LocalActivities: p.integer("WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", 1000),
+			StickyCacheSize: p.integer("WORKER_STICKY_CACHE_SIZE", 10000),
+		},
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"WORKER_WORKFLOW_POLLERS", c.Worker.WorkflowPollers}, {"WORKER_ACTIVITY_POLLERS", c.Worker.ActivityPollers},
+		{"WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", c.Worker.WorkflowTasks}, {"WORKER_MAX_CONCURRENT_ACTIVITIES", c.Worker.Activities},
+		{"WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", c.Worker.LocalActivities}, {"WORKER_STICKY_CACHE_SIZE", c.Worker.StickyCacheSize}} {
+		if v.n < 1 {
+			p.fail(v.name, "must be at least 1")
+		}
 	}
 	pol := workflows.DefaultPolicy()
 	pol.MaxAttempts = p.integer("MAX_ATTEMPTS", pol.MaxAttempts)

@@ -57,6 +57,24 @@ func TestPolicyFromTheEnvironment(t *testing.T) {
 	}
 }
 
+func TestWorkerTuningFromTheEnvironment(t *testing.T) {
+	c, err := config.Load(config.Map{"WORKER_WORKFLOW_POLLERS": "8", "WORKER_STICKY_CACHE_SIZE": "500"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.WorkerTuning{WorkflowPollers: 8, ActivityPollers: 2, WorkflowTasks: 1000, Activities: 100,
+		LocalActivities: 1000, StickyCacheSize: 500}
+	if c.Worker != want {
+		t.Errorf("worker = %+v; want %+v", c.Worker, want)
+	}
+	_, err = config.Load(config.Map{"WORKER_ACTIVITY_POLLERS": "0", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES": "-1"})
+	for _, name := range []string{"WORKER_ACTIVITY_POLLERS", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error %v does not name %s", err, name)
+		}
+	}
+}
+
 func TestInvalidValuesAreReportedTogether(t *testing.T) {
 	_, err := config.Load(config.Map{"MAX_ATTEMPTS": "three", "STRIPE_WEBHOOK_TOLERANCE": "5 minutes", "ESCALATION": "shrug",
 		"LATE_FRAUD_POLICY": "ignore"})

@@ -20,6 +20,7 @@ import (
 	"identityverification/store"
 	"identityverification/store/storetest"
 	"identityverification/testevent"
+	"identityverification/worker"
 )
 
 // benchConcurrency is how many sessions are in flight at once.
@@ -59,7 +60,11 @@ func benchBare(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	w := sdkworker.New(c, queue, sdkworker.Options{}) // the defaults, as the service worker has
+	cfg, err := config.Load(config.Map{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := sdkworker.New(c, queue, worker.Options(cfg.Worker)) // the service worker's tuning
 	w.RegisterWorkflowWithOptions(func(ctx workflow.Context) error {
 		workflow.GetSignalChannel(ctx, "s").Receive(ctx, nil)
 		return nil

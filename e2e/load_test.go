@@ -9,6 +9,7 @@ import (
 
 	"identityverification/config"
 	"identityverification/loadgen"
+	"identityverification/worker"
 )
 
 // TestLoadBalances drives the service with the load tool's library (a mix
@@ -19,18 +20,30 @@ import (
 // prints the report (LOAD_SESSIONS, LOAD_CONCURRENCY, LOAD_RATE).
 func TestLoadBalances(t *testing.T) {
 	sessions, concurrency, rate := envInt("LOAD_SESSIONS", 40), envInt("LOAD_CONCURRENCY", 32), envInt("LOAD_RATE", 0)
-	forEachDatabaseWith(t, config.Map{"LOG_LEVEL": "error"}, func(t *testing.T, s *stack) {
+	env := config.Map{"LOG_LEVEL": "error"}
+	for _, k := range []string{"WORKER_WORKFLOW_POLLERS", "WORKER_ACTIVITY_POLLERS", "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS",
+		"WORKER_MAX_CONCURRENT_ACTIVITIES", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", "WORKER_STICKY_CACHE_SIZE"} {
+		if v := os.Getenv(k); v != "" { // tuning under test, for the service and the floor alike
+			env[k] = v
+		}
+	}
+	cfg, err := config.Load(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := worker.Options(cfg.Worker)
+	forEachDatabaseWith(t, env, func(t *testing.T, s *stack) {
 		ctx := context.Background()
 		res, err := loadgen.Run(ctx, loadgen.Config{WebhookURL: s.webhookURL, Secret: secret, Sessions: sessions,
 			Concurrency: concurrency, Rate: float64(rate), DB: s.store.DB()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ack, err := loadgen.Bare(ctx, s.temporal, res.Sent, float64(rate), concurrency, false)
+		ack, err := loadgen.Bare(ctx, s.temporal, res.Sent, float64(rate), concurrency, false, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e2e, err := loadgen.Bare(ctx, s.temporal, res.Sessions, float64(rate), concurrency, true)
+		e2e, err := loadgen.Bare(ctx, s.temporal, res.Sessions, float64(rate), concurrency, true, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

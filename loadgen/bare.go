@@ -39,13 +39,13 @@ func trivial(ctx workflow.Context) error {
 
 // Bare runs SignalWithStart of a trivial workflow, n times with the same
 // rate or concurrency as the load, on the same Temporal server and
-// namespace (a task queue of its own). With worker, a worker with the SDK's
-// default options (as the service's) completes them and the time until the
-// last completed is measured; without, only the acknowledgement is, and a
+// namespace (a task queue of its own). With worker, a worker with opts (the
+// service worker's, for a fair floor) completes them and the time until the
+// last completed is measured; without, only the acknowledgement is, and the
 // worker completes them afterwards, untimed, so nothing is left running.
-func Bare(ctx context.Context, c client.Client, n int, rate float64, concurrency int, worker bool) (BareResult, error) {
+func Bare(ctx context.Context, c client.Client, n int, rate float64, concurrency int, worker bool, opts sdkworker.Options) (BareResult, error) {
 	queue := "loadgen-bare-" + testevent.RandomID(8)
-	w := sdkworker.New(c, queue, sdkworker.Options{})
+	w := sdkworker.New(c, queue, opts)
 	w.RegisterWorkflowWithOptions(trivial, workflow.RegisterOptions{Name: trivialWorkflow})
 	if worker {
 		if err := w.Start(); err != nil {

@@ -159,6 +159,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var acks []time.Duration
 	send := func(i int, scheduled time.Time) {
 		ev := events[i]
+		mu.Lock()
+		if firstSend[ev.session].IsZero() || scheduled.Before(firstSend[ev.session]) {
+			firstSend[ev.session] = scheduled
+		}
+		mu.Unlock()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, cfg.WebhookURL, bytes.NewReader(ev.body))
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
 		req.Header.Set("Stripe-Signature", ev.sig)
@@ -166,9 +171,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		took := time.Since(scheduled)
 		mu.Lock()
 		defer mu.Unlock()
-		if firstSend[ev.session].IsZero() || scheduled.Before(firstSend[ev.session]) {
-			firstSend[ev.session] = scheduled
-		}
 		switch {
 		case err != nil:
 			res.Errors[transportError(err)]++
@@ -183,25 +185,43 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			resp.Body.Close()
 		}
 	}
+	// The database is watched from the first send, so a session's time is
+	// when its row changed, not when the last event went out.
+	type persisted struct {
+		done int
+		e2e  []time.Duration
+		last time.Time
+		err  error
+	}
+	sent := make(chan struct{})
+	watched := make(chan persisted, 1)
 	start := time.Now()
+	if cfg.DB != nil {
+		go func() {
+			var p persisted
+			p.done, p.e2e, p.last, p.err = waitPersisted(ctx, cfg.DB, prefix, ids, firstSend, &mu, sent, cfg.Settle)
+			watched <- p
+		}()
+	}
 	if cfg.Rate > 0 {
 		openModel(ctx, len(events), cfg.Rate, start, send)
 	} else {
 		closedModel(ctx, len(events), cfg.Concurrency, send)
 	}
 	res.Elapsed = time.Since(start)
+	close(sent)
 	res.Ack = summarize(acks)
 	if n := res.Accepted + res.Refused; n != res.Sent {
 		res.Void = fmt.Sprintf("%d sent, %d answered", res.Sent, n)
 	}
 	if cfg.DB != nil {
-		done, e2e, last, err := waitPersisted(ctx, cfg.DB, prefix, ids, firstSend, cfg.Settle)
-		if err != nil {
-			return res, err
+		p := <-watched
+		if p.err != nil {
+			return res, p.err
 		}
-		res.Persisted, res.EndToEnd, res.Completed = done, summarize(e2e), last.Sub(start)
-		if done != len(ids) && res.Void == "" {
-			res.Void = fmt.Sprintf("%d of %d sessions persisted by the end", done, len(ids))
+		res.Persisted, res.EndToEnd, res.Completed = p.done, summarize(p.e2e), p.last.Sub(start)
+		if p.done != len(ids) && res.Void == "" {
+			res.Void = fmt.Sprintf("%d of %d sessions persisted by the end", p.done, len(ids))
 		}
 	}
 	return res, nil
@@ -303,13 +323,14 @@ func closedModel(ctx context.Context, n, concurrency int, send func(int, time.Ti
 }
 
 // waitPersisted polls the sessions table until every session is verified or
-// the settle time is over; it returns how many were, each one's time from
-// its first send, and when the last was seen.
+// the settle time after the last send is over; it returns how many were,
+// each one's time from its first send, and when the last was seen.
 func waitPersisted(ctx context.Context, db *sql.DB, prefix string, ids []string, firstSend []time.Time,
-	settle time.Duration) (int, []time.Duration, time.Time, error) {
+	mu *sync.Mutex, sent <-chan struct{}, settle time.Duration) (int, []time.Duration, time.Time, error) {
 	if settle <= 0 {
 		settle = 2 * time.Minute
 	}
+	deadline := time.Now().Add(24 * time.Hour)
 	index := make(map[string]int, len(ids))
 	for i, id := range ids {
 		index[id] = i
@@ -317,17 +338,23 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, ids []string,
 	seen := make([]bool, len(ids))
 	var e2e []time.Duration
 	var last time.Time
-	deadline := time.Now().Add(settle)
 	for len(e2e) < len(ids) && time.Now().Before(deadline) {
+		select {
+		case <-sent:
+			sent, deadline = nil, time.Now().Add(settle)
+		default:
+		}
 		rows, err := db.QueryContext(ctx, `SELECT session_id FROM sessions WHERE session_id LIKE $1 ESCAPE '\' AND status = 'verified'`,
 			strings.ReplaceAll(prefix, "_", `\_`)+"%")
 		if err != nil {
 			return 0, nil, last, fmt.Errorf("loadgen: read sessions: %w", err)
 		}
 		now := time.Now()
+		mu.Lock()
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
+				mu.Unlock()
 				rows.Close()
 				return 0, nil, last, err
 			}
@@ -336,6 +363,7 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, ids []string,
 				e2e = append(e2e, now.Sub(firstSend[i]))
 			}
 		}
+		mu.Unlock()
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return 0, nil, last, err

@@ -65,9 +65,8 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 		return err
 	}
 	defer st.Close()
-	w := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{
-		MaxConcurrentActivityExecutionSize: cfg.WorkerConcurrency,
-	})
+	sdkworker.SetStickyWorkflowCacheSize(cfg.Worker.StickyCacheSize)
+	w := sdkworker.New(c, workflows.TaskQueue, Options(cfg.Worker))
 	Register(w, acts)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
@@ -76,6 +75,18 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 	<-ctx.Done()
 	w.Stop()
 	return nil
+}
+
+// Options are the SDK worker options for the tuning (the sticky cache size is
+// process-wide: sdkworker.SetStickyWorkflowCacheSize, before the worker).
+func Options(t config.WorkerTuning) sdkworker.Options {
+	return sdkworker.Options{
+		MaxConcurrentWorkflowTaskPollers:        t.WorkflowPollers,
+		MaxConcurrentActivityTaskPollers:        t.ActivityPollers,
+		MaxConcurrentWorkflowTaskExecutionSize:  t.WorkflowTasks,
+		MaxConcurrentActivityExecutionSize:      t.Activities,
+		MaxConcurrentLocalActivityExecutionSize: t.LocalActivities,
+	}
 }
 
 // ErrSearchAttributesMissing: the namespace lacks this service's search

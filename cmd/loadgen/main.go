@@ -26,8 +26,10 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/log"
 
+	"identityverification/config"
 	"identityverification/loadgen"
 	"identityverification/store"
+	"identityverification/worker"
 )
 
 func main() {
@@ -88,11 +90,17 @@ func run() error {
 			return err
 		}
 		defer c.Close()
-		a, err := loadgen.Bare(ctx, c, res.Sent, *rate, *concurrency, false)
+		// The trivial worker gets the service worker's tuning (WORKER_*).
+		cfg, err := config.Load(config.OS)
 		if err != nil {
 			return err
 		}
-		e, err := loadgen.Bare(ctx, c, res.Sessions, *rate, *concurrency, true)
+		opts := worker.Options(cfg.Worker)
+		a, err := loadgen.Bare(ctx, c, res.Sent, *rate, *concurrency, false, opts)
+		if err != nil {
+			return err
+		}
+		e, err := loadgen.Bare(ctx, c, res.Sessions, *rate, *concurrency, true, opts)
 		if err != nil {
 			return err
 		}
