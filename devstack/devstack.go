@@ -180,7 +180,8 @@ func waitFor(ctx context.Context, p *Process, logPath string, ready func(context
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("devstack: %s exited (%v); see %s", p.Name, p.err, logPath)
+			tail, _ := os.ReadFile(logPath)
+			return fmt.Errorf("devstack: %s exited (%v); the end of %s:\n%s", p.Name, p.err, logPath, lastLines(tail))
 		case <-ctx.Done():
 			p.Stop()
 			return fmt.Errorf("devstack: %s not ready: %v; see %s", p.Name, err, logPath)
@@ -230,7 +231,19 @@ func startTemporal(ctx context.Context, bin, dir, dbFile string, port, uiPort in
 		return nil, err
 	}
 	t := &Temporal{Process: p, Address: fmt.Sprintf("127.0.0.1:%d", port), UIURL: fmt.Sprintf("http://127.0.0.1:%d", uiPort)}
-	err = waitFor(ctx, p, logPath, func(ctx context.Context) error {
+	if err := t.waitAndRegister(ctx, bin, logPath, false, namespaces); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// waitAndRegister waits until the server answers, creates the namespaces
+// when asked (the dev server makes its own), and registers this service's
+// search attributes on each (idempotent). A real server may refuse the first
+// registrations for a moment after the namespace appears: each step is tried
+// again until the server's start timeout.
+func (t *Temporal) waitAndRegister(ctx context.Context, cli, logPath string, createNamespaces bool, namespaces []string) error {
+	err := waitFor(ctx, t.Process, logPath, func(ctx context.Context) error {
 		c, err := client.Dial(client.Options{HostPort: t.Address, Logger: quietLogger{}})
 		if err != nil {
 			return err
@@ -240,19 +253,33 @@ func startTemporal(ctx context.Context, bin, dir, dbFile string, port, uiPort in
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
+	}
+	run := func(what string, args ...string) error {
+		return waitFor(ctx, t.Process, logPath, func(ctx context.Context) error {
+			out, err := exec.CommandContext(ctx, cli, append(args, "--address", t.Address)...).CombinedOutput()
+			if err != nil && !strings.Contains(string(out), "already") {
+				return fmt.Errorf("%s: %v: %s", what, err, out)
+			}
+			return nil
+		})
 	}
 	for _, ns := range namespaces {
+		if createNamespaces {
+			if err := run("create namespace "+ns, "operator", "namespace", "create", "--namespace", ns); err != nil {
+				t.Stop()
+				return fmt.Errorf("devstack: %w", err)
+			}
+		}
 		for _, sa := range workflows.SearchAttributes {
-			out, err := exec.CommandContext(ctx, bin, "operator", "search-attribute", "create",
-				"--address", t.Address, "--namespace", ns, "--name", sa.Name, "--type", sa.Type).CombinedOutput()
-			if err != nil {
-				p.Stop()
-				return nil, fmt.Errorf("devstack: register search attribute %s on %s: %v: %s", sa.Name, ns, err, out)
+			if err := run("register search attribute "+sa.Name, "operator", "search-attribute", "create",
+				"--namespace", ns, "--name", sa.Name, "--type", sa.Type); err != nil {
+				t.Stop()
+				return fmt.Errorf("devstack: %w", err)
 			}
 		}
 	}
-	return t, nil
+	return nil
 }
 
 // Mailpit is a running Mailpit: SMTP and its HTTP API.

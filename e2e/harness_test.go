@@ -33,8 +33,9 @@ import (
 
 // components are shared by every test in the package.
 var components struct {
-	bins     map[string]string // tool binaries by name
-	temporal *devstack.Temporal
+	bins         map[string]string // tool binaries by name
+	temporal     *devstack.Temporal
+	stopTemporal func()
 	mailpit  *devstack.Mailpit
 	stripe   *devstack.StripeMock
 }
@@ -55,7 +56,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "e2e:", err)
 			return 1
 		}
-		defer components.temporal.Stop()
+		defer components.stopTemporal()
 		defer components.mailpit.Stop()
 		defer components.stripe.Stop()
 		return m.Run()
@@ -81,9 +82,25 @@ func startComponents(ctx context.Context, dir string) error {
 			return err
 		}
 	}
-	if components.temporal, err = devstack.StartTemporalInMemory(ctx, bins["temporal"], dir, ports[0], ports[1],
-		namespaces["sqlite"], namespaces["postgres"]); err != nil {
-		return err
+	// E2E_TEMPORAL=server runs the suite on Temporal Server on the local
+	// PostgreSQL (TEST_DATABASE_URL) instead of the in-memory dev server.
+	if os.Getenv("E2E_TEMPORAL") == "server" {
+		pg := os.Getenv("TEST_DATABASE_URL")
+		if pg == "" {
+			return errors.New("E2E_TEMPORAL=server needs TEST_DATABASE_URL (the PostgreSQL server it runs on)")
+		}
+		srv, err := devstack.StartTemporalServer(ctx, root, bins["temporal"], dir, pg, ports[0],
+			namespaces["sqlite"], namespaces["postgres"])
+		if err != nil {
+			return err
+		}
+		components.temporal, components.stopTemporal = srv.Temporal, srv.Stop
+	} else {
+		if components.temporal, err = devstack.StartTemporalInMemory(ctx, bins["temporal"], dir, ports[0], ports[1],
+			namespaces["sqlite"], namespaces["postgres"]); err != nil {
+			return err
+		}
+		components.stopTemporal = components.temporal.Stop
 	}
 	if components.mailpit, err = devstack.StartMailpit(ctx, bins["mailpit"], dir, ports[2], ports[3]); err != nil {
 		return err

@@ -138,7 +138,10 @@ func sqliteDSN(u string) (dsn, path string, err error) {
 func (s *Store) Migrate(ctx context.Context) (int, error) {
 	var opts []goose.ProviderOption
 	if s.dialect == goose.DialectPostgres {
-		locker, err := lock.NewPostgresSessionLocker()
+		// Retry the lock every second (goose's default is every 5 s): a
+		// worker starting beside a webhook waits for its migration a second,
+		// not five. Up to 5 minutes in all, as goose's default.
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 		if err != nil {
 			return 0, fmt.Errorf("store: migration lock: %w", err)
 		}
