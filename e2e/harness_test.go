@@ -36,8 +36,8 @@ var components struct {
 	bins         map[string]string // tool binaries by name
 	temporal     *devstack.Temporal
 	stopTemporal func()
-	mailpit  *devstack.Mailpit
-	stripe   *devstack.StripeMock
+	mailpit      *devstack.Mailpit
+	stripe       *devstack.StripeMock
 }
 
 // One namespace per database, so a worker never picks up another's workflows.
