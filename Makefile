@@ -4,7 +4,7 @@ export GOTOOLCHAIN := local
 GO ?= go
 BIN := .bin
 
-.PHONY: dev test tools lint fuzz bench bench-e2e load clean
+.PHONY: dev test tools lint fuzz bench bench-e2e load load-server load-memory clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -49,6 +49,17 @@ bench-e2e: tools
 load: tools
 	LOAD_SESSIONS=$${LOAD_SESSIONS:-400} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
 	LOAD_SESSIONS=$${LOAD_SESSIONS:-300} LOAD_RATE=$${LOAD_RATE:-30} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
+
+# What open sessions cost the worker's memory, per 1000, up to 10k; set
+# WORKER_STICKY_CACHE_SIZE below that to see the cache bound it.
+load-memory: tools
+	LOAD_OPEN_SESSIONS=$${LOAD_OPEN_SESSIONS:-10000} $(GO) test -count=1 -v -run TestWorkerMemoryPerOpenSessions -timeout 60m ./e2e/ | grep -v '^=== '
+
+# The same closed-model run on Temporal Server 1.29.1 on the local PostgreSQL
+# (tools/temporalserver, built on first use), for SQLite and PostgreSQL.
+load-server: tools
+	E2E_TEMPORAL=server TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable} \
+	LOAD_SESSIONS=$${LOAD_SESSIONS:-400} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
 
 clean:
 	rm -rf $(BIN)

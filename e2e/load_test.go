@@ -3,12 +3,14 @@ package e2e
 import (
 	"context"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"identityverification/config"
 	"identityverification/loadgen"
+	"identityverification/store/storetest"
 	"identityverification/worker"
 )
 
@@ -73,4 +75,49 @@ func envInt(name string, def int) int {
 		return n
 	}
 	return def
+}
+
+// TestWorkerMemoryPerOpenSessions measures what open sessions (waiting for
+// the user, timers armed) cost the worker's memory, per 1000, as they pile
+// up to LOAD_OPEN_SESSIONS; with WORKER_STICKY_CACHE_SIZE below that, the
+// cost stops growing at the cache's size. `make load-memory` runs it; it is
+// a measurement, so it only logs (and checks the sessions balance).
+func TestWorkerMemoryPerOpenSessions(t *testing.T) {
+	total := envInt("LOAD_OPEN_SESSIONS", 0)
+	if total == 0 {
+		t.Skip("set LOAD_OPEN_SESSIONS (make load-memory)")
+	}
+	env := config.Map{"LOG_LEVEL": "error"}
+	if v := os.Getenv("WORKER_STICKY_CACHE_SIZE"); v != "" {
+		env["WORKER_STICKY_CACHE_SIZE"] = v
+	}
+	s := startStack(t, storetest.Databases(t)[0], env)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	base := heap()
+	const step = 1000
+	for open := step; open <= total; open += step {
+		res, err := loadgen.Run(context.Background(), loadgen.Config{WebhookURL: s.webhookURL, Secret: secret, Sessions: step,
+			Concurrency: 32, Mix: map[loadgen.Kind]int{loadgen.KindOpen: 1}, DB: s.store.DB()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Void != "" {
+			t.Fatalf("void: %s", res.Void)
+		}
+		h := heap()
+		t.Logf("%6d open sessions: process heap +%.1f MiB over the idle stack, %.2f MiB per 1000 (sticky cache %s)",
+			open, float64(h-base)/(1<<20), float64(h-base)/(1<<20)/float64(open/step), orDefault(env["WORKER_STICKY_CACHE_SIZE"], "10000"))
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

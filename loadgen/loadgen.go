@@ -65,7 +65,22 @@ const (
 	KindDuplicated Kind = "duplicated"
 	// KindReordered: verified first, then the older failure it followed.
 	KindReordered Kind = "reordered"
+	// KindOpen: one failed attempt; the session stays open, waiting for the
+	// user (for measuring what open sessions cost the worker). It ends in
+	// requires_input, not verified.
+	KindOpen Kind = "open"
 )
+
+// Kinds lists every kind.
+var Kinds = []Kind{KindVerified, KindFailedThenVerified, KindDuplicated, KindReordered, KindOpen}
+
+// finalStatus is the status a kind's session ends in.
+func (k Kind) finalStatus() string {
+	if k == KindOpen {
+		return "requires_input"
+	}
+	return "verified"
+}
 
 // DefaultMix is most sessions verified at once, with failures, duplicates
 // and reordering as Stripe produces them.
@@ -105,7 +120,7 @@ func EventsPerSession(mix map[Kind]int) float64 {
 	events, total := 0, 0
 	for k, w := range mix {
 		n := 2
-		if k == KindVerified {
+		if k == KindVerified || k == KindOpen {
 			n = 1
 		}
 		events, total = events+n*w, total+w
@@ -143,7 +158,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		mix = DefaultMix
 	}
 	prefix := "vs_load_" + testevent.RandomID(8) + "_"
-	events, ids, err := build(prefix, cfg.Sessions, mix, cfg.Secret)
+	events, sessions, err := build(prefix, cfg.Sessions, mix, cfg.Secret)
 	if err != nil {
 		return Result{}, err
 	}
@@ -199,7 +214,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.DB != nil {
 		go func() {
 			var p persisted
-			p.done, p.e2e, p.last, p.err = waitPersisted(ctx, cfg.DB, prefix, ids, firstSend, &mu, sent, cfg.Settle)
+			p.done, p.e2e, p.last, p.err = waitPersisted(ctx, cfg.DB, prefix, sessions, firstSend, &mu, sent, cfg.Settle)
 			watched <- p
 		}()
 	}
@@ -220,8 +235,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			return res, p.err
 		}
 		res.Persisted, res.EndToEnd, res.Completed = p.done, summarize(p.e2e), p.last.Sub(start)
-		if p.done != len(ids) && res.Void == "" {
-			res.Void = fmt.Sprintf("%d of %d sessions persisted by the end", p.done, len(ids))
+		if p.done != len(sessions) && res.Void == "" {
+			res.Void = fmt.Sprintf("%d of %d sessions persisted by the end", p.done, len(sessions))
 		}
 	}
 	return res, nil
@@ -229,7 +244,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 // build makes every session's events, signed now (Stripe's tolerance is
 // five minutes: a run must start within it).
-func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []string, error) {
+func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []session, error) {
 	kinds, total := []Kind{}, 0
 	for k, w := range mix {
 		if w > 0 {
@@ -243,9 +258,9 @@ func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []st
 	sort.Slice(kinds, func(i, j int) bool { return kinds[i] < kinds[j] })
 	now := time.Now()
 	var events []event
-	ids := make([]string, n)
+	sessions := make([]session, n)
 	for s := range n {
-		ids[s] = fmt.Sprint(prefix, s)
+		id := fmt.Sprint(prefix, s)
 		pick, kind := rand.IntN(total), kinds[0]
 		for _, k := range kinds {
 			if pick -= mix[k]; pick < 0 {
@@ -254,10 +269,13 @@ func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []st
 			}
 		}
 		var opts []testevent.Options
-		verified := testevent.Options{Type: "verified", SessionID: ids[s], Created: now}
-		failed := testevent.Options{Type: "requires_input", SessionID: ids[s], ErrorCode: "document_expired",
+		sessions[s] = session{id: id, final: kind.finalStatus()}
+		verified := testevent.Options{Type: "verified", SessionID: id, Created: now}
+		failed := testevent.Options{Type: "requires_input", SessionID: id, ErrorCode: "document_expired",
 			Created: now.Add(-time.Minute)}
 		switch kind {
+		case KindOpen:
+			opts = []testevent.Options{failed}
 		case KindVerified:
 			opts = []testevent.Options{verified}
 		case KindFailedThenVerified:
@@ -278,8 +296,11 @@ func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []st
 			events = append(events, event{session: s, body: body, sig: testevent.Sign(body, secret, now)})
 		}
 	}
-	return events, ids, nil
+	return events, sessions, nil
 }
+
+// session is one session of the run and the status it must reach.
+type session struct{ id, final string }
 
 // openModel sends event i at start + i/rate, each on its own goroutine, so a
 // slow answer never delays the next send.
@@ -322,29 +343,29 @@ func closedModel(ctx context.Context, n, concurrency int, send func(int, time.Ti
 	wg.Wait()
 }
 
-// waitPersisted polls the sessions table until every session is verified or
-// the settle time after the last send is over; it returns how many were,
-// each one's time from its first send, and when the last was seen.
-func waitPersisted(ctx context.Context, db *sql.DB, prefix string, ids []string, firstSend []time.Time,
+// waitPersisted polls the sessions table until every session has its final
+// status or the settle time after the last send is over; it returns how many
+// did, each one's time from its first send, and when the last was seen.
+func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []session, firstSend []time.Time,
 	mu *sync.Mutex, sent <-chan struct{}, settle time.Duration) (int, []time.Duration, time.Time, error) {
 	if settle <= 0 {
 		settle = 2 * time.Minute
 	}
 	deadline := time.Now().Add(24 * time.Hour)
-	index := make(map[string]int, len(ids))
-	for i, id := range ids {
-		index[id] = i
+	index := make(map[string]int, len(sessions))
+	for i, s := range sessions {
+		index[s.id] = i
 	}
-	seen := make([]bool, len(ids))
+	seen := make([]bool, len(sessions))
 	var e2e []time.Duration
 	var last time.Time
-	for len(e2e) < len(ids) && time.Now().Before(deadline) {
+	for len(e2e) < len(sessions) && time.Now().Before(deadline) {
 		select {
 		case <-sent:
 			sent, deadline = nil, time.Now().Add(settle)
 		default:
 		}
-		rows, err := db.QueryContext(ctx, `SELECT session_id FROM sessions WHERE session_id LIKE $1 ESCAPE '\' AND status = 'verified'`,
+		rows, err := db.QueryContext(ctx, `SELECT session_id, status FROM sessions WHERE session_id LIKE $1 ESCAPE '\'`,
 			strings.ReplaceAll(prefix, "_", `\_`)+"%")
 		if err != nil {
 			return 0, nil, last, fmt.Errorf("loadgen: read sessions: %w", err)
@@ -352,13 +373,13 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, ids []string,
 		now := time.Now()
 		mu.Lock()
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			var id, status string
+			if err := rows.Scan(&id, &status); err != nil {
 				mu.Unlock()
 				rows.Close()
 				return 0, nil, last, err
 			}
-			if i, ok := index[id]; ok && !seen[i] {
+			if i, ok := index[id]; ok && !seen[i] && status == sessions[i].final {
 				seen[i], last = true, now
 				e2e = append(e2e, now.Sub(firstSend[i]))
 			}
@@ -368,7 +389,7 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, ids []string,
 		if err := rows.Err(); err != nil {
 			return 0, nil, last, err
 		}
-		if len(e2e) < len(ids) {
+		if len(e2e) < len(sessions) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,7 +50,7 @@ func run() error {
 	duration := flag.Duration("duration", 0, "with -rate: send for this long instead of -sessions")
 	rate := flag.Float64("rate", 0, "events per second (open model); 0 means -concurrency senders (closed model)")
 	concurrency := flag.Int("concurrency", 32, "senders, without -rate")
-	mixFlag := flag.String("mix", "", "session kinds and weights, e.g. verified=40,failed_then_verified=30,duplicated=15,reordered=15")
+	mixFlag := flag.String("mix", "", "session kinds and weights, e.g. verified=40,failed_then_verified=30,duplicated=15,reordered=15 (open: left waiting for the user)")
 	bare := flag.Bool("bare", true, "also run bare SignalWithStart on the same server and compare")
 	settle := flag.Duration("settle", 2*time.Minute, "how long to wait for every session to be persisted")
 	flag.Parse()
@@ -131,7 +132,7 @@ func parseMix(s string) (map[loadgen.Kind]int, error) {
 		if !ok || err != nil || n < 0 {
 			return nil, fmt.Errorf("-mix: want kind=weight,..., got %q", part)
 		}
-		if _, known := loadgen.DefaultMix[loadgen.Kind(k)]; !known {
+		if !slices.Contains(loadgen.Kinds, loadgen.Kind(k)) {
 			return nil, fmt.Errorf("-mix: unknown kind %q", k)
 		}
 		mix[loadgen.Kind(k)] = n
