@@ -36,6 +36,7 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./webhook/
+	$(GO) test -run '^$$' -bench NormalizeName -benchmem ./activities/
 
 # Verified sessions per second end to end, against bare SignalWithStart with a
 # trivial worker in the same run (TEST_DATABASE_URL adds PostgreSQL).

@@ -430,3 +430,14 @@ func TestNormalizeName(t *testing.T) {
 		t.Error("different names compare equal")
 	}
 }
+
+// BenchmarkNormalizeName measures the name folding the output comparison
+// does for each expected and verified name.
+func BenchmarkNormalizeName(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if activities.NormalizeName("  José  María GARCÍA-Ñúñez ") == "" {
+			b.Fatal("empty")
+		}
+	}
+}
