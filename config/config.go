@@ -121,7 +121,8 @@ func Load(env Env) (Config, error) {
 		Worker: WorkerTuning{
 			// On 2 cores, more pollers or task slots did not move the
 			// service's end-to-end rate (they did the trivial worker's),
-			// so the SDK's defaults stay (README, Performance).
+			// so the SDK's defaults stay, but for activities, 100 as before
+			// (README, Performance).
 			WorkflowPollers: p.integer("WORKER_WORKFLOW_POLLERS", 2),
 			ActivityPollers: p.integer("WORKER_ACTIVITY_POLLERS", 2),
 			WorkflowTasks:   p.integer("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 1000),
@@ -130,14 +131,16 @@ func Load(env Env) (Config, error) {
 			StickyCacheSize: p.integer("WORKER_STICKY_CACHE_SIZE", 10000),
 		},
 	}
+	// The SDK refuses a single workflow poller or workflow task slot (the
+	// sticky queue needs a second): at least 2 for those.
 	for _, v := range []struct {
-		name string
-		n    int
-	}{{"WORKER_WORKFLOW_POLLERS", c.Worker.WorkflowPollers}, {"WORKER_ACTIVITY_POLLERS", c.Worker.ActivityPollers},
-		{"WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", c.Worker.WorkflowTasks}, {"WORKER_MAX_CONCURRENT_ACTIVITIES", c.Worker.Activities},
-		{"WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", c.Worker.LocalActivities}, {"WORKER_STICKY_CACHE_SIZE", c.Worker.StickyCacheSize}} {
-		if v.n < 1 {
-			p.fail(v.name, "must be at least 1")
+		name   string
+		n, min int
+	}{{"WORKER_WORKFLOW_POLLERS", c.Worker.WorkflowPollers, 2}, {"WORKER_ACTIVITY_POLLERS", c.Worker.ActivityPollers, 1},
+		{"WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", c.Worker.WorkflowTasks, 2}, {"WORKER_MAX_CONCURRENT_ACTIVITIES", c.Worker.Activities, 1},
+		{"WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", c.Worker.LocalActivities, 1}, {"WORKER_STICKY_CACHE_SIZE", c.Worker.StickyCacheSize, 1}} {
+		if v.n < v.min {
+			p.fail(v.name, fmt.Sprintf("must be at least %d", v.min))
 		}
 	}
 	pol := workflows.DefaultPolicy()

@@ -67,8 +67,10 @@ func TestWorkerTuningFromTheEnvironment(t *testing.T) {
 	if c.Worker != want {
 		t.Errorf("worker = %+v; want %+v", c.Worker, want)
 	}
-	_, err = config.Load(config.Map{"WORKER_ACTIVITY_POLLERS": "0", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES": "-1"})
-	for _, name := range []string{"WORKER_ACTIVITY_POLLERS", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES"} {
+	_, err = config.Load(config.Map{"WORKER_ACTIVITY_POLLERS": "0", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES": "-1",
+		"WORKER_WORKFLOW_POLLERS": "1", "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": "1"})
+	for _, name := range []string{"WORKER_ACTIVITY_POLLERS", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES",
+		"WORKER_WORKFLOW_POLLERS", "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("error %v does not name %s", err, name)
 		}

@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -137,15 +138,19 @@ func (s *Server) dropDatabases() {
 }
 
 // moduleDir is where the Go module cache holds a dependency of the module in
-// dir (its schema files, here).
+// dir (its schema files, here), downloading it when the cache lacks it.
 func moduleDir(ctx context.Context, dir, module string) (string, error) {
-	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", module)
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module)
 	cmd.Dir = dir
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("devstack: locate %s: %w", module, err)
+		return "", fmt.Errorf("devstack: download %s: %w", module, err)
 	}
-	return strings.TrimSpace(string(out)), nil
+	var m struct{ Dir string }
+	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
+		return "", fmt.Errorf("devstack: locate %s: %v (%s)", module, err, out)
+	}
+	return m.Dir, nil
 }
 
 func lastLines(out []byte) string {

@@ -52,13 +52,22 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		if err := startComponents(ctx, dir); err != nil {
+		err = startComponents(ctx, dir)
+		// Stop whatever started, also when the rest did not (a Temporal
+		// Server's databases are dropped then).
+		if components.stopTemporal != nil {
+			defer components.stopTemporal()
+		}
+		if components.mailpit != nil {
+			defer components.mailpit.Stop()
+		}
+		if components.stripe != nil {
+			defer components.stripe.Stop()
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e:", err)
 			return 1
 		}
-		defer components.stopTemporal()
-		defer components.mailpit.Stop()
-		defer components.stripe.Stop()
 		return m.Run()
 	}())
 }
@@ -102,11 +111,17 @@ func startComponents(ctx context.Context, dir string) error {
 		}
 		components.stopTemporal = components.temporal.Stop
 	}
-	if components.mailpit, err = devstack.StartMailpit(ctx, bins["mailpit"], dir, ports[2], ports[3]); err != nil {
+	mp, err := devstack.StartMailpit(ctx, bins["mailpit"], dir, ports[2], ports[3])
+	if err != nil {
 		return err
 	}
-	components.stripe, err = devstack.StartStripeMock(ctx, bins["stripemock"], dir, ports[4])
-	return err
+	components.mailpit = mp
+	sm, err := devstack.StartStripeMock(ctx, bins["stripemock"], dir, ports[4])
+	if err != nil {
+		return err
+	}
+	components.stripe = sm
+	return nil
 }
 
 const (

@@ -53,7 +53,9 @@ func TestLoadBalances(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e2e, err := loadgen.Bare(ctx, s.temporal, res.Sessions, float64(rate), concurrency, true, opts)
+		// The end-to-end floor: the load's sessions at its rate of sessions.
+		e2e, err := loadgen.Bare(ctx, s.temporal, res.Sessions, float64(rate)/loadgen.EventsPerSession(loadgen.DefaultMix),
+			concurrency, true, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +63,7 @@ func TestLoadBalances(t *testing.T) {
 		loadgen.Report(&report, res, &ack, &e2e)
 		t.Logf("%d sessions on %s:\n%sTemporal server CPU: %.1f ms per session (the service's run, until all persisted)",
 			sessions, s.db, report.String(), float64((cpu1-cpu0).Microseconds())/1000/float64(sessions))
-		if res.Void != "" || res.Accepted != res.Sent || res.Persisted != sessions {
+		if res.Void != "" || res.Accepted != res.Sent || res.Persisted != sessions || res.Refused+res.Failed != 0 {
 			t.Errorf("the load does not balance: %+v", res)
 		}
 		if ack.Accepted != res.Sent || e2e.Accepted != sessions {

@@ -24,10 +24,10 @@ type BareResult struct {
 }
 
 // AckPerSecond is accepted SignalWithStarts per second.
-func (r BareResult) AckPerSecond() float64 { return float64(r.Accepted) / r.Elapsed.Seconds() }
+func (r BareResult) AckPerSecond() float64 { return perSecond(r.Accepted, r.Elapsed) }
 
 // SessionsPerSecond is completed workflows per second (with a worker).
-func (r BareResult) SessionsPerSecond() float64 { return float64(r.Accepted) / r.Completed.Seconds() }
+func (r BareResult) SessionsPerSecond() float64 { return perSecond(r.Accepted, r.Completed) }
 
 const trivialWorkflow = "LoadgenTrivial"
 
@@ -37,8 +37,9 @@ func trivial(ctx workflow.Context) error {
 	return nil
 }
 
-// Bare runs SignalWithStart of a trivial workflow, n times with the same
-// rate or concurrency as the load, on the same Temporal server and
+// Bare runs SignalWithStart of a trivial workflow, n times at the given rate
+// (for the end-to-end floor, the load's rate of sessions, not of events) or
+// with the load's concurrency, on the same Temporal server and
 // namespace (a task queue of its own). With worker, a worker with opts (the
 // service worker's, for a fair floor) completes them and the time until the
 // last completed is measured; without, only the acknowledgement is, and the
@@ -60,8 +61,8 @@ func Bare(ctx context.Context, c client.Client, n int, rate float64, concurrency
 	var firstErr error
 	send := func(i int, scheduled time.Time) {
 		id := fmt.Sprint(queue, "-", i)
-		run, err := c.SignalWithStartWorkflow(ctx, id, "s", nil,
-			client.StartWorkflowOptions{ID: id, TaskQueue: queue}, trivialWorkflow)
+		run, err := c.SignalWithStartWorkflow(ctx, id, "s", nil, client.StartWorkflowOptions{ID: id, TaskQueue: queue,
+			WorkflowExecutionTimeout: 10 * time.Minute}, trivialWorkflow) // never left running for long
 		took := time.Since(scheduled)
 		mu.Lock()
 		defer mu.Unlock()
@@ -78,7 +79,11 @@ func Bare(ctx context.Context, c client.Client, n int, rate float64, concurrency
 	if rate > 0 {
 		openModel(ctx, n, rate, start, send)
 	} else {
-		closedModel(ctx, n, concurrency, send)
+		each := make([][]int, n)
+		for i := range each {
+			each[i] = []int{i}
+		}
+		closedModel(ctx, each, concurrency, send)
 	}
 	res.Elapsed = time.Since(start)
 	res.Ack = summarize(acks)
@@ -90,13 +95,37 @@ func Bare(ctx context.Context, c client.Client, n int, rate float64, concurrency
 			return res, fmt.Errorf("loadgen: bare worker: %w", err)
 		}
 	}
+	// Wait for every run at once: the time is when the last one completed,
+	// not n waits one after the other.
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	var last time.Time
+	var getErr error
 	for _, run := range runs {
-		if err := run.Get(ctx, nil); err != nil {
-			return res, fmt.Errorf("loadgen: bare workflow: %w", err)
+		if run == nil {
+			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := run.Get(gctx, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && getErr == nil {
+				getErr = err
+			}
+			if now := time.Now(); now.After(last) {
+				last = now
+			}
+		}()
 	}
-	if worker {
-		res.Completed = time.Since(start)
+	wg.Wait()
+	if getErr != nil {
+		return res, fmt.Errorf("loadgen: bare workflow: %w", getErr)
+	}
+	if worker && !last.IsZero() {
+		res.Completed = last.Sub(start)
 	}
 	return res, nil
 }

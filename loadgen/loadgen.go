@@ -2,15 +2,16 @@
 // and measures what the service adds to the cost of making an event durable
 // in Temporal: the acknowledgement (throughput, latency, errors by status)
 // and the end-to-end time until the session's status is in the database.
-// A run is void unless every event sent was accepted or refused and every
-// accepted session reached its final status by the end.
+// A run is void unless every event sent was accepted or refused (a 4xx),
+// none failed (a 5xx or no answer), and every session holds its final status
+// at the end.
 //
 // Events are built and signed before the clock starts, so the tool's own CPU
 // does not count against the webhook. With a rate, the load is an open model:
 // each event has a scheduled send time and its latency is measured from it,
 // so a slow server cannot slow the load down and hide its own latency
-// (no coordinated omission). Without a rate, a fixed number of senders send
-// back to back (a closed model).
+// (no coordinated omission). Without a rate, a fixed number of senders each
+// send whole sessions, their events in order, back to back (a closed model).
 package loadgen
 
 import (
@@ -20,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -95,13 +97,16 @@ type event struct {
 
 // Result is what a run measured.
 type Result struct {
-	Sessions, Sent, Accepted, Refused int
-	Errors                            map[string]int // by HTTP status, or the transport error
-	Elapsed                           time.Duration  // first send to last answer
-	Ack                               Latencies      // per event, from its scheduled (or actual) send
-	// Persisted counts the sessions whose row reached the final status;
-	// EndToEnd is the time from a session's first send until then, and
-	// Completed the time from the run's first send until the last one did.
+	Sessions, Sent, Accepted int
+	Refused                  int            // 4xx: the webhook refused the event
+	Failed                   int            // 5xx or no answer: the event may be lost
+	Errors                   map[string]int // refusals and failures by HTTP status or transport error
+	Elapsed                  time.Duration  // first send to last answer
+	Ack                      Latencies      // per event, from its scheduled (or actual) send
+	// Persisted counts the sessions whose row holds the final status at the
+	// end; EndToEnd is the time from a session's last event's send until its
+	// row first showed it, and Completed the time from the run's first send
+	// until the last row did.
 	Persisted int
 	EndToEnd  Latencies
 	Completed time.Duration
@@ -110,10 +115,17 @@ type Result struct {
 }
 
 // AckPerSecond is accepted events per second.
-func (r Result) AckPerSecond() float64 { return float64(r.Accepted) / r.Elapsed.Seconds() }
+func (r Result) AckPerSecond() float64 { return perSecond(r.Accepted, r.Elapsed) }
 
 // SessionsPerSecond is sessions persisted per second, end to end.
-func (r Result) SessionsPerSecond() float64 { return float64(r.Persisted) / r.Completed.Seconds() }
+func (r Result) SessionsPerSecond() float64 { return perSecond(r.Persisted, r.Completed) }
+
+func perSecond(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
 
 // EventsPerSession is how many events a session of the mix sends on average.
 func EventsPerSession(mix map[Kind]int) float64 {
@@ -139,7 +151,9 @@ func summarize(d []time.Duration) Latencies {
 		return Latencies{}
 	}
 	slices.Sort(d)
-	at := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
+	at := func(q float64) time.Duration { // nearest rank
+		return d[min(len(d)-1, int(math.Ceil(q*float64(len(d))))-1)]
+	}
 	return Latencies{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: d[len(d)-1]}
 }
 
@@ -169,35 +183,44 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
 	}
 	res := Result{Sessions: cfg.Sessions, Sent: len(events), Errors: map[string]int{}}
-	firstSend := make([]time.Time, cfg.Sessions)
+	if cfg.Rate > 0 && float64(len(events))/cfg.Rate > signedFor.Seconds() {
+		return res, fmt.Errorf("loadgen: %d events at %.0f/s take longer than the %s a signature stays valid: fewer sessions or a higher rate",
+			len(events), cfg.Rate, signedFor)
+	}
+	lastSend := make([]time.Time, cfg.Sessions)
 	var mu sync.Mutex
 	var acks []time.Duration
 	send := func(i int, scheduled time.Time) {
 		ev := events[i]
 		mu.Lock()
-		if firstSend[ev.session].IsZero() || scheduled.Before(firstSend[ev.session]) {
-			firstSend[ev.session] = scheduled
+		if scheduled.After(lastSend[ev.session]) {
+			lastSend[ev.session] = scheduled
 		}
 		mu.Unlock()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, cfg.WebhookURL, bytes.NewReader(ev.body))
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
 		req.Header.Set("Stripe-Signature", ev.sig)
 		resp, err := client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body) // read to the end, so the connection is reused
+			resp.Body.Close()
+		}
 		took := time.Since(scheduled)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case err != nil:
+			res.Failed++
 			res.Errors[transportError(err)]++
 		case resp.StatusCode/100 == 2:
 			res.Accepted++
 			acks = append(acks, took)
-		default:
+		case resp.StatusCode/100 == 4:
 			res.Refused++
 			res.Errors[fmt.Sprint(resp.StatusCode)]++
-		}
-		if resp != nil {
-			resp.Body.Close()
+		default:
+			res.Failed++
+			res.Errors[fmt.Sprint(resp.StatusCode)]++
 		}
 	}
 	// The database is watched from the first send, so a session's time is
@@ -214,27 +237,33 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.DB != nil {
 		go func() {
 			var p persisted
-			p.done, p.e2e, p.last, p.err = waitPersisted(ctx, cfg.DB, prefix, sessions, firstSend, &mu, sent, cfg.Settle)
+			p.done, p.e2e, p.last, p.err = waitPersisted(ctx, cfg.DB, prefix, sessions, lastSend, &mu, sent, cfg.Settle)
 			watched <- p
 		}()
 	}
 	if cfg.Rate > 0 {
 		openModel(ctx, len(events), cfg.Rate, start, send)
 	} else {
-		closedModel(ctx, len(events), cfg.Concurrency, send)
+		closedModel(ctx, bySession(events), cfg.Concurrency, send)
 	}
 	res.Elapsed = time.Since(start)
 	close(sent)
 	res.Ack = summarize(acks)
-	if n := res.Accepted + res.Refused; n != res.Sent {
-		res.Void = fmt.Sprintf("%d sent, %d answered", res.Sent, n)
+	switch {
+	case res.Failed > 0:
+		res.Void = fmt.Sprintf("%d of %d events failed (5xx or no answer)", res.Failed, res.Sent)
+	case res.Accepted+res.Refused != res.Sent:
+		res.Void = fmt.Sprintf("%d sent, %d answered", res.Sent, res.Accepted+res.Refused)
 	}
 	if cfg.DB != nil {
 		p := <-watched
 		if p.err != nil {
 			return res, p.err
 		}
-		res.Persisted, res.EndToEnd, res.Completed = p.done, summarize(p.e2e), p.last.Sub(start)
+		res.Persisted, res.EndToEnd = p.done, summarize(p.e2e)
+		if !p.last.IsZero() {
+			res.Completed = p.last.Sub(start)
+		}
 		if p.done != len(sessions) && res.Void == "" {
 			res.Void = fmt.Sprintf("%d of %d sessions persisted by the end", p.done, len(sessions))
 		}
@@ -242,8 +271,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, nil
 }
 
-// build makes every session's events, signed now (Stripe's tolerance is
-// five minutes: a run must start within it).
+// signedFor is how long the run's signatures stay valid at the webhook
+// (Stripe's tolerance, 300 s, less a margin): a run must send within it.
+const signedFor = 4 * time.Minute
+
+// build makes every session's events, signed now.
 func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []session, error) {
 	kinds, total := []Kind{}, 0
 	for k, w := range mix {
@@ -320,80 +352,118 @@ func openModel(ctx context.Context, n int, rate float64, start time.Time, send f
 	wg.Wait()
 }
 
-// closedModel keeps concurrency senders busy until every event is sent.
-func closedModel(ctx context.Context, n, concurrency int, send func(int, time.Time)) {
-	next := make(chan int)
+// bySession groups the events' indexes by session, in order.
+func bySession(events []event) [][]int {
+	var out [][]int
+	for i, ev := range events {
+		if i == 0 || ev.session != events[i-1].session {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], i)
+	}
+	return out
+}
+
+// closedModel keeps concurrency senders busy until every session is sent;
+// each sender sends a session's events one after the other, in their order.
+func closedModel(ctx context.Context, sessions [][]int, concurrency int, send func(int, time.Time)) {
+	next := make(chan []int)
 	var wg sync.WaitGroup
 	for range concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				send(i, time.Now())
+			for evs := range next {
+				for _, i := range evs {
+					send(i, time.Now())
+				}
 			}
 		}()
 	}
-	for i := range n {
+	for _, evs := range sessions {
 		if ctx.Err() != nil {
 			break
 		}
-		next <- i
+		next <- evs
 	}
 	close(next)
 	wg.Wait()
 }
 
 // waitPersisted polls the sessions table until every session has its final
-// status or the settle time after the last send is over; it returns how many
-// did, each one's time from its first send, and when the last was seen.
-func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []session, firstSend []time.Time,
+// status or the settle time after the last send is over, then reads them
+// all once more: a session counts only if it still holds its final status.
+// It returns how many do, each one's time from its last event's send until
+// its row first showed the status, and when the last one did.
+func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []session, lastSend []time.Time,
 	mu *sync.Mutex, sent <-chan struct{}, settle time.Duration) (int, []time.Duration, time.Time, error) {
 	if settle <= 0 {
 		settle = 2 * time.Minute
 	}
-	deadline := time.Now().Add(24 * time.Hour)
 	index := make(map[string]int, len(sessions))
 	for i, s := range sessions {
 		index[s.id] = i
 	}
+	type row struct{ id, status string }
+	read := func() ([]row, error) {
+		// A key range, not LIKE: it uses the primary key on both engines.
+		rows, err := db.QueryContext(ctx, `SELECT session_id, status FROM sessions WHERE session_id >= $1 AND session_id < $2`,
+			prefix, prefix+"~")
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: read sessions: %w", err)
+		}
+		defer rows.Close()
+		var out []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.id, &r.status); err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		return out, rows.Err()
+	}
 	seen := make([]bool, len(sessions))
 	var e2e []time.Duration
 	var last time.Time
+	deadline := time.Now().Add(24 * time.Hour)
 	for len(e2e) < len(sessions) && time.Now().Before(deadline) {
 		select {
 		case <-sent:
 			sent, deadline = nil, time.Now().Add(settle)
 		default:
 		}
-		rows, err := db.QueryContext(ctx, `SELECT session_id, status FROM sessions WHERE session_id LIKE $1 ESCAPE '\'`,
-			strings.ReplaceAll(prefix, "_", `\_`)+"%")
+		rows, err := read()
 		if err != nil {
-			return 0, nil, last, fmt.Errorf("loadgen: read sessions: %w", err)
+			return 0, nil, last, err
 		}
 		now := time.Now()
 		mu.Lock()
-		for rows.Next() {
-			var id, status string
-			if err := rows.Scan(&id, &status); err != nil {
-				mu.Unlock()
-				rows.Close()
-				return 0, nil, last, err
-			}
-			if i, ok := index[id]; ok && !seen[i] && status == sessions[i].final {
+		for _, r := range rows {
+			if i, ok := index[r.id]; ok && !seen[i] && r.status == sessions[i].final {
 				seen[i], last = true, now
-				e2e = append(e2e, now.Sub(firstSend[i]))
+				e2e = append(e2e, now.Sub(lastSend[i]))
 			}
 		}
 		mu.Unlock()
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return 0, nil, last, err
-		}
 		if len(e2e) < len(sessions) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	return len(e2e), e2e, last, nil
+	if sent != nil { // every session showed its status before the last send
+		<-sent
+	}
+	rows, err := read()
+	if err != nil {
+		return 0, nil, last, err
+	}
+	holding := 0
+	for _, r := range rows {
+		if i, ok := index[r.id]; ok && seen[i] && r.status == sessions[i].final {
+			holding++
+		}
+	}
+	return holding, e2e, last, nil
 }
 
 // transportError names a failed request without its addresses.
@@ -411,20 +481,20 @@ func transportError(err error) string {
 
 // Report writes a run's figures and, when the floor was measured, the ratios.
 func Report(w io.Writer, res Result, ack, e2e *BareResult) {
-	fmt.Fprintf(w, "service ack:        %d sent, %d accepted, %d refused %v; %.1f/s; %s\n",
-		res.Sent, res.Accepted, res.Refused, res.Errors, res.AckPerSecond(), res.Ack)
+	fmt.Fprintf(w, "service ack:        %d sent, %d accepted, %d refused, %d failed %v; %.1f/s; %s\n",
+		res.Sent, res.Accepted, res.Refused, res.Failed, res.Errors, res.AckPerSecond(), res.Ack)
 	if res.Completed > 0 {
-		fmt.Fprintf(w, "service end to end: %d of %d sessions persisted; %.1f sessions/s; from first send %s\n",
+		fmt.Fprintf(w, "service end to end: %d of %d sessions persisted; %.1f sessions/s; from the last event's send %s\n",
 			res.Persisted, res.Sessions, res.SessionsPerSecond(), res.EndToEnd)
 	}
-	if ack == nil || e2e == nil {
-		return
+	if ack != nil && e2e != nil && ack.AckPerSecond() > 0 && e2e.SessionsPerSecond() > 0 {
+		fmt.Fprintf(w, "bare ack:           %d SignalWithStart, no worker; %.1f/s; %s\n", ack.Accepted, ack.AckPerSecond(), ack.Ack)
+		fmt.Fprintf(w, "bare end to end:    %d sessions with a trivial worker; %.1f sessions/s (its ack: %.1f/s, %s)\n",
+			e2e.Accepted, e2e.SessionsPerSecond(), e2e.AckPerSecond(), e2e.Ack)
+		fmt.Fprintf(w, "ratio:              ack %.0f %% of bare (p50 %+.1f ms); end to end %.0f %% of bare\n",
+			100*res.AckPerSecond()/ack.AckPerSecond(), float64((res.Ack.P50-ack.Ack.P50).Microseconds())/1000,
+			100*res.SessionsPerSecond()/e2e.SessionsPerSecond())
 	}
-	fmt.Fprintf(w, "bare ack:           %d SignalWithStart; %.1f/s; %s\n", ack.Accepted, ack.AckPerSecond(), ack.Ack)
-	fmt.Fprintf(w, "bare end to end:    %d sessions with a trivial worker; %.1f sessions/s\n", e2e.Accepted, e2e.SessionsPerSecond())
-	fmt.Fprintf(w, "ratio:              ack %.0f %% of bare (p50 %+.1f ms); end to end %.0f %% of bare\n",
-		100*res.AckPerSecond()/ack.AckPerSecond(), float64((res.Ack.P50-ack.Ack.P50).Microseconds())/1000,
-		100*res.SessionsPerSecond()/e2e.SessionsPerSecond())
 	if res.Void != "" {
 		fmt.Fprintf(w, "VOID:               %s\n", res.Void)
 	}

@@ -65,6 +65,11 @@ func run() error {
 		}
 		*sessions = int(math.Ceil(*rate * duration.Seconds() / loadgen.EventsPerSession(mix)))
 	}
+	// The trivial worker gets the service worker's tuning (WORKER_*).
+	cfg, err := config.Load(config.OS)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	st, err := store.Open(ctx, *dbURL)
@@ -91,17 +96,13 @@ func run() error {
 			return err
 		}
 		defer c.Close()
-		// The trivial worker gets the service worker's tuning (WORKER_*).
-		cfg, err := config.Load(config.OS)
-		if err != nil {
-			return err
-		}
 		opts := worker.Options(cfg.Worker)
 		a, err := loadgen.Bare(ctx, c, res.Sent, *rate, *concurrency, false, opts)
 		if err != nil {
 			return err
 		}
-		e, err := loadgen.Bare(ctx, c, res.Sessions, *rate, *concurrency, true, opts)
+		// The end-to-end floor: the load's sessions at its rate of sessions.
+		e, err := loadgen.Bare(ctx, c, res.Sessions, *rate/loadgen.EventsPerSession(mix), *concurrency, true, opts)
 		if err != nil {
 			return err
 		}
