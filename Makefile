@@ -53,6 +53,7 @@ bench-e2e: tools
 load: tools
 	LOAD_SESSIONS=$${LOAD_SESSIONS:-400} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
 	LOAD_SESSIONS=$${LOAD_SESSIONS:-300} LOAD_RATE=$${LOAD_RATE:-22} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
+	LOAD_ACK_EVENTS=$${LOAD_ACK_EVENTS:-500} $(GO) test -count=1 -v -run TestWebhookAckOverhead -timeout 30m ./e2e/ | grep -v '^=== '
 
 # What open sessions cost the worker's memory, per 1000, up to 10k; set
 # WORKER_STICKY_CACHE_SIZE below that to see the cache bound it.

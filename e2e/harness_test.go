@@ -41,7 +41,7 @@ var components struct {
 }
 
 // One namespace per database, so a worker never picks up another's workflows.
-var namespaces = map[string]string{"sqlite": "e2e-sqlite", "postgres": "e2e-postgres"}
+var namespaces = map[string]string{"sqlite": "e2e-sqlite", "postgres": "e2e-postgres", "ack": "e2e-ack"}
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
@@ -99,14 +99,14 @@ func startComponents(ctx context.Context, dir string) error {
 			return errors.New("E2E_TEMPORAL=server needs TEST_DATABASE_URL (the PostgreSQL server it runs on)")
 		}
 		srv, err := devstack.StartTemporalServer(ctx, root, bins["temporal"], dir, pg, ports[0],
-			namespaces["sqlite"], namespaces["postgres"])
+			namespaces["sqlite"], namespaces["postgres"], namespaces["ack"])
 		if err != nil {
 			return err
 		}
 		components.temporal, components.stopTemporal = srv.Temporal, srv.Stop
 	} else {
 		if components.temporal, err = devstack.StartTemporalInMemory(ctx, bins["temporal"], dir, ports[0], ports[1],
-			namespaces["sqlite"], namespaces["postgres"]); err != nil {
+			namespaces["sqlite"], namespaces["postgres"], namespaces["ack"]); err != nil {
 			return err
 		}
 		components.stopTemporal = components.temporal.Stop
@@ -153,8 +153,15 @@ func forEachDatabaseWith(t *testing.T, env config.Map, fn func(t *testing.T, s *
 	}
 }
 
-// startStack starts the service on db; env overrides the configuration.
+// startStack starts the service (webhook and worker) on db; env overrides
+// the configuration.
 func startStack(t testing.TB, db storetest.Database, env config.Map) *stack {
+	t.Helper()
+	return startRoles(t, db, env, true)
+}
+
+// startRoles starts the webhook, and the worker when worker is true.
+func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool) *stack {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -195,7 +202,7 @@ func startStack(t testing.TB, db storetest.Database, env config.Map) *stack {
 		log = service.NewLogger("warn")
 	}
 	go func() {
-		done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn}, log)
+		done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Listener: ln, AdminListener: adminLn}, log)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+
 	"identityverification/config"
 	"identityverification/loadgen"
 	"identityverification/store/storetest"
@@ -122,4 +125,38 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// TestWebhookAckOverhead measures what the webhook adds to a bare
+// SignalWithStart, one request at a time, with no worker running anywhere
+// in the process (in a namespace of its own): the webhook alone, without the
+// CPU a worker takes on the same cores. `make load` runs it
+// (LOAD_ACK_EVENTS); it is a measurement, so it only logs and checks that
+// every event was accepted.
+func TestWebhookAckOverhead(t *testing.T) {
+	n := envInt("LOAD_ACK_EVENTS", 0)
+	if n == 0 {
+		t.Skip("set LOAD_ACK_EVENTS (make load)")
+	}
+	s := startRoles(t, storetest.Databases(t)[0], config.Map{"LOG_LEVEL": "error", "TEMPORAL_NAMESPACE": namespaces["ack"]}, false)
+	c, err := client.Dial(client.Options{HostPort: components.temporal.Address, Namespace: namespaces["ack"], Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	res, err := loadgen.Run(ctx, loadgen.Config{WebhookURL: s.webhookURL, Secret: secret, Sessions: n, Concurrency: 1,
+		Mix: map[loadgen.Kind]int{loadgen.KindVerified: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Void != "" || res.Accepted != n {
+		t.Fatalf("not every event accepted: %+v", res)
+	}
+	bare, err := loadgen.Bare(ctx, c, n, 0, 1, false, sdkworker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d events one at a time, no worker: webhook %s; bare SignalWithStart %s; p50 overhead %+.2f ms",
+		n, res.Ack, bare.Ack, float64((res.Ack.P50-bare.Ack.P50).Microseconds())/1000)
 }
