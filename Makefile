@@ -7,7 +7,7 @@ SHELL := bash
 GO ?= go
 BIN := .bin
 
-.PHONY: dev test tools lint fuzz bench bench-e2e load load-server load-memory clean
+.PHONY: dev test tools lint fuzz bench load load-server load-memory clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -40,11 +40,6 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./webhook/
 	$(GO) test -run '^$$' -bench NormalizeName -benchmem ./activities/
-
-# Verified sessions per second end to end, against bare SignalWithStart with a
-# trivial worker in the same run (TEST_DATABASE_URL adds PostgreSQL).
-bench-e2e: tools
-	$(GO) test -run '^$$' -bench VerifiedSessions -benchtime 300x -timeout 15m ./e2e/
 
 # The load tool's report on a fresh stack (in-memory dev server, SQLite, and
 # PostgreSQL with TEST_DATABASE_URL): 400 sessions at concurrency 32, then an

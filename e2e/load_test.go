@@ -25,17 +25,7 @@ import (
 // prints the report (LOAD_SESSIONS, LOAD_CONCURRENCY, LOAD_RATE).
 func TestLoadBalances(t *testing.T) {
 	sessions, concurrency, rate := envInt("LOAD_SESSIONS", 40), envInt("LOAD_CONCURRENCY", 32), envInt("LOAD_RATE", 0)
-	env := config.Map{"LOG_LEVEL": "error"}
-	for _, k := range []string{"WORKER_WORKFLOW_POLLERS", "WORKER_ACTIVITY_POLLERS", "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS",
-		"WORKER_MAX_CONCURRENT_ACTIVITIES", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", "WORKER_STICKY_CACHE_SIZE"} {
-		if v := os.Getenv(k); v != "" { // tuning under test, for the service and the floor alike
-			env[k] = v
-		}
-	}
-	cfg, err := config.Load(env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, cfg := loadEnv(t)
 	opts := worker.Options(cfg.Worker)
 	forEachDatabaseWith(t, env, func(t *testing.T, s *stack) {
 		ctx := context.Background()
@@ -75,6 +65,23 @@ func TestLoadBalances(t *testing.T) {
 	})
 }
 
+// loadEnv is the stack's configuration for a load run: quiet logs and the
+// worker tuning under test (WORKER_* from the environment), which the floor's
+// trivial worker gets too.
+func loadEnv(t *testing.T) (config.Map, config.Config) {
+	env := config.Map{"LOG_LEVEL": "error"}
+	for _, kv := range os.Environ() {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "WORKER_") {
+			env[k] = v
+		}
+	}
+	cfg, err := config.Load(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, cfg
+}
+
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
 		return n
@@ -92,16 +99,13 @@ func TestWorkerMemoryPerOpenSessions(t *testing.T) {
 	if total == 0 {
 		t.Skip("set LOAD_OPEN_SESSIONS (make load-memory)")
 	}
-	env := config.Map{"LOG_LEVEL": "error"}
-	if v := os.Getenv("WORKER_STICKY_CACHE_SIZE"); v != "" {
-		env["WORKER_STICKY_CACHE_SIZE"] = v
-	}
+	env, cfg := loadEnv(t)
 	s := startStack(t, storetest.Databases(t)[0], env)
-	heap := func() uint64 {
+	heap := func() int64 {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
+		return int64(m.HeapAlloc)
 	}
 	base := heap()
 	const step = 1000
@@ -115,16 +119,9 @@ func TestWorkerMemoryPerOpenSessions(t *testing.T) {
 			t.Fatalf("void: %s", res.Void)
 		}
 		h := heap()
-		t.Logf("%6d open sessions: process heap +%.1f MiB over the idle stack, %.2f MiB per 1000 (sticky cache %s)",
-			open, float64(h-base)/(1<<20), float64(h-base)/(1<<20)/float64(open/step), orDefault(env["WORKER_STICKY_CACHE_SIZE"], "10000"))
+		t.Logf("%6d open sessions: process heap %+.1f MiB over the idle stack, %.2f MiB per 1000 (sticky cache %d)",
+			open, float64(h-base)/(1<<20), float64(h-base)/(1<<20)/float64(open/step), cfg.Worker.StickyCacheSize)
 	}
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // TestWebhookAckOverhead measures what the webhook adds to a bare
