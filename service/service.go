@@ -112,13 +112,14 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 		}
 	}
 	reg := webhook.NewRegistry()
-	h := &webhook.Handler{Temporal: c, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
+	ready := &webhook.Readiness{Temporal: c}
+	h := &webhook.Handler{Temporal: c, Ready: ready, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
 		Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
 	retry := &webhook.RetryHandler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
 		Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Timeout: 10 * time.Second, Log: wlog}
 	wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
-	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, c, reg), cfg.ShutdownGrace, wlog)
+	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, ready, reg), cfg.ShutdownGrace, wlog)
 }
 
 // runAdmin serves the admin API on ln (or cfg.AdminAddr) until ctx is done.

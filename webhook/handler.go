@@ -42,8 +42,11 @@ type Handler struct {
 	SignalTimeout time.Duration
 	Policy        workflows.Policy // snapshotted into each new workflow
 	Metrics       *Metrics
-	Log           *slog.Logger
-	Now           func() time.Time // the clock for timestamp checks
+	// Ready, when set, lets the handler answer 503 at once while Temporal
+	// is known to be down, and learns of a failed signal.
+	Ready *Readiness
+	Log   *slog.Logger
+	Now   func() time.Time // the clock for timestamp checks
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -98,6 +101,10 @@ func (h *Handler) serve(r *http.Request) (outcome, reason string, code int) {
 	}
 	log = log.With("session_id", ev.SessionID)
 
+	if h.Ready != nil && h.Ready.Down() {
+		log.Warn("Temporal is down; Stripe will retry")
+		return outcomeFailed, reasonTemporal, http.StatusServiceUnavailable
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.SignalTimeout)
 	defer cancel()
 	_, err = h.Temporal.SignalWithStartWorkflow(ctx, workflows.WorkflowID(ev.SessionID), workflows.SignalEvent, ev,
@@ -108,6 +115,9 @@ func (h *Handler) serve(r *http.Request) (outcome, reason string, code int) {
 		},
 		workflows.WorkflowName, workflows.Input{SessionID: ev.SessionID, Policy: h.Policy})
 	if err != nil {
+		if h.Ready != nil {
+			h.Ready.Suspect()
+		}
 		log.Error("could not hand the event to Temporal; Stripe will retry", "error", err)
 		return outcomeFailed, reasonTemporal, http.StatusServiceUnavailable
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,7 +247,8 @@ func TestHandlerAnswers503WhenTemporalIsDown(t *testing.T) {
 	defer c.Close()
 	h, reg := newHandler(t, c)
 	h.SignalTimeout = 500 * time.Millisecond
-	router := webhook.NewRouter(h, nil, c, reg)
+	h.Ready = &webhook.Readiness{Temporal: c}
+	router := webhook.NewRouter(h, nil, h.Ready, reg)
 	verified := fixture(t, "event_verification_session_verified.json")
 	req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(verified))
 	req.Header.Set("Stripe-Signature", sign(verified, secret, now))
@@ -317,4 +319,69 @@ type nopSignaler struct{}
 
 func (nopSignaler) SignalWithStartWorkflow(context.Context, string, string, any, client.StartWorkflowOptions, any, ...any) (client.WorkflowRun, error) {
 	return nil, nil
+}
+
+// countingSignaler counts SignalWithStart calls and fails them while down.
+type countingSignaler struct {
+	calls atomic.Int32
+	down  atomic.Bool
+}
+
+func (c *countingSignaler) SignalWithStartWorkflow(context.Context, string, string, any, client.StartWorkflowOptions, any, ...any) (client.WorkflowRun, error) {
+	c.calls.Add(1)
+	if c.down.Load() {
+		return nil, errors.New("unavailable")
+	}
+	return nil, nil
+}
+
+func (c *countingSignaler) CheckHealth(context.Context, *client.CheckHealthRequest) (*client.CheckHealthResponse, error) {
+	if c.down.Load() {
+		return nil, errors.New("unavailable")
+	}
+	return &client.CheckHealthResponse{}, nil
+}
+
+// TestHandlerKnowsTemporalIsDown: once a failed signal has made the health
+// check find Temporal down, deliveries are answered 503 without a Temporal
+// call; once the check finds it back, they are signaled again.
+func TestHandlerKnowsTemporalIsDown(t *testing.T) {
+	temporal := &countingSignaler{}
+	h, _ := newHandler(t, temporal)
+	h.Ready = &webhook.Readiness{Temporal: temporal, Every: 20 * time.Millisecond}
+	verified := fixture(t, "event_verification_session_verified.json")
+	deliver := func() int {
+		req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(verified))
+		req.Header.Set("Stripe-Signature", sign(verified, secret, now))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("gave up waiting for %s", what)
+			}
+		}
+	}
+	if code := deliver(); code != http.StatusOK || temporal.calls.Load() != 1 {
+		t.Fatalf("up: %d after %d calls; want 200 after 1", code, temporal.calls.Load())
+	}
+	temporal.down.Store(true)
+	if code := deliver(); code != http.StatusServiceUnavailable {
+		t.Fatalf("first delivery while down: %d; want 503", code)
+	}
+	waitFor("the check to find Temporal down", func() bool { return !h.Ready.Ready(context.Background()) })
+	calls := temporal.calls.Load()
+	for range 5 {
+		if code := deliver(); code != http.StatusServiceUnavailable {
+			t.Fatalf("delivery while known down: %d; want 503", code)
+		}
+	}
+	if n := temporal.calls.Load() - calls; n != 0 {
+		t.Errorf("%d Temporal calls while it was known down; want 0", n)
+	}
+	temporal.down.Store(false)
+	waitFor("Temporal back", func() bool { return deliver() == http.StatusOK })
 }

@@ -26,8 +26,8 @@ type HealthChecker interface {
 }
 
 // NewRouter wires the webhook, retry-link, health and metrics routes; retry
-// may be nil (no retry links served).
-func NewRouter(h *Handler, retry *RetryHandler, temporal HealthChecker, reg *prometheus.Registry) http.Handler {
+// may be nil (no retry links served), and so may ready (no /readyz).
+func NewRouter(h *Handler, retry *RetryHandler, ready *Readiness, reg *prometheus.Registry) http.Handler {
 	r := mux.NewRouter()
 	r.Handle(Route, h).Methods(http.MethodPost)
 	if retry != nil {
@@ -36,16 +36,17 @@ func NewRouter(h *Handler, retry *RetryHandler, temporal HealthChecker, reg *pro
 	r.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, "ok", "")
 	}).Methods(http.MethodGet)
-	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
-		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
-		defer cancel()
-		if _, err := temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
-			h.Log.Warn("readiness: Temporal unreachable", "error", err)
-			writeJSON(w, http.StatusServiceUnavailable, "unavailable", "temporal_unreachable")
-			return
-		}
-		writeJSON(w, http.StatusOK, "ok", "")
-	}).Methods(http.MethodGet)
+	if ready != nil {
+		r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+			ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+			defer cancel()
+			if !ready.Ready(ctx) {
+				writeJSON(w, http.StatusServiceUnavailable, "unavailable", "temporal_unreachable")
+				return
+			}
+			writeJSON(w, http.StatusOK, "ok", "")
+		}).Methods(http.MethodGet)
+	}
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, "rejected", "method_not_allowed")

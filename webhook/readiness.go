@@ -1,0 +1,121 @@
+package webhook
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/client"
+)
+
+// Readiness knows whether Temporal answers, from a health check made at most
+// once per Every (and at once after a failed signal), so that while Temporal
+// is down the webhook answers 503 at once instead of holding every delivery
+// for the whole signal timeout, and /readyz costs Temporal nothing per
+// request. Stripe retries a 503, so a fast refusal loses nothing.
+type Readiness struct {
+	Temporal HealthChecker
+	// Every is how old a result may be before the next check (default 1 s);
+	// Timeout bounds a check (default 1 s).
+	Every, Timeout time.Duration
+
+	mu      sync.Mutex
+	known   bool // a check has finished
+	down    bool
+	checked time.Time
+	probing bool
+}
+
+func (r *Readiness) every() time.Duration {
+	if r.Every > 0 {
+		return r.Every
+	}
+	return time.Second
+}
+
+func (r *Readiness) timeout() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return time.Second
+}
+
+// Down reports whether the last check found Temporal down. It never waits:
+// when the result is stale it starts a check in the background and answers
+// the last one meanwhile. Before the first check it says up, so the caller
+// tries Temporal itself.
+func (r *Readiness) Down() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) >= r.every() {
+		r.startLocked()
+	}
+	return r.known && r.down
+}
+
+// Suspect starts a check now: a signal failed, and the next deliveries
+// should learn soon whether Temporal is down.
+func (r *Readiness) Suspect() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.startLocked()
+}
+
+// Ready answers /readyz: the last result while it is fresh, otherwise a
+// check made now (one at a time; concurrent callers share it).
+func (r *Readiness) Ready(ctx context.Context) bool {
+	r.mu.Lock()
+	if r.known && time.Since(r.checked) < r.every() {
+		defer r.mu.Unlock()
+		return !r.down
+	}
+	r.mu.Unlock()
+	r.check(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.known && !r.down
+}
+
+func (r *Readiness) startLocked() {
+	if r.probing {
+		return
+	}
+	r.probing = true
+	go r.probe()
+}
+
+func (r *Readiness) probe() {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
+	defer cancel()
+	_, err := r.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.known, r.down, r.checked, r.probing = true, err != nil, time.Now(), false
+}
+
+// check runs a probe in the caller's goroutine unless one is under way, in
+// which case it waits for that one (bounded by ctx).
+func (r *Readiness) check(ctx context.Context) {
+	r.mu.Lock()
+	if !r.probing {
+		r.probing = true
+		r.mu.Unlock()
+		r.probe()
+		return
+	}
+	started := r.checked
+	r.mu.Unlock()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		r.mu.Lock()
+		done := r.checked != started
+		r.mu.Unlock()
+		if done {
+			return
+		}
+	}
+}
