@@ -77,7 +77,11 @@ func Bare(ctx context.Context, c client.Client, n int, rate float64, concurrency
 	}
 	start := time.Now()
 	if rate > 0 {
-		openModel(ctx, n, rate, start, send)
+		order := make([]int, n)
+		for i := range order {
+			order[i] = i
+		}
+		openModel(ctx, order, rate, start, send)
 	} else {
 		each := make([][]int, n)
 		for i := range each {

@@ -52,6 +52,20 @@ type Config struct {
 	Settle time.Duration
 	// Client sends the requests; nil means a client sized for Concurrency.
 	Client *http.Client
+
+	// Copies, when > 1, delivers every event that many times, each copy
+	// signed afresh (a Stripe retry carries a new signature).
+	Copies int
+	// Shuffle sends the deliveries in a random order, across sessions and
+	// within them (a storm of retries arriving out of order).
+	Shuffle bool
+	// Register, when set, is called for each session before any of its
+	// events is sent (to register the user's contact, so emails are owed).
+	Register func(ctx context.Context, sessionID string) error
+	// Redeliver, when > 0, sends a delivery answered 5xx or not at all again,
+	// signed afresh, after a backoff (0.25 s doubling up to 5 s), as Stripe
+	// does, until it is answered otherwise or this long after its first send.
+	Redeliver time.Duration
 }
 
 // Kind is a session's sequence of events.
@@ -103,6 +117,14 @@ type Result struct {
 	Errors                   map[string]int // refusals and failures by HTTP status or transport error
 	Elapsed                  time.Duration  // first send to last answer
 	Ack                      Latencies      // per event, from its scheduled (or actual) send
+	// Redelivered counts the sends after a 5xx or no answer (Redeliver);
+	// Errors counts each of their answers, Failed only what still failed
+	// at the end. Unavailable is the latency of the 5xx answers.
+	Redelivered int
+	Unavailable Latencies
+	// Plan is every session of the run, its kind, the status it must end
+	// in and its events' ids.
+	Plan []Session
 	// Persisted counts the sessions whose row holds the final status at the
 	// end; EndToEnd is the time from a session's last event's send until its
 	// row first showed it, and Completed the time from the run's first send
@@ -172,9 +194,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		mix = DefaultMix
 	}
 	prefix := "vs_load_" + testevent.RandomID(8) + "_"
-	events, sessions, err := build(prefix, cfg.Sessions, mix, cfg.Secret)
+	events, sessions, err := build(prefix, cfg.Sessions, mix, cfg.Secret, max(cfg.Copies, 1))
 	if err != nil {
 		return Result{}, err
+	}
+	if cfg.Register != nil {
+		for _, s := range sessions {
+			if err := cfg.Register(ctx, s.ID); err != nil {
+				return Result{}, fmt.Errorf("loadgen: register %s: %w", s.ID, err)
+			}
+		}
 	}
 	client := cfg.Client
 	if client == nil {
@@ -182,24 +211,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
 	}
-	res := Result{Sessions: cfg.Sessions, Sent: len(events), Errors: map[string]int{}}
+	res := Result{Sessions: cfg.Sessions, Sent: len(events), Errors: map[string]int{}, Plan: sessions}
 	if cfg.Rate > 0 && float64(len(events))/cfg.Rate > signedFor.Seconds() {
 		return res, fmt.Errorf("loadgen: %d events at %.0f/s take longer than the %s a signature stays valid: fewer sessions or a higher rate",
 			len(events), cfg.Rate, signedFor)
 	}
 	lastSend := make([]time.Time, cfg.Sessions)
 	var mu sync.Mutex
-	var acks []time.Duration
-	send := func(i int, scheduled time.Time) {
-		ev := events[i]
-		mu.Lock()
-		if scheduled.After(lastSend[ev.session]) {
-			lastSend[ev.session] = scheduled
-		}
-		mu.Unlock()
+	var acks, unavailable []time.Duration
+	// post sends one delivery and reports whether it must be sent again (a
+	// 5xx or no answer).
+	post := func(ev event, sig string, scheduled time.Time) (again bool) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, cfg.WebhookURL, bytes.NewReader(ev.body))
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
-		req.Header.Set("Stripe-Signature", ev.sig)
+		req.Header.Set("Stripe-Signature", sig)
 		resp, err := client.Do(req)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body) // read to the end, so the connection is reused
@@ -210,8 +235,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		defer mu.Unlock()
 		switch {
 		case err != nil:
-			res.Failed++
 			res.Errors[transportError(err)]++
+			return true
 		case resp.StatusCode/100 == 2:
 			res.Accepted++
 			acks = append(acks, took)
@@ -219,8 +244,36 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			res.Refused++
 			res.Errors[fmt.Sprint(resp.StatusCode)]++
 		default:
-			res.Failed++
 			res.Errors[fmt.Sprint(resp.StatusCode)]++
+			unavailable = append(unavailable, took)
+			return true
+		}
+		return false
+	}
+	send := func(i int, scheduled time.Time) {
+		ev := events[i]
+		mu.Lock()
+		if scheduled.After(lastSend[ev.session]) {
+			lastSend[ev.session] = scheduled
+		}
+		mu.Unlock()
+		again := post(ev, ev.sig, scheduled)
+		for backoff, until := 250*time.Millisecond, scheduled.Add(cfg.Redeliver); again && time.Now().Before(until); backoff = min(2*backoff, 5*time.Second) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			now := time.Now()
+			mu.Lock()
+			res.Redelivered++
+			lastSend[ev.session] = now
+			mu.Unlock()
+			again = post(ev, testevent.Sign(ev.body, cfg.Secret, now), now)
+		}
+		if again {
+			mu.Lock()
+			res.Failed++
+			mu.Unlock()
 		}
 	}
 	// The database is watched from the first send, so a session's time is
@@ -241,14 +294,30 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			watched <- p
 		}()
 	}
+	order := bySession(events)
+	if cfg.Shuffle {
+		var all []int
+		for _, evs := range order {
+			all = append(all, evs...)
+		}
+		rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+		order = nil
+		for _, i := range all {
+			order = append(order, []int{i})
+		}
+	}
 	if cfg.Rate > 0 {
-		openModel(ctx, len(events), cfg.Rate, start, send)
+		var flat []int
+		for _, evs := range order {
+			flat = append(flat, evs...)
+		}
+		openModel(ctx, flat, cfg.Rate, start, send)
 	} else {
-		closedModel(ctx, bySession(events), cfg.Concurrency, send)
+		closedModel(ctx, order, cfg.Concurrency, send)
 	}
 	res.Elapsed = time.Since(start)
 	close(sent)
-	res.Ack = summarize(acks)
+	res.Ack, res.Unavailable = summarize(acks), summarize(unavailable)
 	switch {
 	case res.Failed > 0:
 		res.Void = fmt.Sprintf("%d of %d events failed (5xx or no answer)", res.Failed, res.Sent)
@@ -275,8 +344,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 // (Stripe's tolerance, 300 s, less a margin): a run must send within it.
 const signedFor = 4 * time.Minute
 
-// build makes every session's events, signed now.
-func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []session, error) {
+// build makes every session's events, each copy signed now (a second apart,
+// so every copy's signature differs).
+func build(prefix string, n int, mix map[Kind]int, secret string, copies int) ([]event, []Session, error) {
 	kinds, total := []Kind{}, 0
 	for k, w := range mix {
 		if w > 0 {
@@ -290,7 +360,7 @@ func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []se
 	sort.Slice(kinds, func(i, j int) bool { return kinds[i] < kinds[j] })
 	now := time.Now()
 	var events []event
-	sessions := make([]session, n)
+	sessions := make([]Session, n)
 	for s := range n {
 		id := fmt.Sprint(prefix, s)
 		pick, kind := rand.IntN(total), kinds[0]
@@ -301,7 +371,7 @@ func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []se
 			}
 		}
 		var opts []testevent.Options
-		sessions[s] = session{id: id, final: kind.finalStatus()}
+		sessions[s] = Session{ID: id, Kind: kind, Final: kind.finalStatus()}
 		verified := testevent.Options{Type: "verified", SessionID: id, Created: now}
 		failed := testevent.Options{Type: "requires_input", SessionID: id, ErrorCode: "document_expired",
 			Created: now.Add(-time.Minute)}
@@ -320,26 +390,46 @@ func build(prefix string, n int, mix map[Kind]int, secret string) ([]event, []se
 		default:
 			return nil, nil, fmt.Errorf("loadgen: unknown session kind %q", kind)
 		}
+		built := map[string][]byte{} // a duplicate is the same body again
+		signed := map[string]int{}   // each delivery of it a second apart
 		for _, o := range opts {
-			body, err := testevent.Build(o)
-			if err != nil {
-				return nil, nil, err
+			if o.EventID == "" {
+				o.EventID = "evt_" + testevent.RandomID(24)
 			}
-			events = append(events, event{session: s, body: body, sig: testevent.Sign(body, secret, now)})
+			body, ok := built[o.EventID]
+			if !ok {
+				sessions[s].EventIDs = append(sessions[s].EventIDs, o.EventID)
+				var err error
+				if body, err = testevent.Build(o); err != nil {
+					return nil, nil, err
+				}
+				built[o.EventID] = body
+			}
+			for range copies {
+				signed[o.EventID]++
+				events = append(events, event{session: s, body: body,
+					sig: testevent.Sign(body, secret, now.Add(-time.Duration(signed[o.EventID])*time.Second))})
+			}
 		}
 	}
 	return events, sessions, nil
 }
 
-// session is one session of the run and the status it must reach.
-type session struct{ id, final string }
+// Session is one session of the run: its kind, the status it must reach,
+// and its events' ids (a duplicate's once).
+type Session struct {
+	ID       string
+	Kind     Kind
+	Final    string
+	EventIDs []string
+}
 
-// openModel sends event i at start + i/rate, each on its own goroutine, so a
-// slow answer never delays the next send.
-func openModel(ctx context.Context, n int, rate float64, start time.Time, send func(int, time.Time)) {
+// openModel sends the n-th of order at start + n/rate, each on its own
+// goroutine, so a slow answer never delays the next send.
+func openModel(ctx context.Context, order []int, rate float64, start time.Time, send func(int, time.Time)) {
 	var wg sync.WaitGroup
-	for i := range n {
-		at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+	for n, i := range order {
+		at := start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
 		select {
 		case <-ctx.Done():
 			wg.Wait()
@@ -395,14 +485,14 @@ func closedModel(ctx context.Context, sessions [][]int, concurrency int, send fu
 // all once more: a session counts only if it still holds its final status.
 // It returns how many do, each one's time from its last event's send until
 // its row first showed the status, and when the last one did.
-func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []session, lastSend []time.Time,
+func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []Session, lastSend []time.Time,
 	mu *sync.Mutex, sent <-chan struct{}, settle time.Duration) (int, []time.Duration, time.Time, error) {
 	if settle <= 0 {
 		settle = 2 * time.Minute
 	}
 	index := make(map[string]int, len(sessions))
 	for i, s := range sessions {
-		index[s.id] = i
+		index[s.ID] = i
 	}
 	type row struct{ id, status string }
 	read := func() ([]row, error) {
@@ -440,7 +530,7 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []se
 		now := time.Now()
 		mu.Lock()
 		for _, r := range rows {
-			if i, ok := index[r.id]; ok && !seen[i] && r.status == sessions[i].final {
+			if i, ok := index[r.id]; ok && !seen[i] && r.status == sessions[i].Final {
 				seen[i], last = true, now
 				e2e = append(e2e, now.Sub(lastSend[i]))
 			}
@@ -459,7 +549,7 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []se
 	}
 	holding := 0
 	for _, r := range rows {
-		if i, ok := index[r.id]; ok && seen[i] && r.status == sessions[i].final {
+		if i, ok := index[r.id]; ok && seen[i] && r.status == sessions[i].Final {
 			holding++
 		}
 	}

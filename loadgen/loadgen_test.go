@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"identityverification/loadgen"
 )
@@ -87,5 +89,66 @@ func TestARunLongerThanItsSignaturesIsRefused(t *testing.T) {
 		Sessions: 1000, Rate: 1})
 	if err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Errorf("err = %v; want the run refused", err)
+	}
+}
+
+// A storm: every event three times, each copy signed afresh, in a random
+// order; every session registered before its first event.
+func TestAStormSendsEveryEventThriceSignedAfresh(t *testing.T) {
+	var mu sync.Mutex
+	sigs := map[string]int{}
+	bodies := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		sigs[r.Header.Get("Stripe-Signature")]++
+		bodies[string(b)]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	var registered atomic.Int64
+	res, err := loadgen.Run(context.Background(), loadgen.Config{WebhookURL: srv.URL, Secret: "whsec_x", Sessions: 30,
+		Concurrency: 4, Copies: 3, Shuffle: true,
+		Register: func(context.Context, string) error { registered.Add(1); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := 0
+	for _, s := range res.Plan {
+		events += len(s.EventIDs)
+	}
+	if res.Void != "" || res.Accepted != res.Sent || registered.Load() != 30 || len(res.Plan) != 30 {
+		t.Fatalf("result %+v, %d registered", res, registered.Load())
+	}
+	if len(sigs) != res.Sent {
+		t.Errorf("%d distinct signatures for %d deliveries; want each signed afresh", len(sigs), res.Sent)
+	}
+	for b, n := range bodies {
+		if n%3 != 0 {
+			t.Errorf("a body delivered %d times; want a multiple of 3: %.80s", n, b)
+		}
+	}
+	if distinct := len(bodies); distinct != events {
+		t.Errorf("%d deliveries of %d bodies for %d event ids", res.Sent, distinct, events)
+	}
+}
+
+// With Redeliver, a delivery answered 503 is sent again until accepted, as
+// Stripe retries; the run balances and says how many were resent.
+func TestRedeliveryResendsUntilAccepted(t *testing.T) {
+	srv, _ := webhook(t, func(n int64) int {
+		if n <= 10 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	res, err := loadgen.Run(context.Background(), loadgen.Config{WebhookURL: srv.URL, Secret: "whsec_x", Sessions: 10,
+		Concurrency: 4, Redeliver: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Void != "" || res.Accepted != res.Sent || res.Failed != 0 || res.Redelivered != 10 || res.Errors["503"] != 10 {
+		t.Errorf("result %+v; want 10 redelivered, all accepted", res)
 	}
 }
