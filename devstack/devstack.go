@@ -75,11 +75,19 @@ type Process struct {
 // start runs bin with args, its output appended to logPath. The child is in
 // its own process group and dies with this process (Pdeathsig).
 func start(name, bin, logPath string, args ...string) (*Process, error) {
+	return StartProcess(name, bin, logPath, nil, args...)
+}
+
+// StartProcess runs bin with args and, when env is not nil, that
+// environment; its output is appended to logPath. The child is in its own
+// process group and dies with this process (Pdeathsig).
+func StartProcess(name, bin, logPath string, env []string, args ...string) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -137,6 +145,9 @@ func (p *Process) CPUTime() (time.Duration, error) {
 	const ticksPerSecond = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
+
+// Pid is the process's id (its process group's too).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Exited is closed when the process ends.
 func (p *Process) Exited() <-chan struct{} { return p.done }
@@ -386,6 +397,28 @@ func (m *Mailpit) Messages(ctx context.Context, to string) ([]Message, error) {
 		msgs[i].Text, msgs[i].HTML = full.Text, full.HTML
 	}
 	return msgs, nil
+}
+
+// MessageIDs counts the messages Mailpit holds by Message-ID, for every
+// recipient (a balance: how many copies of each email arrived).
+func (m *Mailpit) MessageIDs(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	for start := 0; ; {
+		var page struct {
+			Total    int
+			Messages []Message
+		}
+		if err := getJSON(ctx, fmt.Sprintf("%s/api/v1/messages?start=%d&limit=500", m.APIURL, start), &page); err != nil {
+			return nil, err
+		}
+		for _, msg := range page.Messages {
+			out[msg.MessageID]++
+		}
+		start += len(page.Messages)
+		if len(page.Messages) == 0 || start >= page.Total {
+			return out, nil
+		}
+	}
 }
 
 func getJSON(ctx context.Context, u string, v any) error {

@@ -138,6 +138,7 @@ type stack struct {
 	store      *store.Store
 	temporal   client.Client
 	namespace  string
+	env        config.Map // the configuration it runs with
 }
 
 // forEachDatabase starts the service (webhook and worker, in process) once
@@ -211,7 +212,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		}
 	})
 	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
-		adminURL: "http://" + adminLn.Addr().String(), namespace: ns}
+		adminURL: "http://" + adminLn.Addr().String(), namespace: base["TEMPORAL_NAMESPACE"], env: base}
 	eventually(t, "the webhook is ready", func() error {
 		return devstack.HTTPOK(context.Background(), "http://"+ln.Addr().String()+"/readyz")
 	})
@@ -219,7 +220,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.store.Close() })
-	if s.temporal, err = client.Dial(client.Options{HostPort: components.temporal.Address, Namespace: ns, Logger: quiet{}}); err != nil {
+	if s.temporal, err = client.Dial(client.Options{HostPort: base["TEMPORAL_ADDRESS"], Namespace: s.namespace, Logger: quiet{}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.temporal.Close)

@@ -125,9 +125,17 @@ func refuse(reason error) error {
 // ValidReviewer reports whether s is an acceptable reviewer id: an ops
 // identifier, not free text (it is kept in history and the database).
 func ValidReviewer(s string) bool {
-	return s != "" && len(s) <= MaxReviewerLen && !strings.ContainsFunc(s, func(r rune) bool {
-		return unicode.IsControl(r) || r == unicode.ReplacementChar
-	})
+	return s != "" && len(s) <= MaxReviewerLen && !strings.ContainsFunc(s, Unprintable)
+}
+
+// Unprintable reports whether r has no place in a stored text field: a
+// control character (a NUL byte, a line break, an escape), a line or
+// paragraph separator (U+2028, U+2029: line breaks to a log or a browser),
+// a bidirectional override (text that reads other than it is), or the
+// replacement character (bytes that were not UTF-8).
+func Unprintable(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp) || unicode.Is(unicode.Bidi_Control, r) ||
+		r == unicode.ReplacementChar
 }
 
 // validateDecision refuses a decision before it enters history. Before the

@@ -89,7 +89,7 @@ func TestADatabaseRefusalIsShownAndTheSessionMovesOn(t *testing.T) {
 }
 
 func TestAReviewerThatCannotBeStoredIsRefused(t *testing.T) {
-	for _, reviewer := range []string{"ops\x00", "ops\nann", string(make([]byte, workflows.MaxReviewerLen+1)), "ops\xff"} {
+	for _, reviewer := range []string{"ops\x00", "ops\nann", string(make([]byte, workflows.MaxReviewerLen+1)), "ops\xff", "ops\u2028ann", "ops\u202eann"} {
 		t.Run(fmt.Sprintf("reviewer %q", reviewer), func(t *testing.T) {
 			h := newHarness(t)
 			h.deliver(min, failed("evt_f", "under_supported_age", min))

@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
@@ -82,7 +81,7 @@ func (reg Registration) validate() error {
 	if len(reg.Email) > maxEmailLen {
 		return errors.New("email must be a plain address")
 	}
-	if addr, err := mail.ParseAddress(reg.Email); err != nil || addr.Address != reg.Email {
+	if addr, err := mail.ParseAddress(reg.Email); err != nil || addr.Address != reg.Email || !plainText(reg.Email, maxEmailLen) {
 		return errors.New("email must be a plain address")
 	}
 	for _, f := range []struct {
@@ -103,10 +102,10 @@ func (reg Registration) validate() error {
 }
 
 // plainText reports whether s is valid UTF-8 of at most max characters with
-// no control characters (a NUL byte, a line break).
+// nothing unprintable (a NUL byte, a line break, U+2028, a bidi override).
 func plainText(s string, max int) bool {
 	return utf8.ValidString(s) && utf8.RuneCountInString(s) <= max &&
-		!strings.ContainsFunc(s, unicode.IsControl)
+		!strings.ContainsFunc(s, workflows.Unprintable)
 }
 
 // Handler returns the routes.
@@ -182,12 +181,16 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": "invalid JSON"})
 		return
 	}
-	// A reviewer that cannot be stored (control characters, too long) is
-	// bad input: 400 before Temporal sees it. A missing reviewer or an
-	// unknown decision is refused by the workflow's validator: 409, as
-	// before, with its reason.
+	// A reviewer that cannot be stored (control characters, too long) or a
+	// decision with control characters is bad input: 400 before Temporal
+	// sees it. A missing reviewer or an unknown decision is refused by the
+	// workflow's validator: 409, as before, with its reason.
 	if d.Reviewer != "" && !workflows.ValidReviewer(d.Reviewer) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrBadReviewer.Error()})
+		return
+	}
+	if !plainText(d.Decision, 32) {
+		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrUnknownDecision.Error()})
 		return
 	}
 	id := mux.Vars(r)["id"]

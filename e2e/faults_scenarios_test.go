@@ -1,0 +1,301 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"identityverification/config"
+	"identityverification/devstack"
+	"identityverification/loadgen"
+	"identityverification/store"
+	"identityverification/store/storetest"
+	"identityverification/testevent"
+	"identityverification/workflows"
+)
+
+// TestFaultStorm: every event of hundreds of sessions delivered three times,
+// each copy signed afresh, in a shuffled order. One effect per event, and
+// the final states of in-order delivery.
+func TestFaultStorm(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *stack) {
+		res := s.runLoad(loadgen.Config{Sessions: size(40, 300), Concurrency: 16, Copies: 3, Shuffle: true})()
+		b := s.count("storm", components.mailpit, res, s.settle(res.Plan, 2*time.Minute))
+		b.faults = res.Sent - b.events // deliveries beyond the first of each event
+		ctx := context.Background()
+		for _, ses := range res.Plan {
+			// In order, a session ends verified, with one attempt counted per
+			// failure it had, and one verified email.
+			want := 0
+			if ses.Kind == loadgen.KindFailedThenVerified || ses.Kind == loadgen.KindReordered {
+				want = 1
+			}
+			row, err := s.store.Session(ctx, ses.ID)
+			if err != nil || row.Status != ses.Final || row.Attempts != want {
+				t.Errorf("%s (%s): row %+v, %v; want %s with %d attempts", ses.ID, ses.Kind, row, err, ses.Final, want)
+			}
+			emails, _ := s.store.Emails(ctx, ses.ID)
+			if n := countKind(emails, "verified"); n != 1 {
+				t.Errorf("%s: %d verified emails in the ledger; want 1", ses.ID, n)
+			}
+		}
+		b.assertExact(t)
+	})
+}
+
+func countKind(emails []store.EmailRecord, kind string) int {
+	n := 0
+	for _, e := range emails {
+		if e.Kind == kind && e.Status == store.EmailSent {
+			n++
+		}
+	}
+	return n
+}
+
+// TestFaultWorkerKilled runs the worker as its own process and SIGKILLs it
+// during a burst, more than once, while emails are in flight (SMTP goes
+// through a proxy that slows each conversation down, and counts those open
+// at each kill). Nothing is lost; a duplicate email is possible only for a
+// conversation cut at the kill (SendEmail's documented window), and counted.
+func TestFaultWorkerKilled(t *testing.T) {
+	bin := buildCommand(t, "../cmd/identity-verification")
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			smtp := newSlowProxy(t, components.mailpit.SMTPAddr, 40*time.Millisecond)
+			s := startRoles(t, db, config.Map{"SMTP_URL": "smtp://" + smtp.addr}, false)
+			logPath := filepath.Join(t.TempDir(), "worker.log")
+			env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+			for k, v := range s.env {
+				env = append(env, k+"="+v)
+			}
+			startWorker := func() *devstack.Process {
+				p, err := devstack.StartProcess("worker", bin, logPath, env, "worker")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			w := startWorker()
+			t.Cleanup(func() { w.Stop() })
+
+			kills := size(2, 4)
+			wait := s.runLoad(loadgen.Config{Sessions: size(40, 300), Concurrency: 8, Redeliver: time.Minute})
+			var inFlight []int
+			for k := range kills {
+				// Kill once the worker has work in hand: an email on the wire.
+				eventually(t, "an email in flight", func() error {
+					if smtp.open.Load() == 0 {
+						return errNotYet
+					}
+					return nil
+				})
+				time.Sleep(time.Duration(k*150) * time.Millisecond)
+				inFlight = append(inFlight, int(smtp.open.Load()))
+				pid := w.Pid()
+				w.Kill()
+				if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+					t.Fatalf("worker %d still exists after SIGKILL: %v", pid, err)
+				}
+				time.Sleep(500 * time.Millisecond)
+				w = startWorker()
+			}
+			res := wait()
+			b := s.count("worker SIGKILL", components.mailpit, res, s.settle(res.Plan, 3*time.Minute))
+			b.faults = kills
+			window := 0
+			for _, n := range inFlight {
+				window += n
+			}
+			b.extra = fmt.Sprintf("SMTP conversations open at the kills %v; email duplicates allowed up to %d", inFlight, window)
+			t.Log(b)
+			if b.lost != 0 || b.stuck != 0 || b.recorded != b.events || b.delivered != b.emails || b.duplicates > window {
+				t.Errorf("the balance is not exact: %s", b)
+			}
+		})
+	}
+}
+
+// slowProxy forwards TCP to an upstream, holding each chunk the client
+// sends for a delay, and counts the conversations open.
+type slowProxy struct {
+	addr string
+	open atomic.Int32
+}
+
+func newSlowProxy(t *testing.T, upstream string, delay time.Duration) *slowProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowProxy{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				u, err := net.Dial("tcp", upstream)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				p.open.Add(1)
+				defer p.open.Add(-1)
+				go func() { io.Copy(c, u); c.Close() }()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						time.Sleep(delay)
+						if _, werr := u.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// TestFaultSMTPDown kills the mail server for a while under load: every
+// outcome is applied at once (the database rows), the emails wait and go
+// out once each after it is back. A recipient the server refuses for good
+// is recorded as refused and shown to ops (an issue on the session and its
+// search attribute), and never retried.
+func TestFaultSMTPDown(t *testing.T) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			smtpPort, _ := devstack.FreePort()
+			apiPort, _ := devstack.FreePort()
+			// example.com recipients are accepted; refused.example is not.
+			allow := []string{"--smtp-allowed-recipients", `@example\.com$`}
+			mp, err := devstack.StartMailpit(ctx, components.bins["mailpit"], dir, smtpPort, apiPort, allow...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { mp.Stop() })
+			s := startStack(t, db, config.Map{"SMTP_URL": "smtp://" + mp.SMTPAddr})
+
+			mp.Kill()
+			portClosed(t, mp.SMTPAddr)
+			down := time.Now()
+			res := s.runLoad(loadgen.Config{Sessions: size(30, 200), Concurrency: 8})()
+			// Outcomes applied while SMTP is down.
+			applied := 0
+			eventually(t, "every outcome in the database while SMTP is down", func() error {
+				applied = 0
+				for _, ses := range res.Plan {
+					if row, err := s.store.Session(ctx, ses.ID); err == nil && row.Status == ses.Final {
+						applied++
+					}
+				}
+				if applied < len(res.Plan) {
+					return fmt.Errorf("%d of %d", applied, len(res.Plan))
+				}
+				return nil
+			})
+			s.waitVisible(res.Plan[0].ID, "VerificationIssues = 'email_delayed'")
+			if msgs, err := mp.MessageIDs(ctx); err == nil {
+				t.Fatalf("Mailpit answers while killed: %d messages", len(msgs))
+			}
+			time.Sleep(time.Until(down.Add(size(5*time.Second, time.Minute))))
+
+			mp, err = devstack.StartMailpit(ctx, components.bins["mailpit"], dir, smtpPort, apiPort, allow...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { mp.Stop() })
+			b := s.count("SMTP down", mp, res, s.settle(res.Plan, 3*time.Minute))
+			b.faults = 1
+
+			// A recipient refused for good.
+			vs := "vs_refused_" + testevent.RandomID(12)
+			if err := s.store.UpsertContact(ctx, store.Contact{SessionID: vs, Email: "user@refused.example"}); err != nil {
+				t.Fatal(err)
+			}
+			s.send(testevent.Options{Type: "verified", SessionID: vs})
+			st := s.waitState(vs, "the refusal shown to ops", func(st workflows.State) bool {
+				return slices.ContainsFunc(st.Issues, func(is workflows.Issue) bool { return is.Code == workflows.IssueEmailRefused })
+			})
+			if st.Status != workflows.StatusVerified || len(st.Owed) != 0 {
+				t.Errorf("refused recipient: state %+v; want verified, nothing owed", st)
+			}
+			s.waitVisible(vs, "VerificationIssues = 'email_refused'")
+			emails, _ := s.store.Emails(ctx, vs)
+			if len(emails) != 1 || emails[0].Status != store.EmailRefused {
+				t.Errorf("ledger for the refused recipient: %+v; want one refused", emails)
+			}
+			b.faults++
+			b.extra = fmt.Sprintf("outcomes applied while down %d of %d; refused recipient recorded and shown", applied, len(res.Plan))
+			b.assertExact(t)
+		})
+	}
+}
+
+// TestFaultTemporalDown kills the Temporal server (a dev server of its own,
+// its data in a file) under load: the webhook answers 503 at once, and the
+// same deliveries, resent as Stripe resends them, all take effect once
+// Temporal is back.
+func TestFaultTemporalDown(t *testing.T) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			port, _ := devstack.FreePort()
+			uiPort, _ := devstack.FreePort()
+			ns := namespaces[db.Name]
+			temporal, err := devstack.StartTemporal(ctx, components.bins["temporal"], dir, port, uiPort, ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { temporal.Stop() })
+			s := startStack(t, db, config.Map{"TEMPORAL_ADDRESS": temporal.Address})
+
+			// Some sessions land before the fault.
+			before := s.runLoad(loadgen.Config{Sessions: 5, Concurrency: 4})()
+			temporal.Kill()
+			portClosed(t, temporal.Address)
+			outage := size(5*time.Second, 30*time.Second)
+			wait := s.runLoad(loadgen.Config{Sessions: size(30, 200), Concurrency: 8, Redeliver: outage + 2*time.Minute})
+			time.Sleep(outage)
+			if temporal, err = devstack.StartTemporal(ctx, components.bins["temporal"], dir, port, uiPort, ns); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { temporal.Stop() })
+			res := wait()
+			res.Plan = append(res.Plan, before.Plan...)
+			b := s.count("Temporal down", components.mailpit, res, s.settle(res.Plan, 3*time.Minute))
+			b.faults = 1
+			b.extra = fmt.Sprintf("503s %d (%s), redelivered %d", res.Errors["503"], res.Unavailable, res.Redelivered)
+			if res.Errors["503"] == 0 {
+				t.Error("no delivery was answered 503 while Temporal was down")
+			}
+			b.assertExact(t)
+		})
+	}
+}
