@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -296,6 +300,165 @@ func TestFaultTemporalDown(t *testing.T) {
 				t.Error("no delivery was answered 503 while Temporal was down")
 			}
 			b.assertExact(t)
+		})
+	}
+}
+
+// TestFaultDatabaseDown stops the service's PostgreSQL (a server of its
+// own, so nothing else on the machine loses its database) under load, then
+// starts it again: every transition lands after, in order, once.
+func TestFaultDatabaseDown(t *testing.T) {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "identity-faults-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755) // the server runs as the postgres user
+	port, _ := devstack.FreePort()
+	pg, err := devstack.StartPostgres(ctx, dir, port)
+	if errors.Is(err, devstack.ErrNoPostgres) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop() })
+	url, err := pg.CreateDatabase(ctx, "faults")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, storetest.Database{Name: "postgres", URL: url}, nil)
+
+	wait := s.runLoad(loadgen.Config{Sessions: size(40, 300), Concurrency: 8})
+	eventually(t, "some sessions persisted before the fault", func() error {
+		var n int
+		if err := s.store.DB().QueryRowContext(ctx, `SELECT count(*) FROM sessions`).Scan(&n); err != nil || n < 5 {
+			return fmt.Errorf("%d rows, %v", n, err)
+		}
+		return nil
+	})
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	portClosed(t, fmt.Sprintf("127.0.0.1:%d", port))
+	time.Sleep(size(5*time.Second, 30*time.Second))
+	if err := pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res := wait()
+	b := s.count("database down", components.mailpit, res, s.settle(res.Plan, 3*time.Minute))
+	b.faults = 1
+	outOfOrder := 0
+	for _, ses := range res.Plan {
+		audit, err := s.store.Audit(ctx, ses.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := "new"
+		for i, e := range audit {
+			if e.From != from || (i > 0 && e.Seq <= audit[i-1].Seq) {
+				outOfOrder++
+				t.Errorf("%s: transition %d %+v does not follow %q", ses.ID, i, e, from)
+			}
+			from = e.To
+		}
+	}
+	b.extra = fmt.Sprintf("transitions out of order %d", outOfOrder)
+	b.assertExact(t)
+}
+
+// failingStripe stands in front of stripe-mock: while failing, it answers
+// every API call 429 or 503 in turn, as Stripe does under load or in an
+// incident, and counts them.
+type failingStripe struct {
+	url     string
+	failing atomic.Bool
+	refused atomic.Int64
+}
+
+func newFailingStripe(t *testing.T, upstream string) *failingStripe {
+	f := &failingStripe{}
+	target, _ := neturl.Parse(upstream)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.failing.Load() {
+			code := http.StatusTooManyRequests
+			if f.refused.Add(1)%2 == 0 {
+				code = http.StatusServiceUnavailable
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"error":{"type":"api_error","message":"stand-in outage (%d)"}}`, code)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	return f
+}
+
+// TestFaultStripeFailing makes the Stripe API answer 429 and 503 for a
+// while: the comparison of a verified session's outputs and the
+// cancellation of an escalated session retry until it answers again, while
+// the sessions that need nothing from Stripe go on (persisted, emailed)
+// during the outage.
+func TestFaultStripeFailing(t *testing.T) {
+	forEachDatabaseWithStripe(t, func(t *testing.T, s *stack, stripe *failingStripe) {
+		stripe.failing.Store(true)
+		n := size(3, 10)
+		var needStripe []loadgen.Session
+		for range n {
+			// stripe-mock's verified outputs are empty: the expected name
+			// differs, so once compared the session goes to review.
+			vs, _ := s.newSession(store.Contact{FirstName: "Ada", LastName: "Lovelace"})
+			ev := testevent.Options{Type: "verified", SessionID: vs, EventID: "evt_" + testevent.RandomID(24)}
+			s.send(ev)
+			needStripe = append(needStripe, loadgen.Session{ID: vs, Kind: "compare", Final: string(workflows.StatusInReview), EventIDs: []string{ev.EventID}})
+			// A code no retry fixes: review, and the Stripe session canceled.
+			vs, _ = s.newSession(store.Contact{})
+			ev = testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "selfie_manipulated", EventID: "evt_" + testevent.RandomID(24)}
+			s.send(ev)
+			needStripe = append(needStripe, loadgen.Session{ID: vs, Kind: "cancel", Final: string(workflows.StatusInReview), EventIDs: []string{ev.EventID}})
+		}
+		res := s.runLoad(loadgen.Config{Sessions: size(20, 150), Concurrency: 8})()
+		// Nothing else waits: the plain sessions settle during the outage.
+		if stuck := s.settle(res.Plan, 2*time.Minute); len(stuck) > 0 {
+			t.Errorf("%d sessions that need nothing from Stripe waited for it, e.g. %s", len(stuck), stuck[0])
+		}
+		for _, ses := range needStripe {
+			s.waitState(ses.ID, "the Stripe outage shown to ops", func(st workflows.State) bool {
+				return slices.ContainsFunc(st.Issues, func(is workflows.Issue) bool { return is.Code == workflows.IssueStripeUnavailable })
+			})
+		}
+		refused := stripe.refused.Load()
+		if refused == 0 {
+			t.Fatal("the stand-in refused no Stripe call")
+		}
+		stripe.failing.Store(false)
+		res.Plan = append(res.Plan, needStripe...)
+		b := s.count("Stripe failing", components.mailpit, res, s.settle(res.Plan, 3*time.Minute))
+		b.faults = int(refused)
+		for _, ses := range needStripe {
+			st, err := s.state(ses.ID)
+			if err != nil || !st.Review.Open() || (ses.Kind == "compare" && st.Review.Reason != "mismatch") {
+				t.Errorf("%s (%s) after the outage: %+v, %v; want a review open", ses.ID, ses.Kind, st, err)
+			}
+		}
+		b.extra = fmt.Sprintf("Stripe calls refused %d; %d sessions needing Stripe retried and finished, %d others finished during the outage",
+			refused, len(needStripe), len(res.Plan)-len(needStripe))
+		b.assertExact(t)
+	})
+}
+
+// forEachDatabaseWithStripe is forEachDatabase with the Stripe API behind
+// a stand-in that can fail.
+func forEachDatabaseWithStripe(t *testing.T, fn func(t *testing.T, s *stack, stripe *failingStripe)) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			stripe := newFailingStripe(t, components.stripe.URL)
+			fn(t, startStack(t, db, config.Map{"STRIPE_API_BASE": stripe.url}), stripe)
 		})
 	}
 }

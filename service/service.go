@@ -113,6 +113,7 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 	}
 	reg := webhook.NewRegistry()
 	ready := &webhook.Readiness{Temporal: c}
+	go ready.Run(ctx)
 	h := &webhook.Handler{Temporal: c, Ready: ready, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
 		Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}

@@ -107,6 +107,15 @@ func (h *Handler) serve(r *http.Request) (outcome, reason string, code int) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.SignalTimeout)
 	defer cancel()
+	if h.Ready != nil {
+		go func(lost <-chan struct{}) {
+			select {
+			case <-lost:
+				cancel()
+			case <-ctx.Done():
+			}
+		}(h.Ready.Lost())
+	}
 	_, err = h.Temporal.SignalWithStartWorkflow(ctx, workflows.WorkflowID(ev.SessionID), workflows.SignalEvent, ev,
 		client.StartWorkflowOptions{
 			ID:            workflows.WorkflowID(ev.SessionID),

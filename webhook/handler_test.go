@@ -385,3 +385,45 @@ func TestHandlerKnowsTemporalIsDown(t *testing.T) {
 	temporal.down.Store(false)
 	waitFor("Temporal back", func() bool { return deliver() == http.StatusOK })
 }
+
+// blockingSignaler holds every signal until its context ends, and says why
+// it ended.
+type blockingSignaler struct {
+	countingSignaler
+	started chan struct{}
+	ended   chan error
+}
+
+func (b *blockingSignaler) SignalWithStartWorkflow(ctx context.Context, _, _ string, _ any, _ client.StartWorkflowOptions, _ any, _ ...any) (client.WorkflowRun, error) {
+	b.started <- struct{}{}
+	<-ctx.Done()
+	b.ended <- ctx.Err()
+	return nil, ctx.Err()
+}
+
+// TestADeliveryWaitingOnTemporalGivesUpWhenItIsFoundDown: a signal already
+// waiting when the health check finds Temporal down is answered 503 then,
+// not after the whole signal timeout (an hour here).
+func TestADeliveryWaitingOnTemporalGivesUpWhenItIsFoundDown(t *testing.T) {
+	temporal := &blockingSignaler{started: make(chan struct{}, 1), ended: make(chan error, 1)}
+	h, _ := newHandler(t, temporal)
+	h.SignalTimeout = time.Hour
+	h.Ready = &webhook.Readiness{Temporal: temporal, Every: time.Hour}
+	h.Ready.Ready(context.Background()) // up
+	verified := fixture(t, "event_verification_session_verified.json")
+	req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(verified))
+	req.Header.Set("Stripe-Signature", sign(verified, secret, now))
+	w := httptest.NewRecorder()
+	served := make(chan struct{})
+	go func() { h.ServeHTTP(w, req); close(served) }()
+	<-temporal.started
+	temporal.down.Store(true)
+	h.Ready.Suspect() // the check Run would make
+	if err := <-temporal.ended; !errors.Is(err, context.Canceled) {
+		t.Errorf("the waiting signal ended with %v; want canceled when Temporal was found down", err)
+	}
+	<-served
+	if w.Code != http.StatusServiceUnavailable {
+		t.Errorf("%d; want 503", w.Code)
+	}
+}

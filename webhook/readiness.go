@@ -8,11 +8,13 @@ import (
 	"go.temporal.io/sdk/client"
 )
 
-// Readiness knows whether Temporal answers, from a health check made at most
-// once per Every (and at once after a failed signal), so that while Temporal
-// is down the webhook answers 503 at once instead of holding every delivery
-// for the whole signal timeout, and /readyz costs Temporal nothing per
-// request. Stripe retries a 503, so a fast refusal loses nothing.
+// Readiness knows whether Temporal answers, from a health check made once
+// per Every (by Run, and at once after a failed signal), so that while
+// Temporal is down the webhook answers 503 at once instead of holding every
+// delivery for the whole signal timeout, deliveries already waiting give up
+// when the check finds it down, and /readyz costs Temporal nothing per
+// request. Stripe retries a 503, so a fast refusal loses nothing (an event
+// that did reach Temporal is recognised by its id when it comes again).
 type Readiness struct {
 	Temporal HealthChecker
 	// Every is how old a result may be before the next check (default 1 s);
@@ -24,6 +26,32 @@ type Readiness struct {
 	down    bool
 	checked time.Time
 	probing bool
+	lost    chan struct{} // closed when a check next finds Temporal down
+}
+
+// Run checks Temporal once per Every until ctx is done.
+func (r *Readiness) Run(ctx context.Context) {
+	t := time.NewTicker(r.every())
+	defer t.Stop()
+	for {
+		r.check(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Lost is closed when a check next finds Temporal down: a delivery waiting
+// on Temporal gives up then.
+func (r *Readiness) Lost() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lost == nil {
+		r.lost = make(chan struct{})
+	}
+	return r.lost
 }
 
 func (r *Readiness) every() time.Duration {
@@ -91,6 +119,10 @@ func (r *Readiness) probe() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.known, r.down, r.checked, r.probing = true, err != nil, time.Now(), false
+	if r.down && r.lost != nil {
+		close(r.lost)
+		r.lost = nil
+	}
 }
 
 // check runs a probe in the caller's goroutine unless one is under way, in
