@@ -7,7 +7,7 @@ SHELL := bash
 GO ?= go
 BIN := .bin
 
-.PHONY: dev test tools lint fuzz bench load load-server load-memory clean
+.PHONY: dev test tools lint fuzz bench load load-server load-memory faults clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -60,6 +60,20 @@ load-memory: tools
 load-server: tools
 	E2E_TEMPORAL=server TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable} \
 	LOAD_SESSIONS=$${LOAD_SESSIONS:-400} $(GO) test -count=1 -v -run TestLoadBalances -timeout 30m ./e2e/ | grep -v '^=== '
+
+# The fault suite's long version: each scenario (storm, worker SIGKILL, SMTP
+# down, Temporal down, database down, Stripe failing, abuse) at full size, on
+# SQLite and on a fresh database of the local PostgreSQL (TEST_DATABASE_URL
+# to use another). `make test` runs the short version. Prints one line per
+# scenario and database.
+faults: tools
+	@db=faults_$$(date +%s)_$$$$; url=$${TEST_DATABASE_URL:-}; \
+	if [ -z "$$url" ]; then \
+	  psql -h 127.0.0.1 -U postgres -qAt -c "CREATE DATABASE $$db" && \
+	  trap 'psql -h 127.0.0.1 -U postgres -qAt -c "DROP DATABASE IF EXISTS '$$db' WITH (FORCE)" >/dev/null' EXIT && \
+	  url="postgres://postgres@127.0.0.1:5432/$$db?sslmode=disable"; \
+	fi; \
+	FAULTS=full TEST_DATABASE_URL=$$url $(GO) test -count=1 -v -run TestFault -timeout 60m ./e2e/ | grep -v -e '^{' -e '^=== '
 
 clean:
 	rm -rf $(BIN)

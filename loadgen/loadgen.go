@@ -37,8 +37,10 @@ import (
 type Config struct {
 	WebhookURL string
 	Secret     string // a STRIPE_WEBHOOK_SECRET of the webhook
-	// Sessions is how many sessions the run sends events for.
+	// Sessions is how many sessions the run sends events for, with ids
+	// Prefix + 0, 1, ... (a random prefix when empty).
 	Sessions int
+	Prefix   string
 	// Rate, when > 0, schedules events at this many per second (open model);
 	// otherwise Concurrency senders send back to back (closed model).
 	Rate        float64
@@ -193,7 +195,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if mix == nil {
 		mix = DefaultMix
 	}
-	prefix := "vs_load_" + testevent.RandomID(8) + "_"
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = "vs_load_" + testevent.RandomID(8) + "_"
+	}
 	events, sessions, err := build(prefix, cfg.Sessions, mix, cfg.Secret, max(cfg.Copies, 1))
 	if err != nil {
 		return Result{}, err
