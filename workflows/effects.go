@@ -167,8 +167,11 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 		summary += fmt.Sprintf(" #%d", req.Attempt)
 	}
 	run := func(p temporal.RetryPolicy) (activities.EmailResult, error) {
+		// The SMTP conversation is bounded at 20 s, the ledger's read and
+		// write take milliseconds: 30 s also bounds how long an email waits
+		// when its worker dies mid-send before another worker retries it.
 		ectx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			Summary: summary, StartToCloseTimeout: time.Minute, RetryPolicy: &p})
+			Summary: summary, StartToCloseTimeout: 30 * time.Second, RetryPolicy: &p})
 		var res activities.EmailResult
 		err := workflow.ExecuteActivity(ectx, a.SendEmail, req).Get(ctx, &res)
 		return res, err
