@@ -399,20 +399,32 @@ func (m *Mailpit) Messages(ctx context.Context, to string) ([]Message, error) {
 	return msgs, nil
 }
 
-// MessageIDs counts the messages Mailpit holds by Message-ID, for every
-// recipient (a balance: how many copies of each email arrived).
-func (m *Mailpit) MessageIDs(ctx context.Context) (map[string]int, error) {
-	out := map[string]int{}
+// MailTally counts the messages Mailpit holds: by Message-ID (how many
+// copies of each email arrived) and by recipient.
+type MailTally struct {
+	ByMessageID, ByRecipient map[string]int
+	To                       map[string]string // Message-ID: its (first) recipient
+}
+
+// Tally counts every message Mailpit holds.
+func (m *Mailpit) Tally(ctx context.Context) (MailTally, error) {
+	out := MailTally{ByMessageID: map[string]int{}, ByRecipient: map[string]int{}, To: map[string]string{}}
 	for start := 0; ; {
 		var page struct {
 			Total    int
 			Messages []Message
 		}
 		if err := getJSON(ctx, fmt.Sprintf("%s/api/v1/messages?start=%d&limit=500", m.APIURL, start), &page); err != nil {
-			return nil, err
+			return out, err
 		}
 		for _, msg := range page.Messages {
-			out[msg.MessageID]++
+			out.ByMessageID[msg.MessageID]++
+			if len(msg.To) > 0 {
+				out.To[msg.MessageID] = strings.ToLower(msg.To[0].Address)
+			}
+			for _, to := range msg.To {
+				out.ByRecipient[strings.ToLower(to.Address)]++
+			}
 		}
 		start += len(page.Messages)
 		if len(page.Messages) == 0 || start >= page.Total {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -22,113 +23,308 @@ import (
 
 	"identityverification/config"
 	"identityverification/store"
+	"identityverification/store/storetest"
 	"identityverification/testevent"
 	"identityverification/workflows"
 )
 
 // TestFaultAbuse: hostile input to the webhook (forged, missing, malformed,
-// stale, future and replayed signatures, oversized and garbled bodies, wrong
-// methods and paths) and to the admin API (no or wrong token, control
-// characters in every field, in the session id and in a review decision) is
-// refused with the status that names the fault, in a JSON body that gives
-// nothing of the service's insides away, and leaves nothing behind: no
-// workflow, no sessions row, no contact, no email.
+// stale and future signatures, oversized and garbled bodies, wrong methods
+// and paths) and to the admin API (no or wrong token, control characters in
+// every field, in the session id and in a review decision) is refused with
+// the status that names the fault, in a JSON body that gives nothing of the
+// service's insides away, and leaves nothing behind: no workflow, no sessions
+// row, no contact, no email. A genuine delivery replayed byte for byte has no
+// effect either: within the signature tolerance it is taken as the duplicate
+// it is, after it it is refused as stale.
 func TestFaultAbuse(t *testing.T) {
-	forEachDatabase(t, func(t *testing.T, s *stack) {
-		ctx := context.Background()
-		reqs := s.abuseRequests()
-		client := &http.Client{Timeout: 30 * time.Second}
-		byStatus := map[int]int{}
-		refused, lost := 0, 0 // lost: hostile requests that got no answer
-		for _, r := range reqs {
-			code, body, err := r.do(ctx, client)
-			switch {
-			case err != nil:
-				lost++
-				t.Errorf("%s: no answer: %v", r.name, err)
-				continue
-			case code >= 400 && code < 500:
-				refused++
-				byStatus[code]++
-			}
-			if code != r.want {
-				t.Errorf("%s: %d %s; want %d", r.name, code, body, r.want)
-			}
-			if code >= 400 {
-				if leak := abuseLeak(body, r.session); leak != "" {
-					t.Errorf("%s: refusal %d %q %s", r.name, code, body, leak)
-				}
-			}
-		}
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			var hostile, replay abuseTally
+			t.Run("hostile", func(t *testing.T) { hostile = startStack(t, db, nil).abuseHostile(t) })
+			t.Run("replay", func(t *testing.T) {
+				s := startStack(t, db, config.Map{"STRIPE_WEBHOOK_TOLERANCE": replayTolerance.String()})
+				replay = s.abuseReplay(t)
+			})
 
-		// Nothing recorded: no workflow, no row, no contact, no email.
-		events, emails, duplicates, stuck := 0, 0, 0, 0
-		sessions, seen := []string{}, map[string]bool{}
-		for _, r := range reqs {
-			if !seen[r.session] {
-				seen[r.session] = true
-				sessions = append(sessions, r.session)
+			all := hostile.add(replay)
+			codes := slices.Sorted(maps.Keys(all.byStatus))
+			var tally []string
+			for _, c := range codes {
+				tally = append(tally, fmt.Sprintf("%d×%d", c, all.byStatus[c]))
 			}
-		}
-		for _, vs := range sessions {
-			// Temporal's client cannot address an id that is not printable
-			// ASCII (it travels in a gRPC header), nor PostgreSQL store a
-			// NUL: the service could not have recorded anything under such
-			// an id, and a lookup refused for it shows just that.
-			unaddressable := strings.ContainsFunc(vs, func(r rune) bool { return r < 0x20 || r >= 0x7f })
-			unstorable := strings.Contains(vs, "\x00")
-			desc, err := s.temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
-			var notFound *serviceerror.NotFound
-			switch {
-			case err == nil:
-				events++
-				if desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-					stuck++
-				}
-				t.Errorf("session %q: a workflow exists for a refused request", vs)
-			case !errors.As(err, &notFound) && !unaddressable:
-				t.Errorf("session %q: describe workflow: %v", vs, err)
-			}
-			if _, err := s.store.Session(ctx, vs); err == nil {
-				t.Errorf("session %q: a sessions row exists for a refused request", vs)
-			} else if !errors.Is(err, store.ErrNotFound) && !unstorable {
-				t.Errorf("session %q: read row: %v", vs, err)
-			}
-			if c, err := s.store.Contact(ctx, vs); err == nil {
-				t.Errorf("session %q: a contact was recorded for a refused request: %+q", vs, c)
-			} else if !errors.Is(err, store.ErrNotFound) && !unstorable {
-				t.Errorf("session %q: read contact: %v", vs, err)
-			}
-		}
-		for _, r := range reqs {
-			if r.mailbox == "" {
-				continue
-			}
-			if n := len(mails(t, r.mailbox)); n > 0 {
-				emails += n
-				duplicates += n - 1
-				t.Errorf("%s: %d email(s) to %s", r.name, n, r.mailbox)
-			}
-		}
-
-		codes := slices.Sorted(func(yield func(int) bool) {
-			for c := range byStatus {
-				if !yield(c) {
-					return
-				}
+			t.Logf("fault abuse on %s: faults %d, events %d, emails %d, lost %d, duplicates %d, stuck %d, refused %d (%s); "+
+				"replays %d (%d accepted as a duplicate, %d refused as stale)",
+				db.Name, all.faults, all.events, all.emails, all.lost, all.duplicates, all.stuck, all.refused,
+				strings.Join(tally, " "), replay.faults, replay.accepted, replay.refused)
+			if hostile.refused != hostile.faults || replay.faults != 2 || replay.accepted != 1 || replay.refused != 1 ||
+				all.events != 0 || all.emails != 0 || all.lost != 0 || all.duplicates != 0 || all.stuck != 0 {
+				t.Errorf("%d of %d hostile requests refused; of %d replays %d accepted as a duplicate and %d refused as stale; "+
+					"%d events and %d emails recorded, %d duplicates, %d lost, %d stuck; "+
+					"want all hostile requests refused, one replay accepted and one refused, nothing recorded",
+					hostile.refused, hostile.faults, replay.faults, replay.accepted, replay.refused,
+					all.events, all.emails, all.duplicates, all.lost, all.stuck)
 			}
 		})
-		var tally []string
-		for _, c := range codes {
-			tally = append(tally, fmt.Sprintf("%d×%d", c, byStatus[c]))
+	}
+}
+
+// abuseTally counts what hostile or replayed requests got and left behind.
+type abuseTally struct {
+	faults   int // requests sent
+	refused  int // answered 4xx
+	accepted int // answered 2xx (a replay within tolerance)
+	byStatus map[int]int
+	// What they left behind: workflows or processed events, emails in the
+	// ledger or in Mailpit, emails beyond the first to one address,
+	// requests that got no answer, workflows left running.
+	events, emails, duplicates, lost, stuck int
+}
+
+func (a abuseTally) add(b abuseTally) abuseTally {
+	out := abuseTally{faults: a.faults + b.faults, refused: a.refused + b.refused, accepted: a.accepted + b.accepted,
+		events: a.events + b.events, emails: a.emails + b.emails, duplicates: a.duplicates + b.duplicates,
+		lost: a.lost + b.lost, stuck: a.stuck + b.stuck, byStatus: map[int]int{}}
+	for _, m := range []map[int]int{a.byStatus, b.byStatus} {
+		for c, n := range m {
+			out.byStatus[c] += n
 		}
-		t.Logf("fault abuse on %s: faults %d, events %d, emails %d, lost %d, duplicates %d, stuck %d, refused %d (%s)",
-			s.db, len(reqs), events, emails, lost, duplicates, stuck, refused, strings.Join(tally, " "))
-		if refused != len(reqs) || events != 0 || emails != 0 || lost != 0 {
-			t.Errorf("%d of %d hostile requests refused, %d events and %d emails recorded, %d lost; want all refused, nothing recorded",
-				refused, len(reqs), events, emails, lost)
+	}
+	return out
+}
+
+// abuseHostile sends the hostile requests and checks each is refused and
+// leaves nothing behind.
+func (s *stack) abuseHostile(t *testing.T) abuseTally {
+	ctx := context.Background()
+	reqs := s.abuseRequests()
+	client := &http.Client{Timeout: 30 * time.Second}
+	n := abuseTally{faults: len(reqs), byStatus: map[int]int{}}
+	for _, r := range reqs {
+		code, body, err := r.do(ctx, client)
+		switch {
+		case err != nil:
+			n.lost++
+			t.Errorf("%s: no answer: %v", r.name, err)
+			continue
+		case code >= 400 && code < 500:
+			n.refused++
+			n.byStatus[code]++
 		}
+		if code != r.want {
+			t.Errorf("%s: %d %s; want %d", r.name, code, body, r.want)
+		}
+		if code >= 400 {
+			if leak := abuseLeak(body, r.session); leak != "" {
+				t.Errorf("%s: refusal %d %q %s", r.name, code, body, leak)
+			}
+		}
+	}
+
+	// Nothing recorded: no workflow, no row, no contact, no email.
+	sessions, seen := []string{}, map[string]bool{}
+	for _, r := range reqs {
+		if !seen[r.session] {
+			seen[r.session] = true
+			sessions = append(sessions, r.session)
+		}
+	}
+	for _, vs := range sessions {
+		// Temporal's client cannot address an id that is not printable
+		// ASCII (it travels in a gRPC header), nor PostgreSQL store a
+		// NUL: the service could not have recorded anything under such
+		// an id, and a lookup refused for it shows just that.
+		unaddressable := strings.ContainsFunc(vs, func(r rune) bool { return r < 0x20 || r >= 0x7f })
+		unstorable := strings.Contains(vs, "\x00")
+		desc, err := s.temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
+		var notFound *serviceerror.NotFound
+		switch {
+		case err == nil:
+			n.events++
+			if desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+				n.stuck++
+			}
+			t.Errorf("session %q: a workflow exists for a refused request", vs)
+		case !errors.As(err, &notFound) && !unaddressable:
+			t.Errorf("session %q: describe workflow: %v", vs, err)
+		}
+		if _, err := s.store.Session(ctx, vs); err == nil {
+			t.Errorf("session %q: a sessions row exists for a refused request", vs)
+		} else if !errors.Is(err, store.ErrNotFound) && !unstorable {
+			t.Errorf("session %q: read row: %v", vs, err)
+		}
+		if c, err := s.store.Contact(ctx, vs); err == nil {
+			t.Errorf("session %q: a contact was recorded for a refused request: %+q", vs, c)
+		} else if !errors.Is(err, store.ErrNotFound) && !unstorable {
+			t.Errorf("session %q: read contact: %v", vs, err)
+		}
+	}
+	for _, r := range reqs {
+		if r.mailbox == "" {
+			continue
+		}
+		if m := len(mails(t, r.mailbox)); m > 0 {
+			n.emails += m
+			n.duplicates += m - 1
+			t.Errorf("%s: %d email(s) to %s", r.name, m, r.mailbox)
+		}
+	}
+	return n
+}
+
+// replayTolerance is the signature tolerance of the replay's stack: short,
+// so that the same delivery can be replayed both within it and after it.
+const replayTolerance = 3 * time.Second
+
+// abuseReplay delivers one genuine verified event, waits until it has taken
+// effect, then replays the very same bytes and Stripe-Signature header twice:
+// at once, within the tolerance (a duplicate: 200, no effect), and once the
+// tolerance has passed (400 timestamp_out_of_tolerance, no effect).
+func (s *stack) abuseReplay(t *testing.T) abuseTally {
+	ctx := context.Background()
+	client := &http.Client{Timeout: 30 * time.Second}
+	n := abuseTally{byStatus: map[int]int{}}
+	vs, to := s.newSession(store.Contact{})
+	payload, err := testevent.Build(testevent.Options{Type: "verified", SessionID: vs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedAt := time.Now()
+	delivery := abuseRequest{session: vs, method: http.MethodPost, url: s.webhookURL, body: payload,
+		header: http.Header{"Content-Type": {"application/json"}, "Stripe-Signature": {testevent.Sign(payload, secret, signedAt)}}}
+	// The header carries whole seconds: the service measures the skew from those.
+	stamped := signedAt.Truncate(time.Second)
+	if code, body, err := delivery.do(ctx, client); err != nil || code != http.StatusOK {
+		t.Fatalf("the genuine delivery: %d %s %v; want 200", code, body, err)
+	}
+	// (a) At once, well within the tolerance: the duplicate Stripe could
+	// send. It is accepted and must add nothing to the one effect below.
+	n.faults++
+	if code, body, err := delivery.do(ctx, client); err != nil || code != http.StatusOK {
+		t.Errorf("replay within the tolerance: %d %s %v; want 200", code, body, err)
+	} else {
+		n.accepted++
+	}
+
+	// The delivery takes effect: the row verified, one processed event, one
+	// email in the ledger and in Mailpit.
+	s.waitRow(vs, workflows.StatusVerified)
+	eventually(t, "the email ledger to hold one email for "+vs, func() error {
+		if es, err := s.store.Emails(ctx, vs); err != nil || len(es) != 1 {
+			return fmt.Errorf("%d ledger entries, %v", len(es), err)
+		}
+		return nil
 	})
+	waitMails(t, to, 1)
+	type effect struct {
+		seq          int64
+		events       []string
+		ledger, sent int
+	}
+	now := func() effect {
+		t.Helper()
+		row, err := s.store.Session(ctx, vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := s.store.ProcessedEventIDs(ctx, vs, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, err := s.store.Emails(ctx, vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return effect{seq: row.Seq, events: ids, ledger: len(es), sent: len(mails(t, to))}
+	}
+	before := now()
+	if len(before.events) != 1 || before.ledger != 1 || before.sent != 1 {
+		t.Fatalf("after the genuine delivery: events %v, %d ledger entries, %d messages; want one of each",
+			before.events, before.ledger, before.sent)
+	}
+	// compare counts what a replay left behind, against before.
+	compare := func(what string) {
+		t.Helper()
+		after := now()
+		if after.seq != before.seq {
+			n.events++
+			t.Errorf("after %s: the row's seq moved from %d to %d", what, before.seq, after.seq)
+		}
+		if d := len(after.events) - len(before.events); d != 0 || !slices.Equal(after.events, before.events) {
+			n.events += max(d, 1)
+			t.Errorf("after %s: processed events %v; want %v", what, after.events, before.events)
+		}
+		if d := after.ledger - before.ledger; d != 0 {
+			n.emails += d
+			t.Errorf("after %s: %d ledger entries; want %d", what, after.ledger, before.ledger)
+		}
+		if d := after.sent - before.sent; d != 0 {
+			n.duplicates += d
+			t.Errorf("after %s: %d messages to %s; want %d", what, after.sent, to, before.sent)
+		}
+		before = after
+	}
+	// closed waits (bounded) for the session's current run to close: a
+	// replay within tolerance may start a run that must find nothing to do.
+	closed := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			d, err := s.temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
+			if err != nil {
+				t.Errorf("after %s: describe workflow: %v", what, err)
+				return
+			}
+			if d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+				return
+			}
+			if time.Now().After(deadline) {
+				n.stuck++
+				t.Errorf("after %s: the session's workflow is still running", what)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	replay := func(what string, want int, reason string) {
+		t.Helper()
+		n.faults++
+		code, body, err := delivery.do(ctx, client)
+		switch {
+		case err != nil:
+			n.lost++
+			t.Errorf("%s: no answer: %v", what, err)
+			return
+		case code >= 200 && code < 300:
+			n.accepted++
+		case code >= 400 && code < 500:
+			n.refused++
+			n.byStatus[code]++
+		}
+		if code != want {
+			t.Errorf("%s: %d %s; want %d", what, code, body, want)
+		}
+		if code >= 400 {
+			if leak := abuseLeak(body, vs); leak != "" {
+				t.Errorf("%s: refusal %d %q %s", what, code, body, leak)
+			}
+			var v map[string]string
+			if json.Unmarshal([]byte(body), &v); v["error"] != reason {
+				t.Errorf("%s: refusal %q; want reason %q", what, body, reason)
+			}
+		}
+	}
+
+	// (b) Once the tolerance has passed, which also gives a duplicate time
+	// to show.
+	time.Sleep(time.Until(stamped.Add(replayTolerance + time.Second)))
+	closed("the replay within the tolerance")
+	compare("the replay within the tolerance")
+	replay("replay after the tolerance", http.StatusBadRequest, "timestamp_out_of_tolerance")
+	time.Sleep(time.Second)
+	closed("the replay after the tolerance")
+	compare("the replay after the tolerance")
+	return n
 }
 
 // abuseRequest is one hostile request and the refusal it must get.
@@ -265,7 +461,6 @@ func (s *stack) abuseRequests() []abuseRequest {
 	}{
 		{"stale signature (10 min old)", now.Add(-10 * time.Minute)},
 		{"future signature (10 min ahead)", now.Add(10 * time.Minute)},
-		{"replayed delivery (signed 301 s ago)", now.Add(-301 * time.Second)},
 	} {
 		vs = fresh()
 		p = event(vs, nil)
@@ -350,13 +545,9 @@ func (s *stack) abuseRequests() []abuseRequest {
 		for _, d := range []map[string]string{
 			{"decision": "approve", "reviewer": "ops" + ch.s + "eve"},
 			{"decision": "approve" + ch.s, "reviewer": "ops-eve"},
-			{"decision": "approve", "reviewer": "ops-eve", "note": "looks" + ch.s + "fine"},
 		} {
 			field := "reviewer"
-			switch {
-			case d["note"] != "":
-				field = "note"
-			case d["decision"] != "approve":
+			if d["decision"] != "approve" {
 				field = "decision"
 			}
 			adminReq(fmt.Sprintf("review with %s in %s", ch.name, field), http.StatusBadRequest, http.MethodPost,

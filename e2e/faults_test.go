@@ -21,6 +21,7 @@ import (
 	"identityverification/devstack"
 	"identityverification/loadgen"
 	"identityverification/store"
+	"identityverification/workflows"
 )
 
 // faultsFull says whether the long version runs (make faults).
@@ -44,9 +45,10 @@ type balance struct {
 	emails       int // emails the workflows decided to send (ledger "sent")
 	delivered    int // distinct of those in Mailpit
 	lost         int // events not recorded + emails not delivered
-	duplicates   int // extra copies in Mailpit + extra transitions per event
+	duplicates   int // attempts counted twice, emails beyond one per cause, copies in Mailpit
 	stuck        int // sessions not in their final status, or still owing or raising issues
 	extra        string
+	emailCopies  map[string]int // Message-ID: copies beyond the first in Mailpit
 }
 
 func (b balance) String() string {
@@ -107,15 +109,23 @@ func (s *stack) settled(ses loadgen.Session) bool {
 	return err == nil && string(st.Status) == ses.Final && len(st.Owed) == 0 && len(st.Issues) == 0 && st.Comparing == nil
 }
 
-// count reads the balance of a run: every accepted event recorded once,
-// every email the ledger says was sent in Mailpit once, every session
-// settled.
+// count reads the balance of a run from the database, Temporal and
+// Mailpit. For each session:
+//   - every accepted event is in processed_events (else lost);
+//   - the row counts one attempt per failure the session had (more is an
+//     event applied twice);
+//   - the ledger holds no skipped email (every session has a contact), one
+//     verified email for a verified session and at most one failure email
+//     per failure (more are duplicates: an effect twice, under a new key);
+//   - every email the ledger says was sent is in Mailpit, once (a copy more
+//     is a duplicate), and Mailpit holds no message to the user that the
+//     ledger does not know of (a duplicate);
+//   - the session is settled (stuck, from settle).
 func (s *stack) count(scenario string, mp *devstack.Mailpit, res loadgen.Result, stuck []string) balance {
 	s.t.Helper()
 	ctx := context.Background()
-	b := balance{scenario: scenario, db: s.db, sessions: len(res.Plan), stuck: len(stuck)}
-	db := s.store.DB()
-	inMailpit, err := mp.MessageIDs(ctx)
+	b := balance{scenario: scenario, db: s.db, sessions: len(res.Plan), stuck: len(stuck), emailCopies: map[string]int{}}
+	mail, err := mp.Tally(ctx)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -130,35 +140,69 @@ func (s *stack) count(scenario string, mp *devstack.Mailpit, res loadgen.Result,
 				b.recorded++
 			} else {
 				b.lost++
+				s.t.Errorf("%s: event %s accepted, not recorded", ses.ID, id)
 			}
 		}
-		// A transition per event at most: a redelivered event makes none.
-		rows, err := db.QueryContext(ctx, `SELECT count(*) FROM status_transitions WHERE session_id = $1 AND event_id <> ''
-			GROUP BY event_id HAVING count(*) > 1`, ses.ID)
-		if err != nil {
-			s.t.Fatal(err)
+		failures, known := kindFailures[ses.Kind]
+		if row, err := s.store.Session(ctx, ses.ID); err == nil && known && row.Attempts != failures {
+			b.duplicates += max(row.Attempts-failures, 0)
+			s.t.Errorf("%s (%s): %d attempts counted; want %d", ses.ID, ses.Kind, row.Attempts, failures)
 		}
-		for rows.Next() {
-			var n int
-			rows.Scan(&n)
-			b.duplicates += n - 1
-		}
-		rows.Close()
 		emails, err := s.store.Emails(ctx, ses.ID)
 		if err != nil {
 			s.t.Fatal(err)
 		}
+		kinds := map[string]int{}
 		for _, e := range emails {
+			if e.Status == store.EmailSkipped {
+				b.lost++
+				s.t.Errorf("%s: %s email skipped: %s", ses.ID, e.Kind, e.Detail)
+			}
 			if e.Status != store.EmailSent {
 				continue
 			}
+			kinds[e.Kind]++
 			b.emails++
-			switch n := inMailpit[messageID(e.Key)]; {
+			switch n := mail.ByMessageID[messageID(e.Key)]; {
 			case n == 0:
 				b.lost++
+				s.t.Errorf("%s: %s email in the ledger, not in Mailpit", ses.ID, e.Key)
 			default:
 				b.delivered++
-				b.duplicates += n - 1
+				if n > 1 {
+					b.duplicates += n - 1
+					b.emailCopies[messageID(e.Key)] = n - 1
+				}
+			}
+		}
+		if known {
+			want := map[string]int{"failed": failures}
+			if ses.Final == string(workflows.StatusVerified) {
+				want["verified"] = 1
+				if kinds["verified"] < 1 {
+					b.lost++
+					s.t.Errorf("%s: no verified email", ses.ID)
+				}
+			}
+			for kind, n := range kinds {
+				if n > want[kind] {
+					b.duplicates += n - want[kind]
+					s.t.Errorf("%s (%s): %d %s emails; want at most %d", ses.ID, ses.Kind, n, kind, want[kind])
+				}
+			}
+		}
+		if c, err := s.store.Contact(ctx, ses.ID); err == nil {
+			sent := 0
+			for _, n := range kinds {
+				sent += n
+			}
+			copies := 0
+			for _, e := range emails {
+				copies += mail.ByMessageID[messageID(e.Key)]
+			}
+			if got := mail.ByRecipient[strings.ToLower(c.Email)]; got != copies {
+				b.duplicates += max(got-copies, 0)
+				s.t.Errorf("%s: %d messages in Mailpit to its user, %d from the ledger's emails", ses.ID, got, copies)
 			}
 		}
 	}
@@ -170,6 +214,11 @@ func (s *stack) count(scenario string, mp *devstack.Mailpit, res loadgen.Result,
 	}
 	return b
 }
+
+// kindFailures is how many failed attempts a session of each load kind
+// has, so how many its row counts once all its events are applied.
+var kindFailures = map[loadgen.Kind]int{loadgen.KindVerified: 0, loadgen.KindDuplicated: 0,
+	loadgen.KindFailedThenVerified: 1, loadgen.KindReordered: 1, loadgen.KindOpen: 1}
 
 // assertExact fails unless the balance is exact: nothing lost, nothing
 // duplicated, nothing stuck, every event recorded, every email delivered.

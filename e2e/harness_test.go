@@ -111,7 +111,7 @@ func startComponents(ctx context.Context, dir string) error {
 		}
 		components.stopTemporal = components.temporal.Stop
 	}
-	mp, err := devstack.StartMailpit(ctx, bins["mailpit"], dir, ports[2], ports[3])
+	mp, err := devstack.StartMailpit(ctx, bins["mailpit"], dir, ports[2], ports[3], "--max", "0") // keep every message: the balance counts them
 	if err != nil {
 		return err
 	}

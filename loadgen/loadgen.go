@@ -199,6 +199,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if prefix == "" {
 		prefix = "vs_load_" + testevent.RandomID(8) + "_"
 	}
+	built := time.Now()
 	events, sessions, err := build(prefix, cfg.Sessions, mix, cfg.Secret, max(cfg.Copies, 1))
 	if err != nil {
 		return Result{}, err
@@ -262,11 +263,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			lastSend[ev.session] = scheduled
 		}
 		mu.Unlock()
-		again := post(ev, ev.sig, scheduled)
+		sig := ev.sig
+		if time.Since(built) > signedFor { // a closed run held up past its signatures: sign as Stripe would now
+			sig = testevent.Sign(ev.body, cfg.Secret, time.Now())
+		}
+		again := post(ev, sig, scheduled)
 		for backoff, until := 250*time.Millisecond, scheduled.Add(cfg.Redeliver); again && time.Now().Before(until); backoff = min(2*backoff, 5*time.Second) {
 			select {
 			case <-ctx.Done():
 			case <-time.After(backoff):
+			}
+			if ctx.Err() != nil {
+				break
 			}
 			now := time.Now()
 			mu.Lock()

@@ -112,7 +112,7 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 		}
 	}
 	reg := webhook.NewRegistry()
-	ready := &webhook.Readiness{Temporal: c}
+	ready := &webhook.Readiness{Temporal: c, Log: wlog}
 	go ready.Run(ctx)
 	h := &webhook.Handler{Temporal: c, Ready: ready, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,

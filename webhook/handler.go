@@ -130,6 +130,9 @@ func (h *Handler) serve(r *http.Request) (outcome, reason string, code int) {
 		log.Error("could not hand the event to Temporal; Stripe will retry", "error", err)
 		return outcomeFailed, reasonTemporal, http.StatusServiceUnavailable
 	}
+	if h.Ready != nil {
+		h.Ready.Answered()
+	}
 	log.Info("event signaled", "status", ev.Status)
 	return outcomeAccepted, "", http.StatusOK
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"io"
 	"log/slog"
 	"net/http"
@@ -336,10 +338,50 @@ func (c *countingSignaler) SignalWithStartWorkflow(context.Context, string, stri
 }
 
 func (c *countingSignaler) CheckHealth(context.Context, *client.CheckHealthRequest) (*client.CheckHealthResponse, error) {
-	if c.down.Load() {
-		return nil, errors.New("unavailable")
+	if c.down.Load() { // as the SDK wraps a refused connection
+		return nil, fmt.Errorf("health check error: %w", status.Error(codes.Unavailable, "connection refused"))
 	}
 	return &client.CheckHealthResponse{}, nil
+}
+
+// healthSays answers health checks with the error it holds.
+type healthSays struct{ err error }
+
+func (h *healthSays) CheckHealth(context.Context, *client.CheckHealthRequest) (*client.CheckHealthResponse, error) {
+	if h.err != nil {
+		return nil, fmt.Errorf("health check error: %w", h.err)
+	}
+	return &client.CheckHealthResponse{}, nil
+}
+
+// TestReadinessIsNotFooledByOneSlowCheck: a refused connection is down at
+// once; a slow check or a frontend not serving only on the second in a
+// row; a server without the health service (a proxy) is not down.
+func TestReadinessIsNotFooledByOneSlowCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		err          error
+		first, again bool // down after one check, after two
+	}{
+		{"refused", status.Error(codes.Unavailable, "connection refused"), true, true},
+		{"slow", status.Error(codes.DeadlineExceeded, "deadline exceeded"), false, true},
+		{"not serving", errors.New("health check returned unhealthy status: NOT_SERVING"), false, true},
+		{"no health service", status.Error(codes.Unimplemented, "unknown service"), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &webhook.Readiness{Temporal: &healthSays{err: tc.err}, Every: time.Nanosecond}
+			if got := !r.Ready(context.Background()); got != tc.first {
+				t.Errorf("down after one check = %v; want %v", got, tc.first)
+			}
+			if got := !r.Ready(context.Background()); got != tc.again {
+				t.Errorf("down after two = %v; want %v", got, tc.again)
+			}
+			r.Answered()
+			if !r.Ready(context.Background()) && !tc.again {
+				t.Error("down after a signal went through")
+			}
+		})
+	}
 }
 
 // TestHandlerKnowsTemporalIsDown: once a failed signal has made the health

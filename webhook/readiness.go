@@ -2,10 +2,15 @@ package webhook
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Readiness knows whether Temporal answers, from a health check made once
@@ -27,6 +32,9 @@ type Readiness struct {
 	checked time.Time
 	probing bool
 	lost    chan struct{} // closed when a check next finds Temporal down
+	strikes int           // failed checks in a row that do not say down by themselves
+	// Log, when set, hears when Temporal is found down and back.
+	Log *slog.Logger
 }
 
 // Run checks Temporal once per Every until ctx is done.
@@ -118,11 +126,36 @@ func (r *Readiness) probe() {
 	_, err := r.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{})
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.known, r.down, r.checked, r.probing = true, err != nil, time.Now(), false
+	was := r.known && r.down
+	r.known, r.checked, r.probing = true, time.Now(), false
+	switch code := healthCode(err); {
+	case err == nil, code == codes.Unimplemented: // a proxy without the health service says nothing
+		r.down, r.strikes = false, 0
+	case code == codes.Unavailable: // nothing answers: down at once
+		r.down = true
+	default: // slow, or a frontend not serving: down on the second in a row
+		r.strikes++
+		r.down = r.strikes >= 2
+	}
 	if r.down && r.lost != nil {
 		close(r.lost)
 		r.lost = nil
 	}
+	if r.Log != nil && was != r.down {
+		if r.down {
+			r.Log.Warn("Temporal is down: deliveries are answered 503 until it is back", "error", err)
+		} else {
+			r.Log.Info("Temporal is back")
+		}
+	}
+}
+
+// Answered records that Temporal took a signal: it is up, whatever the
+// last check said.
+func (r *Readiness) Answered() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.known, r.down, r.strikes = true, false, 0
 }
 
 // check runs a probe in the caller's goroutine unless one is under way, in
@@ -150,4 +183,17 @@ func (r *Readiness) check(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// healthCode is the gRPC code of a failed check, however the SDK wrapped it
+// (a refused connection comes as a serviceerror.Unavailable).
+func healthCode(err error) codes.Code {
+	var unavailable *serviceerror.Unavailable
+	if errors.As(err, &unavailable) {
+		return codes.Unavailable
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code()
+	}
+	return codes.Unknown
 }
