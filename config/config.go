@@ -149,6 +149,14 @@ func Load(env Env) (Config, error) {
 	pol.AlternateType = p.str("ALTERNATE_SESSION_TYPE", pol.AlternateType)
 	pol.ReminderAfter = p.duration("REMINDER_AFTER", pol.ReminderAfter)
 	pol.ExpireAfter = p.duration("EXPIRE_AFTER", pol.ExpireAfter)
+	// EXPIRY_WARNING unset: the workflow's default (a day before, or halfway
+	// from the reminder); 0: no warning.
+	pol.ExpiryWarning = 0
+	if getenv("EXPIRY_WARNING") != "" {
+		if pol.ExpiryWarning = p.duration("EXPIRY_WARNING", 0); pol.ExpiryWarning <= 0 {
+			pol.ExpiryWarning = -1
+		}
+	}
 	pol.ReviewDeadline = p.duration("REVIEW_DEADLINE", pol.ReviewDeadline)
 	pol.Escalation = workflows.EscalationPolicy(p.str("ESCALATION", string(pol.Escalation)))
 	pol.LateFraud = workflows.LateFraudPolicy(p.str("LATE_FRAUD_POLICY", string(pol.LateFraud)))

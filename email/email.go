@@ -28,6 +28,7 @@ const (
 	KindVerified         Kind = "verified"
 	KindFailed           Kind = "failed"
 	KindReminder         Kind = "reminder"
+	KindExpiryWarning    Kind = "expiry_warning"
 	KindExpired          Kind = "expired"
 	KindAlternateOffered Kind = "alternate_offered"
 	KindUnderReview      Kind = "under_review"
@@ -38,7 +39,7 @@ const (
 )
 
 // Kinds lists every kind, for validation and tests.
-var Kinds = []Kind{KindVerified, KindFailed, KindReminder, KindExpired, KindAlternateOffered,
+var Kinds = []Kind{KindVerified, KindFailed, KindReminder, KindExpiryWarning, KindExpired, KindAlternateOffered,
 	KindUnderReview, KindReviewApproved, KindReviewRejected, KindOpsReviewOpened, KindOpsReviewOverdue}
 
 // ForOps reports whether the kind goes to ops rather than to the user.

@@ -162,7 +162,11 @@ type Policy struct {
 	AlternateType        string        `json:"alternate_type"`
 	ReminderAfter        time.Duration `json:"reminder_after"`
 	ExpireAfter          time.Duration `json:"expire_after"`
-	ReviewDeadline       time.Duration `json:"review_deadline"`
+	// ExpiryWarning is how long before the expiry the user is warned that
+	// the session closes (0: a day, or halfway from the reminder to the
+	// expiry when that is shorter; negative: no warning).
+	ExpiryWarning  time.Duration `json:"expiry_warning,omitempty"`
+	ReviewDeadline time.Duration `json:"review_deadline"`
 	// NonRetryableCodes are last_error codes no retry can fix: they escalate
 	// at once instead of counting an attempt against the limit.
 	NonRetryableCodes []string `json:"non_retryable_codes"`
@@ -198,6 +202,7 @@ func DefaultPolicy() Policy {
 		AlternateType:        defaultAlternateSessionType,
 		ReminderAfter:        24 * time.Hour,
 		ExpireAfter:          7 * 24 * time.Hour,
+		ExpiryWarning:        24 * time.Hour,
 		ReviewDeadline:       48 * time.Hour,
 		// under_supported_age: the user will not be old enough on a retry.
 		// country_not_supported: the document's country stays the same.
@@ -315,6 +320,7 @@ type State struct {
 	NextTimerAt time.Time `json:"next_timer_at,omitzero"`
 	// Timers: zero means not armed.
 	ReminderAt time.Time `json:"reminder_at,omitzero"`
+	WarningAt  time.Time `json:"warning_at,omitzero"` // the warning before expiry
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	// Seq counts the persisted transitions; it orders database writes.
 	Seq int64 `json:"seq"`

@@ -283,19 +283,38 @@ func (w *verification) onRedacted(ctx workflow.Context) {
 	}
 }
 
-// armInputTimers (re)starts the reminder and expiry windows of a session
-// waiting for the user.
+// armInputTimers (re)starts the reminder, expiry-warning and expiry windows
+// of a session waiting for the user.
 func (w *verification) armInputTimers(ctx workflow.Context) {
 	now := workflow.Now(ctx)
-	w.st.ReminderAt = time.Time{}
+	w.st.ReminderAt, w.st.WarningAt = time.Time{}, time.Time{}
 	if r := w.policy.ReminderAfter; r > 0 && r < w.policy.ExpireAfter {
 		w.st.ReminderAt = now.Add(r)
 	}
 	w.st.ExpiresAt = now.Add(w.policy.ExpireAfter)
+	// The warning before expiry came in version 1 of this change: runs that
+	// armed their timers before it replay without it (see the README's
+	// "Changing the workflow safely"). It is sent only when it falls after
+	// the reminder, so the user never gets the two at once.
+	if expiryWarningUnversioned || workflow.GetVersion(ctx, ChangeExpiryWarning, workflow.DefaultVersion, 1) >= 1 {
+		if b := w.policy.ExpiryWarning; b > 0 && b < w.policy.ExpireAfter {
+			if at := w.st.ExpiresAt.Add(-b); at.After(w.st.ReminderAt) {
+				w.st.WarningAt = at
+			}
+		}
+	}
 }
 
+// ChangeExpiryWarning is the workflow.GetVersion change id of the warning
+// before expiry.
+const ChangeExpiryWarning = "expiry-warning"
+
+// expiryWarningUnversioned is set only by a test: the same change without
+// GetVersion, which the replayer must catch.
+var expiryWarningUnversioned = false
+
 func (w *verification) disarmInputTimers() {
-	w.st.ReminderAt, w.st.ExpiresAt = time.Time{}, time.Time{}
+	w.st.ReminderAt, w.st.WarningAt, w.st.ExpiresAt = time.Time{}, time.Time{}, time.Time{}
 }
 
 // expire ends a session the user left waiting: cancel it at Stripe, tell the

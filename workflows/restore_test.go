@@ -129,7 +129,7 @@ func TestAVerifiedCreatedBeforeExpiryButDeliveredAfterIsNotLost(t *testing.T) {
 	st := h.run(workflows.Input{})
 	equal(t, "final", st.Status, workflows.StatusVerified)
 	equal(t, "no cancel", h.count("CancelSession"), 0)
-	equal(t, "emails", h.emailKinds(), "failed,reminder,verified")
+	equal(t, "emails", h.emailKinds(), "failed,reminder,expiry_warning,verified")
 }
 
 func TestADecisionRacingARedactionIsRefused(t *testing.T) {
@@ -260,7 +260,7 @@ func TestARestoredRunHoldsExactlyTheStoredState(t *testing.T) {
 		LastErrorEventID: "evt_2", AlternateSince: t0.Add(-2 * day).Unix(),
 		Review:    &workflows.Review{Reason: "attempts_exhausted", OpenedAt: t0.Add(-18 * hour), DeadlineAt: deadline, Overdue: 1},
 		NextTimer: "review_deadline", NextTimerAt: deadline,
-		ReminderAt: deadline.Add(hour), ExpiresAt: deadline.Add(2 * hour), // later than the deadline: not due
+		ReminderAt: deadline.Add(hour), WarningAt: deadline.Add(90 * min), ExpiresAt: deadline.Add(2 * hour), // later than the deadline: not due
 		Seq: 9, LastEventCreated: t0.Add(-hour).Unix(), Redacted: true, ProcessedEventIDs: []string{"evt_1", "evt_2"},
 		EmailIssue: "review_rejected email skipped: no contact",
 		Issues:     []workflows.Issue{{Code: workflows.IssueEmailRefused, Detail: "550 no such user", Since: t0.Add(-day)}},

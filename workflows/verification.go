@@ -232,6 +232,7 @@ func (w *verification) nextTimer() (string, time.Time) {
 		}
 	}
 	consider(TimerReminder, w.st.ReminderAt)
+	consider(TimerExpiryWarning, w.st.WarningAt)
 	consider(TimerExpiry, w.st.ExpiresAt)
 	if w.st.Review.Open() {
 		consider(TimerReviewDeadline, w.st.Review.DeadlineAt)
@@ -242,6 +243,7 @@ func (w *verification) nextTimer() (string, time.Time) {
 // Durable timer names, shown in the state and as timer summaries in the UI.
 const (
 	TimerReminder       = "reminder"
+	TimerExpiryWarning  = "expiry_warning"
 	TimerExpiry         = "expiry"
 	TimerReviewDeadline = "review_deadline"
 )
@@ -253,6 +255,11 @@ func (w *verification) onTimer(ctx workflow.Context, name string) {
 	case TimerReminder:
 		w.st.ReminderAt = time.Time{}
 		w.oweEmail(w.email(email.KindReminder))
+	case TimerExpiryWarning:
+		w.st.WarningAt = time.Time{}
+		e := w.email(email.KindExpiryWarning)
+		e.Deadline = w.st.ExpiresAt
+		w.oweEmail(e)
 	case TimerExpiry:
 		note = w.expire(ctx)
 	case TimerReviewDeadline:
@@ -278,6 +285,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.ExpireAfter <= 0 {
 		p.ExpireAfter = d.ExpireAfter
+	}
+	if p.ExpiryWarning == 0 { // a day before, or halfway from the reminder in a shorter window
+		p.ExpiryWarning = min(d.ExpiryWarning, (p.ExpireAfter-max(p.ReminderAfter, 0))/2)
 	}
 	if p.ReviewDeadline <= 0 {
 		p.ReviewDeadline = d.ReviewDeadline

@@ -62,10 +62,12 @@ func TestEachEventAlone(t *testing.T) {
 		// Before it expires a session, the workflow asks Stripe whether the
 		// user came back meanwhile.
 		{"created", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:created",
-			"RecordTransition:created", "SendEmail:reminder", "FetchSessionStatus", "RecordTransition:expired",
+			"RecordTransition:created", "SendEmail:reminder", "RecordTransition:created", "SendEmail:expiry_warning",
+			"FetchSessionStatus", "RecordTransition:expired",
 			"CancelSession", "SendEmail:expired"}},
 		{"requires_input", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:requires_input",
-			"RecordTransition:requires_input", "SendEmail:reminder", "FetchSessionStatus", "RecordTransition:expired",
+			"RecordTransition:requires_input", "SendEmail:reminder", "RecordTransition:requires_input",
+			"SendEmail:expiry_warning", "FetchSessionStatus", "RecordTransition:expired",
 			"CancelSession", "SendEmail:expired"}},
 		{"canceled", workflows.StatusCanceled, []string{"LoadSession", "RecordTransition:canceled"}},
 		{"redacted", workflows.StatusRedacted, []string{"LoadSession", "RedactSession", "RecordTransition:redacted"}},
@@ -335,11 +337,18 @@ func TestReminderThenExpiry(t *testing.T) {
 	equal(t, "next timer", w.NextTimer, "reminder")
 	equal(t, "reminder at", w.NextTimerAt, t0.Add(min+day))
 	equal(t, "expires at", w.ExpiresAt, t0.Add(min+7*day))
+	equal(t, "warning at", w.WarningAt, t0.Add(min+6*day))
 	equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:requires_input", "SendEmail:failed",
-		"RecordTransition:requires_input", "SendEmail:reminder", "FetchSessionStatus", "RecordTransition:expired",
-		"CancelSession", "SendEmail:expired"})
+		"RecordTransition:requires_input", "SendEmail:reminder", "RecordTransition:requires_input", "SendEmail:expiry_warning",
+		"FetchSessionStatus", "RecordTransition:expired", "CancelSession", "SendEmail:expired"})
 	equal(t, "final", st.Status, workflows.StatusExpired)
-	equal(t, "timer transitions", []string{h.transitions()[1].Key, h.transitions()[2].Key}, []string{"reminder:2", "expiry:3"})
+	equal(t, "timer transitions", []string{h.transitions()[1].Key, h.transitions()[2].Key, h.transitions()[3].Key},
+		[]string{"reminder:2", "expiry_warning:3", "expiry:4"})
+	for _, e := range h.emails() {
+		if e.Kind == "expiry_warning" {
+			equal(t, "warning says when", e.Deadline, t0.Add(min+7*day))
+		}
+	}
 }
 
 func TestTimersAreCancelledWhenTheStateMovesOn(t *testing.T) {
