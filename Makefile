@@ -7,7 +7,7 @@ SHELL := bash
 GO ?= go
 BIN := .bin
 
-.PHONY: dev test tools lint fuzz bench load load-server load-memory faults clean
+.PHONY: dev test tools lint fuzz bench load load-server load-memory faults replay-live clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -74,6 +74,14 @@ faults: tools
 	  url="postgres://postgres@127.0.0.1:5432/$$db?sslmode=disable"; \
 	fi; \
 	FAULTS=full TEST_DATABASE_URL=$$url $(GO) test -count=1 -v -run TestFault -timeout 60m ./e2e/ | grep -v -e '^{' -e '^=== '
+
+# The deploy gate: replays the runs of the namespace the TEMPORAL_* variables
+# name (open ones and those closed in the last 7 days) against the workflow
+# code in this tree, one line per run; fails when any no longer replays.
+# REPLAY_SAVE=dir also writes each history there as JSON (a path seen in the
+# cluster can join workflows/testdata/histories).
+replay-live:
+	$(GO) run ./cmd/identity-verification replay $(if $(REPLAY_SAVE),-save $(REPLAY_SAVE))
 
 clean:
 	rm -rf $(BIN)

@@ -337,11 +337,13 @@ func eventually(t testing.TB, what string, check func() error) {
 	}
 }
 
-// buildCommand builds a main package of this module into a temporary folder.
-func buildCommand(t *testing.T, pkg string) string {
+// buildCommand builds a main package of this module into a temporary
+// folder, with any further go build flags (such as -tags).
+func buildCommand(t *testing.T, pkg string, buildFlags ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+	args := append(append([]string{"build", "-o", bin}, buildFlags...), pkg)
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", pkg, err, out)
 	}
 	return bin

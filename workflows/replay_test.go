@@ -19,11 +19,11 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/log"
 	sdkworker "go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
 
 	"identityverification/activities"
 	"identityverification/devstack"
 	"identityverification/email"
+	"identityverification/replay"
 	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/stripeapi"
@@ -57,13 +57,13 @@ func TestReplayRecordedHistories(t *testing.T) {
 			t.Errorf("no recorded history for path %q: run RECORD_HISTORIES=1 go test -run TestRecordHistories ./workflows/", p)
 		}
 	}
-	logger := log.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// The replayer `identity-verification replay` runs on the cluster's
+	// histories.
+	r := replay.New()
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			r := sdkworker.NewWorkflowReplayer()
-			r.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
-			if err := r.ReplayWorkflowHistoryFromJSONFile(logger, f); err != nil {
-				t.Errorf("%s no longer replays: %v", f, err)
+			if res := replay.File(r, f); !res.OK() {
+				t.Errorf("%s no longer replays: %s\n%v", f, res.Line(), res.Err)
 			}
 		})
 	}

@@ -1,28 +1,44 @@
 // Command identity-verification runs the service: the Stripe webhook, the
-// Temporal worker, or both (the default).
+// Temporal worker, or both (the default). With replay, it checks instead
+// that the workflow code in this binary still replays the histories of
+// the namespace's runs: run it before rolling out new workers.
 //
 //	identity-verification [webhook|worker|all]
+//	identity-verification replay [-query Q] [-days N] [-limit N] [-save DIR]
+//
+// replay prints one line per run (ok, or the SDK's error code and the
+// event where replay parted from the history) and a summary, and exits 1
+// when any run does not replay. It needs only the TEMPORAL_* variables.
 //
 // Configuration is the environment; see the README's table.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"identityverification/config"
+	"identityverification/replay"
 	"identityverification/service"
 )
 
 func main() {
-	role := "all"
-	if len(os.Args) > 1 {
-		role = os.Args[1]
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "replay" {
+		err = runReplay(os.Args[2:])
+	} else {
+		role := "all"
+		if len(os.Args) > 1 {
+			role = os.Args[1]
+		}
+		err = run(role)
 	}
-	if err := run(role); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "identity-verification:", err)
 		os.Exit(1)
 	}
@@ -40,4 +56,44 @@ func run(role string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return service.Run(ctx, cfg, roles, service.NewLogger(cfg.LogLevel))
+}
+
+// runReplay replays the runs of the namespace the TEMPORAL_* variables
+// name against this binary's workflow code.
+func runReplay(args []string) error {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	var opts replay.Options
+	fs.StringVar(&opts.Query, "query", "", "visibility query choosing the runs (default: this workflow's open runs and those closed in the last -days)")
+	fs.IntVar(&opts.Days, "days", replay.DefaultDays, "days back the default query takes closed runs")
+	fs.IntVar(&opts.Limit, "limit", replay.DefaultLimit, "most runs to replay")
+	fs.StringVar(&opts.Save, "save", "", "folder to write each fetched history to, as <workflow id>_<run id>.json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("replay: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("replay: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Load(config.OS)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := service.Dial(ctx, cfg, false, service.NewLogger(cfg.LogLevel))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sum, err := replay.Live(ctx, c, cfg.Temporal.Namespace, opts, os.Stdout)
+	if err != nil {
+		return err
+	}
+	if sum.Failed > 0 {
+		return fmt.Errorf("replay: %d of %d runs do not replay against this build: put the change behind workflow.GetVersion",
+			sum.Failed, sum.OK+sum.Failed)
+	}
+	return nil
 }
