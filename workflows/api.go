@@ -202,7 +202,6 @@ func DefaultPolicy() Policy {
 		AlternateType:        defaultAlternateSessionType,
 		ReminderAfter:        24 * time.Hour,
 		ExpireAfter:          7 * 24 * time.Hour,
-		ExpiryWarning:        24 * time.Hour,
 		ReviewDeadline:       48 * time.Hour,
 		// under_supported_age: the user will not be old enough on a retry.
 		// country_not_supported: the document's country stays the same.

@@ -269,6 +269,10 @@ func (w *verification) onTimer(ctx workflow.Context, name string) {
 	w.persist(ctx, name, nil, note)
 }
 
+// defaultExpiryWarning is how long before the expiry the user is warned,
+// unless the policy says otherwise or the window is shorter.
+const defaultExpiryWarning = 24 * time.Hour
+
 func (p Policy) withDefaults() Policy {
 	d := DefaultPolicy()
 	if p.MaxAttempts <= 0 {
@@ -287,7 +291,7 @@ func (p Policy) withDefaults() Policy {
 		p.ExpireAfter = d.ExpireAfter
 	}
 	if p.ExpiryWarning == 0 { // a day before, or halfway from the reminder in a shorter window
-		p.ExpiryWarning = min(d.ExpiryWarning, (p.ExpireAfter-max(p.ReminderAfter, 0))/2)
+		p.ExpiryWarning = min(defaultExpiryWarning, (p.ExpireAfter-max(p.ReminderAfter, 0))/2)
 	}
 	if p.ReviewDeadline <= 0 {
 		p.ReviewDeadline = d.ReviewDeadline

@@ -1,40 +1,52 @@
 package workflows_test
 
 import (
-	"io"
-	"log/slog"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	"go.temporal.io/sdk/log"
-	sdkworker "go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
+	enumspb "go.temporal.io/api/enums/v1"
 
+	"identityverification/replay"
 	"identityverification/workflows"
 )
 
 // The warning before expiry is a change made behind workflow.GetVersion
 // (the README's "Changing the workflow safely" walks through it). A history
-// recorded before it (reminder, then expiry) replays on the old branch;
-// the same change made without GetVersion breaks that replay
-// (nondeterminism, TMPRL1100); new runs take the new branch (the harness
-// tests: TestReminderThenExpiry).
+// recorded before it (reminder, then expiry) replays on the old branch, one
+// recorded after it (reminder, warning, expiry, with the version marker) on
+// the new one; the same change made without GetVersion breaks the old one
+// (TMPRL1100), through the replayer 'identity-verification replay' uses.
+// New runs take the new branch (TestReminderThenExpiry).
 func TestTheExpiryWarningIsVersioned(t *testing.T) {
 	before := filepath.Join(historiesDir, "reminder_then_expiry.json")
-	replay := func() error {
-		r := sdkworker.NewWorkflowReplayer()
-		r.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
-		return r.ReplayWorkflowHistoryFromJSONFile(log.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil))), before)
+	after := filepath.Join(historiesDir, "reminder_warning_then_expiry.json")
+	markers := func(path string) int {
+		h, err := replay.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range h.Events {
+			if e.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && e.GetMarkerRecordedEventAttributes().GetMarkerName() == "Version" {
+				n++
+			}
+		}
+		return n
 	}
-	if err := replay(); err != nil {
-		t.Fatalf("a history from before the change no longer replays: %v", err)
+	if markers(before) != 0 || markers(after) != 1 {
+		t.Fatalf("%s must be the recording from before the change (no version marker) and %s from after (one): do not re-record them",
+			before, after)
+	}
+	for _, f := range []string{before, after} {
+		if res := replay.File(replay.New(), f); !res.OK() {
+			t.Errorf("%s no longer replays: %s", f, res.Line())
+		}
 	}
 	undo := workflows.SetExpiryWarningUnversioned()
 	defer undo()
-	err := replay()
-	if err == nil || !strings.Contains(err.Error(), "TMPRL1100") {
-		t.Fatalf("the change without GetVersion: replay err = %v; want a nondeterminism error (TMPRL1100)", err)
+	res := replay.File(replay.New(), before)
+	if res.OK() || res.Code != "TMPRL1100" {
+		t.Fatalf("the change without GetVersion: %s; want a nondeterminism failure (TMPRL1100)", res.Line())
 	}
-	t.Logf("without GetVersion: %v", err)
+	t.Logf("without GetVersion: %s", res.Line())
 }
