@@ -188,7 +188,7 @@ func stripeError(err error) error {
 
 // CancelSession cancels the Stripe session (expiry, escalation to review).
 func (a *Activities) CancelSession(ctx context.Context, sessionID string) error {
-	return stripeError(a.Stripe.Cancel(ctx, sessionID))
+	return stripeCall(ctx, "cancel", a.Stripe.Cancel(ctx, sessionID))
 }
 
 // SwitchInput switches a session to another verification type.
@@ -199,14 +199,14 @@ type SwitchInput struct {
 
 // SwitchSessionType moves the session to the alternate verification method.
 func (a *Activities) SwitchSessionType(ctx context.Context, in SwitchInput) error {
-	return stripeError(a.Stripe.SetType(ctx, in.SessionID, in.Type))
+	return stripeCall(ctx, "switch_type", a.Stripe.SetType(ctx, in.SessionID, in.Type))
 }
 
 // FetchSessionStatus reads the session's status from Stripe, the source of
 // truth when deliveries are ambiguous.
 func (a *Activities) FetchSessionStatus(ctx context.Context, sessionID string) (string, error) {
 	s, err := a.Stripe.Status(ctx, sessionID)
-	return s, stripeError(err)
+	return s, stripeCall(ctx, "status", err)
 }
 
 // ReviewInput opens or decides a manual review case. It holds ids, codes

@@ -39,8 +39,8 @@ func (a *Activities) CompareVerifiedOutputs(ctx context.Context, sessionID strin
 		return Comparison{Match: true}, nil
 	}
 	got, err := a.Stripe.VerifiedOutputs(ctx, sessionID)
-	if err != nil {
-		return Comparison{}, stripeError(err)
+	if err := stripeCall(ctx, "verified_outputs", err); err != nil {
+		return Comparison{}, err
 	}
 	c := Comparison{Compared: true}
 	if want.FirstName != "" && NormalizeName(want.FirstName) != NormalizeName(got.FirstName) {

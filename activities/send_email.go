@@ -55,7 +55,8 @@ type EmailResult struct {
 // (write first, possibly never send); for a user who must act on the email,
 // a rare duplicate is the lesser harm. The Message-ID is derived from the key,
 // so the two copies are recognisably the same message.
-func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (EmailResult, error) {
+func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res EmailResult, err error) {
+	defer func() { countEmail(ctx, res, err) }()
 	key := req.Key()
 	if rec, err := a.Store.Email(ctx, key); err == nil {
 		return EmailResult{Status: rec.Status, Detail: rec.Detail}, nil

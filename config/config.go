@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
 
+	"identityverification/codec"
 	"identityverification/store"
 	"identityverification/workflows"
 )
@@ -23,6 +24,11 @@ type Config struct {
 	// Temporal connection from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 	// TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE (the SDK's envconfig).
 	Temporal client.Options
+
+	// Production (ENVIRONMENT=production, the default) demands secrets of
+	// at least MinSecretBytes; ENVIRONMENT=development (the dev stack, the
+	// tests) accepts short ones.
+	Production bool
 
 	ListenAddr       string        // LISTEN_ADDR: webhook, health and metrics
 	WebhookSecrets   []string      // STRIPE_WEBHOOK_SECRET, comma-separated
@@ -38,11 +44,18 @@ type Config struct {
 	PublicBaseURL    string        // PUBLIC_BASE_URL: where retry links point
 	RetryLinkSecret  string        // RETRY_LINK_SECRET: signs retry links
 	AdminAddr        string        // ADMIN_ADDR: the admin API's own listener
+	OpsAddr          string        // OPS_ADDR: health and metrics, every process
 	AdminToken       string        // ADMIN_TOKEN: bearer token; empty disables the admin API
 	Policy           workflows.Policy
 	ShutdownGrace    time.Duration // SHUTDOWN_GRACE
 	LogLevel         string        // LOG_LEVEL
 	Worker           WorkerTuning
+
+	// Codec encrypts every payload the processes write to Temporal
+	// (PAYLOAD_ENCRYPTION_KEYS); nil when no key is configured.
+	Codec        *codec.Codec
+	CodecToken   string   // CODEC_TOKEN: the codec server's token; empty disables it
+	CodecOrigins []string // CODEC_CORS_ORIGINS: browser origins allowed to call it (the Temporal UI's)
 }
 
 // WorkerTuning is the worker's capacity. The defaults come from load runs
@@ -95,12 +108,23 @@ func FromEnviron(kvs []string) Map {
 // ErrNoWebhookSecret: the webhook must not run without a way to verify Stripe.
 var ErrNoWebhookSecret = errors.New("STRIPE_WEBHOOK_SECRET is not set: the webhook cannot verify Stripe signatures without it (set the endpoint's whsec_... secret; several may be given, comma-separated, during rotation)")
 
-// Load reads the environment. Validation of what only one process needs
-// (secrets, SMTP) is left to CheckWebhook and CheckWorker.
+// Load reads and validates the environment, returning every bad value at
+// once, one message each naming its variable (the rules are in check.go).
+// Whether a process has the secrets it needs is left to CheckWebhook and
+// CheckWorker.
 func Load(env Env) (Config, error) {
+	c, _, err := load(env)
+	return c, err
+}
+
+// load is Load, also returning every variable it read (for Effective).
+func load(env Env) (Config, *recorder, error) {
+	rec := &recorder{env: env}
+	env = rec
 	getenv := func(k string) string { v, _ := env.LookupEnv(k); return v }
-	p := parser{getenv: getenv}
+	p := parser{getenv: getenv, rec: rec}
 	c := Config{
+		Production:       p.production(),
 		ListenAddr:       p.str("LISTEN_ADDR", "127.0.0.1:8080"),
 		WebhookSecrets:   p.list("STRIPE_WEBHOOK_SECRET"),
 		WebhookTolerance: p.duration("STRIPE_WEBHOOK_TOLERANCE", 300*time.Second),
@@ -115,7 +139,11 @@ func Load(env Env) (Config, error) {
 		PublicBaseURL:    strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
 		RetryLinkSecret:  getenv("RETRY_LINK_SECRET"),
 		AdminAddr:        p.str("ADMIN_ADDR", "127.0.0.1:8081"),
+		OpsAddr:          p.str("OPS_ADDR", "127.0.0.1:9090"),
 		AdminToken:       getenv("ADMIN_TOKEN"),
+		Codec:            p.keyRing("PAYLOAD_ENCRYPTION_KEYS"),
+		CodecToken:       getenv("CODEC_TOKEN"),
+		CodecOrigins:     p.list("CODEC_CORS_ORIGINS"),
 		ShutdownGrace:    p.duration("SHUTDOWN_GRACE", 20*time.Second),
 		LogLevel:         p.str("LOG_LEVEL", "info"),
 		Worker: WorkerTuning{
@@ -174,19 +202,7 @@ func Load(env Env) (Config, error) {
 			pol.EscalationByCode[code] = workflows.EscalationPolicy(e)
 		}
 	}
-	switch {
-	case pol.MaxAttempts < 1:
-		p.fail("MAX_ATTEMPTS", "must be at least 1")
-	case pol.AlternateMaxAttempts < 1:
-		p.fail("ALTERNATE_MAX_ATTEMPTS", "must be at least 1")
-	case !pol.Escalation.Valid():
-		p.fail("ESCALATION", "want review, alternate or alternate_then_review")
-	case pol.ExpireAfter <= 0 || pol.ReviewDeadline <= 0 || pol.ReminderAfter < 0:
-		p.fail("EXPIRE_AFTER/REVIEW_DEADLINE/REMINDER_AFTER", "must be positive")
-	}
-	if !pol.LateFraud.Valid() {
-		p.fail("LATE_FRAUD_POLICY", "want review or record")
-	}
+	p.checkPolicy(pol)
 	c.Policy = pol
 
 	topts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: env})
@@ -200,7 +216,16 @@ func Load(env Env) (Config, error) {
 		topts.Namespace = client.DefaultNamespace
 	}
 	c.Temporal = topts
-	return c, errors.Join(p.errs...)
+	rec.setDefault("TEMPORAL_ADDRESS", topts.HostPort)
+	rec.setDefault("TEMPORAL_NAMESPACE", topts.Namespace)
+	for _, kv := range env.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "TEMPORAL_GRPC_META_") {
+			env.LookupEnv(k) // recorded, so check-config lists it (masked)
+		}
+	}
+	p.check(c)
+	p.checkCodecServer(c)
+	return c, rec, errors.Join(p.errs...)
 }
 
 // Sentinel errors for missing secrets.
@@ -230,12 +255,14 @@ func check(ok bool, err error) error {
 
 type parser struct {
 	getenv func(string) string
+	rec    *recorder // notes each variable's default for check-config
 	errs   []error
 }
 
 func (p *parser) fail(name, why string) { p.errs = append(p.errs, fmt.Errorf("%s: %s", name, why)) }
 
 func (p *parser) str(name, def string) string {
+	p.rec.setDefault(name, def)
 	if v := strings.TrimSpace(p.getenv(name)); v != "" {
 		return v
 	}
@@ -253,6 +280,7 @@ func (p *parser) list(name string) []string {
 }
 
 func (p *parser) integer(name string, def int) int {
+	p.rec.setDefault(name, strconv.Itoa(def))
 	v := p.getenv(name)
 	if v == "" {
 		return def
@@ -266,6 +294,7 @@ func (p *parser) integer(name string, def int) int {
 }
 
 func (p *parser) duration(name string, def time.Duration) time.Duration {
+	p.rec.setDefault(name, def.String())
 	v := p.getenv(name)
 	if v == "" {
 		return def

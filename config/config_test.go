@@ -11,7 +11,8 @@ import (
 )
 
 func TestDefaultsAndTheContract(t *testing.T) {
-	c, err := config.Load(config.Map{"STRIPE_WEBHOOK_SECRET": " whsec_a , whsec_b ", "TEMPORAL_ADDRESS": "temporal:7233"})
+	c, err := config.Load(config.Map{"ENVIRONMENT": "development",
+		"STRIPE_WEBHOOK_SECRET": " whsec_a , whsec_b ", "TEMPORAL_ADDRESS": "temporal:7233"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -213,17 +213,24 @@ type Temporal struct {
 // none) and registers this service's search attributes on each (idempotent,
 // and needed on an existing database too).
 func StartTemporal(ctx context.Context, bin, dir string, port, uiPort int, namespaces ...string) (*Temporal, error) {
-	return startTemporal(ctx, bin, dir, filepath.Join(dir, "temporal.db"), port, uiPort, namespaces)
+	return startTemporal(ctx, bin, dir, filepath.Join(dir, "temporal.db"), port, uiPort, "", namespaces)
+}
+
+// StartTemporalWithCodec is StartTemporal with the Web UI decoding payloads
+// through the codec server at codecEndpoint (--ui-codec-endpoint): the
+// browser POSTs to codecEndpoint+"/decode" and "/encode".
+func StartTemporalWithCodec(ctx context.Context, bin, dir string, port, uiPort int, codecEndpoint string, namespaces ...string) (*Temporal, error) {
+	return startTemporal(ctx, bin, dir, filepath.Join(dir, "temporal.db"), port, uiPort, codecEndpoint, namespaces)
 }
 
 // StartTemporalInMemory starts the dev server with its data in memory (its
 // log in dir): for tests and benchmarks, which keep nothing across runs and
 // should not measure a SQLite file's fsyncs.
 func StartTemporalInMemory(ctx context.Context, bin, dir string, port, uiPort int, namespaces ...string) (*Temporal, error) {
-	return startTemporal(ctx, bin, dir, "", port, uiPort, namespaces)
+	return startTemporal(ctx, bin, dir, "", port, uiPort, "", namespaces)
 }
 
-func startTemporal(ctx context.Context, bin, dir, dbFile string, port, uiPort int, namespaces []string) (*Temporal, error) {
+func startTemporal(ctx context.Context, bin, dir, dbFile string, port, uiPort int, codecEndpoint string, namespaces []string) (*Temporal, error) {
 	if len(namespaces) == 0 {
 		namespaces = []string{"default"}
 	}
@@ -233,6 +240,9 @@ func startTemporal(ctx context.Context, bin, dir, dbFile string, port, uiPort in
 		"--log-level", "warn", "--log-format", "json"}
 	if dbFile != "" {
 		args = append(args, "--db-filename", dbFile)
+	}
+	if codecEndpoint != "" {
+		args = append(args, "--ui-codec-endpoint", codecEndpoint)
 	}
 	for _, ns := range namespaces {
 		args = append(args, "--namespace", ns)

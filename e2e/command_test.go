@@ -31,17 +31,21 @@ func TestServiceRefusesToStartWithoutAWebhookSecret(t *testing.T) {
 func TestWebhookStartsWhileTemporalIsDownAndAnswers503(t *testing.T) {
 	dead, _ := devstack.FreePort()
 	listen, _ := devstack.FreePort()
+	opsPort, _ := devstack.FreePort()
 	base := fmt.Sprintf("http://127.0.0.1:%d", listen)
+	opsBase := fmt.Sprintf("http://127.0.0.1:%d", opsPort)
 	cmd := exec.Command(buildCommand(t, "../cmd/identity-verification"), "webhook")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
 		fmt.Sprintf("TEMPORAL_ADDRESS=127.0.0.1:%d", dead), fmt.Sprintf("LISTEN_ADDR=127.0.0.1:%d", listen),
-		"STRIPE_WEBHOOK_SECRET=" + secret, "STRIPE_API_KEY=sk_test_x", "RETRY_LINK_SECRET=x", "TEMPORAL_SIGNAL_TIMEOUT=1s"}
+		fmt.Sprintf("OPS_ADDR=127.0.0.1:%d", opsPort),
+		"STRIPE_WEBHOOK_SECRET=" + secret, "STRIPE_API_KEY=sk_test_x", "RETRY_LINK_SECRET=x", "TEMPORAL_SIGNAL_TIMEOUT=1s",
+		"ENVIRONMENT=development"}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	eventually(t, "the webhook to be alive", func() error { return devstack.HTTPOK(context.Background(), base+"/livez") })
-	if err := devstack.HTTPOK(context.Background(), base+"/readyz"); err == nil {
+	eventually(t, "the webhook to be alive", func() error { return devstack.HTTPOK(context.Background(), opsBase+"/livez") })
+	if err := devstack.HTTPOK(context.Background(), opsBase+"/readyz"); err == nil {
 		t.Error("/readyz is 200 while Temporal is down")
 	}
 	payload, _ := testevent.Build(testevent.Options{Type: "verified"})

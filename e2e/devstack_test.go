@@ -25,7 +25,7 @@ func TestRunCommand(t *testing.T) {
 	bin := buildCommand(t, "../cmd/devstack")
 	data := t.TempDir()
 	ports := map[string]int{}
-	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "webhook", "admin"} {
+	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "webhook", "admin", "ops"} {
 		p, err := devstack.FreePort()
 		if err != nil {
 			t.Fatal(err)
@@ -33,7 +33,7 @@ func TestRunCommand(t *testing.T) {
 		ports[name] = p
 	}
 	args := []string{"-data", data, "-listen", fmt.Sprintf("127.0.0.1:%d", ports["webhook"]),
-		"-admin-listen", fmt.Sprintf("127.0.0.1:%d", ports["admin"])}
+		"-admin-listen", fmt.Sprintf("127.0.0.1:%d", ports["admin"]), "-ops-listen", fmt.Sprintf("127.0.0.1:%d", ports["ops"])}
 	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port"} {
 		args = append(args, fmt.Sprintf("-%s=%d", name, ports[name]))
 	}
@@ -48,6 +48,7 @@ func TestRunCommand(t *testing.T) {
 		}
 		return err
 	})
+	checkUIDecodes(t, ports["temporal-port"], ports["ui-port"], ports["admin"], first.session)
 	first.stop(t)
 	for name, p := range ports {
 		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {

@@ -135,6 +135,7 @@ type stack struct {
 	db         string
 	webhookURL string
 	adminURL   string
+	opsURL     string // health and metrics
 	store      *store.Store
 	temporal   client.Client
 	namespace  string
@@ -172,6 +173,10 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	if err != nil {
 		t.Fatal(err)
 	}
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ns := namespaces[db.Name]
 	base := config.Map{
 		"TEMPORAL_ADDRESS":      components.temporal.Address,
@@ -185,9 +190,11 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		"STRIPE_WEBHOOK_SECRET": "whsec_old_rotated_out," + secret,
 		"RETRY_LINK_SECRET":     "e2e-link-secret",
 		"ADMIN_TOKEN":           adminToken,
+		"ENVIRONMENT":           "development", // short test secrets
 		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
 		"LOG_LEVEL":             "warn",
 		"SHUTDOWN_GRACE":        "5s",
+		"OPS_ADDR":              "127.0.0.1:0", // a worker process of a test's own: any free port
 	}
 	for k, v := range env {
 		base[k] = v
@@ -203,7 +210,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		log = service.NewLogger("warn")
 	}
 	go func() {
-		done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Listener: ln, AdminListener: adminLn}, log)
+		done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Listener: ln, AdminListener: adminLn, OpsListener: opsLn}, log)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -212,15 +219,20 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		}
 	})
 	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
-		adminURL: "http://" + adminLn.Addr().String(), namespace: base["TEMPORAL_NAMESPACE"], env: base}
+		adminURL: "http://" + adminLn.Addr().String(), opsURL: "http://" + opsLn.Addr().String(),
+		namespace: base["TEMPORAL_NAMESPACE"], env: base}
 	eventually(t, "the webhook is ready", func() error {
-		return devstack.HTTPOK(context.Background(), "http://"+ln.Addr().String()+"/readyz")
+		return devstack.HTTPOK(context.Background(), s.opsURL+"/readyz")
 	})
 	if s.store, err = store.Open(context.Background(), db.URL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.store.Close() })
-	if s.temporal, err = client.Dial(client.Options{HostPort: base["TEMPORAL_ADDRESS"], Namespace: s.namespace, Logger: quiet{}}); err != nil {
+	topts := client.Options{HostPort: base["TEMPORAL_ADDRESS"], Namespace: s.namespace, Logger: quiet{}}
+	if cfg.Codec != nil { // the stack encrypts payloads: the test reads them as the service does
+		topts.DataConverter, topts.FailureConverter = cfg.Codec.DataConverter(), cfg.Codec.FailureConverter()
+	}
+	if s.temporal, err = client.Dial(topts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.temporal.Close)

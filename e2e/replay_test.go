@@ -107,6 +107,9 @@ func (s *stack) replayCommand(t *testing.T, bin string, args ...string) ([]strin
 	cmd := exec.Command(bin, append([]string{"replay"}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
 		"TEMPORAL_ADDRESS=" + s.env["TEMPORAL_ADDRESS"], "TEMPORAL_NAMESPACE=" + s.env["TEMPORAL_NAMESPACE"]}
+	if keys := s.env["PAYLOAD_ENCRYPTION_KEYS"]; keys != "" { // the stack encrypts: replay as its workers read
+		cmd.Env = append(cmd.Env, "PAYLOAD_ENCRYPTION_KEYS="+keys)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

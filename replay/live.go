@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/api/temporalproto"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/worker"
 
 	"identityverification/workflows"
@@ -31,6 +32,11 @@ type Options struct {
 	// <workflow id>_<run id>.json, in the corpus's format: a path seen
 	// in the cluster can become a recorded test.
 	Save string
+	// DataConverter and FailureConverter are the workers' (the payload
+	// codec's when keys are configured: encrypted histories do not replay
+	// without them); nil means the SDK's defaults.
+	DataConverter    converter.DataConverter
+	FailureConverter converter.FailureConverter
 }
 
 // Defaults of Options.
@@ -75,7 +81,7 @@ func Live(ctx context.Context, c client.Client, namespace string, opts Options, 
 			return Summary{}, fmt.Errorf("replay: save: %w", err)
 		}
 	}
-	r := New()
+	r := NewWith(opts.DataConverter, opts.FailureConverter)
 	var sum Summary
 	var token []byte
 	for n := 0; ; {

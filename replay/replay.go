@@ -20,6 +20,7 @@ import (
 
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -30,11 +31,22 @@ import (
 // New returns a replayer with the service's workflow registered under
 // workflows.WorkflowName, as the worker registers it.
 func New() worker.WorkflowReplayer {
-	return newReplayer(workflowCode)
+	return newReplayer(workflowCode, worker.WorkflowReplayerOptions{})
 }
 
-func newReplayer(fn any) worker.WorkflowReplayer {
-	r := worker.NewWorkflowReplayer()
+// NewWith is New with the converters the workers run with: those of the
+// payload codec (codec.Codec) when keys are configured, so encrypted
+// histories replay. Unencrypted histories replay with them too. A nil
+// converter is the SDK's default.
+func NewWith(dc converter.DataConverter, fc converter.FailureConverter) worker.WorkflowReplayer {
+	return newReplayer(workflowCode, worker.WorkflowReplayerOptions{DataConverter: dc, FailureConverter: fc})
+}
+
+func newReplayer(fn any, opts worker.WorkflowReplayerOptions) worker.WorkflowReplayer {
+	r, err := worker.NewWorkflowReplayerWithOptions(opts)
+	if err != nil {
+		panic(err) // only plugins and external storage, which it is never given, can fail it
+	}
 	r.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: workflows.WorkflowName})
 	return r
 }

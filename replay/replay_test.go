@@ -15,6 +15,7 @@ import (
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"identityverification/workflows"
@@ -50,7 +51,7 @@ func TestAChangeWithoutGetVersionFailsWithTMPRL1100AtAnEvent(t *testing.T) {
 	}
 	for _, name := range []string{"canceled", "verified_match"} {
 		t.Run(name, func(t *testing.T) {
-			res := File(newReplayer(sleepsFirst), filepath.Join(corpus, name+".json"))
+			res := File(newReplayer(sleepsFirst, worker.WorkflowReplayerOptions{}), filepath.Join(corpus, name+".json"))
 			if res.Err == nil || res.Code != "TMPRL1100" || res.Event <= 0 {
 				t.Fatalf("result %+v; want TMPRL1100 at an event", res)
 			}

@@ -9,15 +9,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 	"golang.org/x/sync/errgroup"
 
+	"identityverification/codec"
 	"identityverification/config"
+	"identityverification/ops"
 	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/stripeapi"
@@ -35,6 +39,9 @@ type Roles struct {
 	// AdminListener for the admin API (with the webhook, when ADMIN_TOKEN is
 	// set); nil listens on cfg.AdminAddr.
 	AdminListener net.Listener
+	// OpsListener for health and metrics (every process); nil listens on
+	// cfg.OpsAddr.
+	OpsListener net.Listener
 }
 
 // NewLogger is the service's JSON logger at the configured level.
@@ -53,6 +60,13 @@ func NewLogger(level string) *slog.Logger {
 func Dial(ctx context.Context, cfg config.Config, lazy bool, log *slog.Logger) (client.Client, error) {
 	opts := cfg.Temporal
 	opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal"))
+	if cfg.Codec != nil {
+		// Every payload the process writes is encrypted, failure messages
+		// included, and decrypted when read: the webhook's signals, the
+		// worker's commands and results, the admin API's queries and
+		// updates, the histories the replay command replays.
+		opts.DataConverter, opts.FailureConverter = cfg.Codec.DataConverter(), cfg.Codec.FailureConverter()
+	}
 	var c client.Client
 	var err error
 	if lazy {
@@ -78,21 +92,38 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 			return err
 		}
 	}
+	// One registry per process: its own metrics, the webhook's, the
+	// activities' and the Temporal SDK's, served on the ops listener.
+	reg := ops.NewRegistry()
+	metrics, closeMetrics := ops.TemporalMetrics(reg)
+	defer closeMetrics.Close()
+	cfg.Temporal.MetricsHandler = metrics
 	c, err := Dial(ctx, cfg, !roles.Worker, log)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	g, ctx := errgroup.WithContext(ctx)
+	ready := &webhook.Readiness{Temporal: c, Log: log.With("component", "readiness")}
+	g.Go(func() error { ready.Run(ctx); return nil })
+	g.Go(func() error {
+		return runOps(ctx, cfg, roles.OpsListener, ops.Handler(ready.Ready, reg), log.With("component", "ops"))
+	})
 	if roles.Worker {
 		g.Go(func() error { return worker.Run(ctx, cfg, c, log.With("component", "worker")) })
+		g.Go(func() error {
+			worker.WatchIssues(ctx, c, cfg.Temporal.Namespace, reg, log.With("component", "worker"))
+			return nil
+		})
 	}
 	if roles.Webhook {
-		g.Go(func() error { return runWebhook(ctx, cfg, roles.Listener, c, log.With("component", "webhook")) })
-		if cfg.AdminToken != "" {
+		g.Go(func() error {
+			return runWebhook(ctx, cfg, roles.Listener, c, reg, ready, log.With("component", "webhook"))
+		})
+		if cfg.AdminToken != "" || cfg.CodecToken != "" {
 			g.Go(func() error { return runAdmin(ctx, cfg, roles.AdminListener, c, log.With("component", "admin")) })
 		} else {
-			log.Info("admin API disabled (set ADMIN_TOKEN to enable it)")
+			log.Info("admin listener off (set ADMIN_TOKEN for the admin API, CODEC_TOKEN for the codec server)")
 		}
 	}
 	err = g.Wait()
@@ -102,42 +133,66 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	return err
 }
 
-// runWebhook serves the webhook, retry links, health and metrics on ln (or
-// cfg.ListenAddr) until ctx is done.
-func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, wlog *slog.Logger) error {
+// runOps serves health and metrics on ln (or cfg.OpsAddr) until ctx is done.
+func runOps(ctx context.Context, cfg config.Config, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+			return fmt.Errorf("ops: listen: %w", err)
+		}
+	}
+	log.Info("ops listening (/livez /readyz /metrics)", "addr", ln.Addr().String())
+	return webhook.Serve(ctx, ln, h, cfg.ShutdownGrace, log)
+}
+
+// runWebhook serves the webhook and retry links on ln (or cfg.ListenAddr)
+// until ctx is done; nothing else is on the public listener.
+func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, reg *prometheus.Registry,
+	ready *webhook.Readiness, wlog *slog.Logger) error {
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
 			return fmt.Errorf("webhook: listen: %w", err)
 		}
 	}
-	reg := webhook.NewRegistry()
-	ready := &webhook.Readiness{Temporal: c, Log: wlog}
-	go ready.Run(ctx)
 	h := &webhook.Handler{Temporal: c, Ready: ready, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
 		Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
 	retry := &webhook.RetryHandler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
 		Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Timeout: 10 * time.Second, Log: wlog}
 	wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
-	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, ready, reg), cfg.ShutdownGrace, wlog)
+	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry), cfg.ShutdownGrace, wlog)
 }
 
-// runAdmin serves the admin API on ln (or cfg.AdminAddr) until ctx is done.
+// runAdmin serves, on ln (or cfg.AdminAddr) until ctx is done, the admin
+// API when ADMIN_TOKEN is set and the codec server (for the Temporal UI and
+// CLI) when CODEC_TOKEN is, each behind its own token.
 func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, log *slog.Logger) error {
-	st, err := store.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
+	mux := http.NewServeMux()
+	var routes []string
+	if cfg.AdminToken != "" {
+		st, err := store.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		api := &admin.API{Token: cfg.AdminToken, Contacts: st, Temporal: c, Policy: cfg.Policy, Log: log}
+		mux.Handle("/admin/", api.Handler())
+		routes = append(routes, "/admin/sessions/{vs_id}")
 	}
-	defer st.Close()
+	if cfg.CodecToken != "" && cfg.Codec != nil {
+		srv := &codec.Server{Codec: cfg.Codec, Token: cfg.CodecToken, Origins: cfg.CodecOrigins}
+		mux.Handle(codec.Prefix, srv.Handler())
+		routes = append(routes, codec.Prefix+"encode", codec.Prefix+"decode")
+	}
 	if ln == nil {
+		var err error
 		if ln, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
 			return fmt.Errorf("admin: listen: %w", err)
 		}
 	}
-	api := &admin.API{Token: cfg.AdminToken, Contacts: st, Temporal: c, Policy: cfg.Policy, Log: log}
-	log.Info("admin API listening", "addr", ln.Addr().String())
-	return webhook.Serve(ctx, ln, api.Handler(), cfg.ShutdownGrace, log)
+	log.Info("admin listener listening", "addr", ln.Addr().String(), "routes", routes)
+	return webhook.Serve(ctx, ln, mux, cfg.ShutdownGrace, log)
 }
 
 // ParseRoles reads "webhook", "worker" or "all".

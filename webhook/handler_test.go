@@ -25,6 +25,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"identityverification/devstack"
+	"identityverification/ops"
 	"identityverification/testevent"
 	"identityverification/webhook"
 	"identityverification/workflows"
@@ -154,8 +155,8 @@ func TestHandler(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{err: tc.temporal}
-			h, reg := newHandler(t, rec)
-			router := webhook.NewRouter(h, nil, nil, reg)
+			h, _ := newHandler(t, rec)
+			router := webhook.NewRouter(h, nil)
 			method := tc.method
 			if method == "" {
 				method = http.MethodPost
@@ -208,7 +209,7 @@ func TestHandler(t *testing.T) {
 
 func TestHandlerCountsOutcomesAndVersionMismatches(t *testing.T) {
 	h, reg := newHandler(t, &recorder{})
-	router := webhook.NewRouter(h, nil, nil, reg)
+	router := webhook.NewRouter(h, nil)
 	verified := fixture(t, "event_verification_session_verified.json")
 	send := func(body []byte, header string) {
 		req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(body))
@@ -250,7 +251,8 @@ func TestHandlerAnswers503WhenTemporalIsDown(t *testing.T) {
 	h, reg := newHandler(t, c)
 	h.SignalTimeout = 500 * time.Millisecond
 	h.Ready = &webhook.Readiness{Temporal: c}
-	router := webhook.NewRouter(h, nil, h.Ready, reg)
+	router := webhook.NewRouter(h, nil)
+	opsRouter := ops.Handler(h.Ready.Ready, reg)
 	verified := fixture(t, "event_verification_session_verified.json")
 	req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(verified))
 	req.Header.Set("Stripe-Signature", sign(verified, secret, now))
@@ -260,14 +262,22 @@ func TestHandlerAnswers503WhenTemporalIsDown(t *testing.T) {
 		t.Errorf("webhook: %d %s; want 503", w.Code, w.Body)
 	}
 	w = httptest.NewRecorder()
-	router.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	opsRouter.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	if w.Code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz: %d; want 503", w.Code)
 	}
 	w = httptest.NewRecorder()
-	router.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/livez", nil))
+	opsRouter.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/livez", nil))
 	if w.Code != http.StatusOK {
 		t.Errorf("/livez: %d; want 200", w.Code)
+	}
+	// The public listener serves the webhook and retry links, nothing else.
+	for _, path := range []string{"/readyz", "/livez", "/metrics"} {
+		w = httptest.NewRecorder()
+		router.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		if w.Code != http.StatusNotFound {
+			t.Errorf("public %s: %d; want 404", path, w.Code)
+		}
 	}
 }
 
@@ -282,8 +292,8 @@ func FuzzHandler(f *testing.F) {
 	f.Add([]byte(`{"id":"evt_1","type":"identity.verification_session.created","data":null}`), true)
 	f.Add([]byte(`[]`), true)
 	f.Add([]byte(``), true)
-	h, reg := newHandler(f, &recorder{})
-	router := webhook.NewRouter(h, nil, nil, reg)
+	h, _ := newHandler(f, &recorder{})
+	router := webhook.NewRouter(h, nil)
 	f.Fuzz(func(t *testing.T, body []byte, signed bool) {
 		req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(body))
 		if signed {

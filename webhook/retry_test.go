@@ -43,9 +43,9 @@ func TestRetryLinks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			retry := &webhook.RetryHandler{Links: links, Sessions: tc.sessions, Timeout: time.Second,
 				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-			h, reg := newHandler(t, &recorder{})
+			h, _ := newHandler(t, &recorder{})
 			w := httptest.NewRecorder()
-			webhook.NewRouter(h, retry, nil, reg).ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
+			webhook.NewRouter(h, retry).ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
 			if w.Code != tc.wantCode || w.Header().Get("Location") != tc.wantLoc {
 				t.Errorf("%d to %q; want %d to %q", w.Code, w.Header().Get("Location"), tc.wantCode, tc.wantLoc)
 			}

@@ -9,9 +9,6 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.temporal.io/sdk/client"
 
 	"identityverification/retrylink"
@@ -25,29 +22,15 @@ type HealthChecker interface {
 	CheckHealth(ctx context.Context, req *client.CheckHealthRequest) (*client.CheckHealthResponse, error)
 }
 
-// NewRouter wires the webhook, retry-link, health and metrics routes; retry
-// may be nil (no retry links served), and so may ready (no /readyz).
-func NewRouter(h *Handler, retry *RetryHandler, ready *Readiness, reg *prometheus.Registry) http.Handler {
+// NewRouter wires the webhook and retry-link routes (retry may be nil: no
+// retry links served): all the public listener serves. Health and metrics
+// are on the ops listener (package ops).
+func NewRouter(h *Handler, retry *RetryHandler) http.Handler {
 	r := mux.NewRouter()
 	r.Handle(Route, h).Methods(http.MethodPost)
 	if retry != nil {
 		r.Handle(retrylink.Path+"{session_id}", retry).Methods(http.MethodGet)
 	}
-	r.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, "ok", "")
-	}).Methods(http.MethodGet)
-	if ready != nil {
-		r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
-			ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
-			defer cancel()
-			if !ready.Ready(ctx) {
-				writeJSON(w, http.StatusServiceUnavailable, "unavailable", "temporal_unreachable")
-				return
-			}
-			writeJSON(w, http.StatusOK, "ok", "")
-		}).Methods(http.MethodGet)
-	}
-	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, "rejected", "method_not_allowed")
 	})
@@ -55,13 +38,6 @@ func NewRouter(h *Handler, retry *RetryHandler, ready *Readiness, reg *prometheu
 		writeJSON(w, http.StatusNotFound, "rejected", "not_found")
 	})
 	return r
-}
-
-// NewRegistry is a registry with the process and Go collectors.
-func NewRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
 }
 
 // Serve runs an HTTP server on ln until ctx is done, then drains in-flight

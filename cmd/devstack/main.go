@@ -22,6 +22,15 @@ import (
 	"identityverification/testevent"
 )
 
+// The dev stack's payload key and codec token. Not secrets: the dev stack's
+// data stays on this machine, and a fixed key keeps the workflows in .data
+// readable from one run to the next. PAYLOAD_ENCRYPTION_KEYS and
+// CODEC_TOKEN in the environment replace them.
+const (
+	devPayloadKeys = "devstack:l8qpJ+9oo8Tm2TDD98Aabq5rucZLznumME5OugdR6rs="
+	devCodecToken  = "devstack-codec-token"
+)
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "devstack:", err)
@@ -38,6 +47,7 @@ func run() error {
 	stripePort := flag.Int("stripe-port", 12111, "stripe-mock HTTP port")
 	webhookAddr := flag.String("listen", "127.0.0.1:8080", "webhook address")
 	adminAddr := flag.String("admin-listen", "127.0.0.1:8081", "admin API address")
+	opsAddr := flag.String("ops-listen", "127.0.0.1:9090", "health and metrics address")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,6 +79,10 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("admin API address %s: %w", *adminAddr, err)
 	}
+	opsLn, err := net.Listen("tcp", *opsAddr)
+	if err != nil {
+		return fmt.Errorf("ops address %s: %w", *opsAddr, err)
+	}
 
 	bins := map[string]string{}
 	for name := range devstack.Tools {
@@ -76,8 +90,15 @@ func run() error {
 			return err
 		}
 	}
+	// The UI decodes payloads through the codec server on the admin
+	// listener; it sends no token of its own, so the endpoint holds it.
+	codecToken := os.Getenv("CODEC_TOKEN")
+	if codecToken == "" {
+		codecToken = devCodecToken
+	}
+	codecURL := "http://" + adminLn.Addr().String() + "/codec"
 	fmt.Fprintln(os.Stderr, "starting Temporal, Mailpit and stripe-mock...")
-	temporal, err := devstack.StartTemporal(ctx, bins["temporal"], dir, *temporalPort, *uiPort)
+	temporal, err := devstack.StartTemporalWithCodec(ctx, bins["temporal"], dir, *temporalPort, *uiPort, codecURL+"/"+codecToken)
 	if err != nil {
 		return err
 	}
@@ -106,8 +127,14 @@ func run() error {
 		"OPS_EMAIL":             "ops@example.com",
 		"RETRY_LINK_SECRET":     "devstack-retry-link-secret",
 		"ADMIN_TOKEN":           "devstack-admin-token",
+		"ENVIRONMENT":           "development", // the secrets above are short
 		"LISTEN_ADDR":           ln.Addr().String(),
 		"PUBLIC_BASE_URL":       "http://" + ln.Addr().String(),
+
+		// Payloads encrypted as in production, readable in the UI.
+		"PAYLOAD_ENCRYPTION_KEYS": devPayloadKeys,
+		"CODEC_TOKEN":             codecToken,
+		"CODEC_CORS_ORIGINS":      fmt.Sprintf("http://127.0.0.1:%d,http://localhost:%d", *uiPort, *uiPort),
 	}
 	for k, v := range defaults {
 		if env[k] == "" {
@@ -135,13 +162,15 @@ func run() error {
 	log := service.NewLogger(cfg.LogLevel)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn}, log)
+		errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn,
+			OpsListener: opsLn}, log)
 	}()
 
 	fmt.Printf(`
 Stack is up (data in %s; logs of the tools there too). Ctrl-C stops everything.
 
-  Webhook         http://%s/webhooks/stripe   (/livez /readyz /metrics)
+  Webhook         http://%s/webhooks/stripe
+  Health, metrics http://%s/livez /readyz /metrics
   Admin API       http://%s/admin/sessions/{vs_id}   (Authorization: Bearer %s)
   Temporal UI     %s
   Temporal        %s (namespace default)
@@ -158,8 +187,16 @@ database, and the email at %s/api/v1/messages. Its state through the admin API:
 
   curl -s -H 'Authorization: Bearer %s' http://%s/admin/sessions/%s
 
-`, dir, ln.Addr(), adminLn.Addr(), cfg.AdminToken, temporal.UIURL, temporal.Address, mailpit.APIURL, mailpit.SMTPAddr, stripe.URL, cfg.DatabaseURL,
+`, dir, ln.Addr(), opsLn.Addr(), adminLn.Addr(), cfg.AdminToken, temporal.UIURL, temporal.Address, mailpit.APIURL, mailpit.SMTPAddr, stripe.URL, cfg.DatabaseURL,
 		demo, cfg.WebhookSecrets[0], ln.Addr(), demo, demo, mailpit.APIURL, cfg.AdminToken, adminLn.Addr(), demo)
+	if cfg.Codec != nil {
+		fmt.Printf(`Payloads are encrypted in Temporal (%s); the UI decodes them through the
+codec server %s/{encode,decode} (Authorization: Bearer %s), and so can the CLI:
+
+  .bin/temporal workflow show --address %s -w identity-verification-%s --codec-endpoint %s --codec-auth 'Bearer %s'
+
+`, cfg.Codec, codecURL, cfg.CodecToken, temporal.Address, demo, codecURL, cfg.CodecToken)
+	}
 
 	select {
 	case err = <-errc:

@@ -5,10 +5,22 @@
 //
 //	identity-verification [webhook|worker|all]
 //	identity-verification replay [-query Q] [-days N] [-limit N] [-save DIR]
+//	identity-verification check-config [webhook|worker|all]
+//	identity-verification gen-key [-id ID]
 //
 // replay prints one line per run (ok, or the SDK's error code and the
 // event where replay parted from the history) and a summary, and exits 1
-// when any run does not replay. It needs only the TEMPORAL_* variables.
+// when any run does not replay. It needs only the TEMPORAL_* variables,
+// and PAYLOAD_ENCRYPTION_KEYS when the workers encrypt payloads.
+//
+// check-config validates the configuration the environment gives the role
+// without starting anything: it prints every variable with its value or
+// default (secrets masked to a prefix and a length) and exits 1 listing
+// every bad or missing value. Run it before a deploy.
+//
+// gen-key prints a new random payload encryption key as an entry of
+// PAYLOAD_ENCRYPTION_KEYS (id:base64): put it first to encrypt with it,
+// and keep the old keys after it to decrypt what they encrypted.
 //
 // Configuration is the environment; see the README's table.
 package main
@@ -18,10 +30,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"identityverification/codec"
 	"identityverification/config"
 	"identityverification/replay"
 	"identityverification/service"
@@ -31,6 +46,10 @@ func main() {
 	var err error
 	if len(os.Args) > 1 && os.Args[1] == "replay" {
 		err = runReplay(os.Args[2:])
+	} else if len(os.Args) > 1 && os.Args[1] == "gen-key" {
+		err = genKey(os.Args[2:], os.Stdout)
+	} else if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		err = checkConfig(config.OS, os.Args[2:], os.Stdout)
 	} else {
 		role := "all"
 		if len(os.Args) > 1 {
@@ -82,6 +101,9 @@ func runReplay(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.Codec != nil { // the workers encrypt: replay with their converters
+		opts.DataConverter, opts.FailureConverter = cfg.Codec.DataConverter(), cfg.Codec.FailureConverter()
+	}
 	c, err := service.Dial(ctx, cfg, false, service.NewLogger(cfg.LogLevel))
 	if err != nil {
 		return err
@@ -96,4 +118,26 @@ func runReplay(args []string) error {
 			sum.Failed, sum.OK+sum.Failed)
 	}
 	return nil
+}
+
+// genKey prints a new payload encryption key, "id:base64", to out. The id
+// defaults to today's date, which tells keys apart in a ring.
+func genKey(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("gen-key", flag.ContinueOnError)
+	id := fs.String("id", "k"+time.Now().UTC().Format("20060102"), "the key's id (1 to 64 letters, digits, '.', '_' or '-')")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("gen-key: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("gen-key: unexpected argument %q", fs.Arg(0))
+	}
+	k, err := codec.NewKey(*id)
+	if err != nil {
+		return fmt.Errorf("gen-key: %w", err)
+	}
+	_, err = fmt.Fprintln(out, k.Entry())
+	return err
 }

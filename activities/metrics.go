@@ -1,0 +1,58 @@
+package activities
+
+import (
+	"context"
+	"errors"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+)
+
+// The activities' own metrics, through the Temporal SDK's metrics handler
+// (served with the SDK's on the ops listener's /metrics):
+//
+//	identity_emails_total{status}: sent, skipped (no address), refused (for
+//	  good), failed (a transient failure; the activity retries)
+//	identity_stripe_calls_total{call, outcome}: ok, refused (for good),
+//	  failed (transient; retried)
+const (
+	metricEmails      = "identity_emails"
+	metricStripeCalls = "identity_stripe_calls"
+)
+
+// count adds one to a counter with tags, when ctx is an activity's (unit
+// tests call the activities with a plain context).
+func count(ctx context.Context, name string, tags map[string]string) {
+	if !activity.IsActivity(ctx) {
+		return
+	}
+	activity.GetMetricsHandler(ctx).WithTags(tags).Counter(name).Inc(1)
+}
+
+// countEmail counts what became of an email.
+func countEmail(ctx context.Context, res EmailResult, err error) {
+	status := res.Status
+	var appErr *temporal.ApplicationError
+	switch {
+	case err != nil && errors.As(err, &appErr) && appErr.Type() == ErrTypeEmailRefused:
+		status = "refused"
+	case err != nil:
+		status = "failed"
+	}
+	count(ctx, metricEmails, map[string]string{"status": status})
+}
+
+// stripeCall counts a Stripe API call's outcome and makes a refusal final.
+func stripeCall(ctx context.Context, call string, err error) error {
+	err = stripeError(err)
+	outcome := "ok"
+	var appErr *temporal.ApplicationError
+	switch {
+	case err != nil && errors.As(err, &appErr) && appErr.NonRetryable():
+		outcome = "refused"
+	case err != nil:
+		outcome = "failed"
+	}
+	count(ctx, metricStripeCalls, map[string]string{"call": call, "outcome": outcome})
+	return err
+}

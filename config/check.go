@@ -1,0 +1,203 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"identityverification/workflows"
+)
+
+// MinSecretBytes is the shortest secret production accepts: 256 bits, the
+// length of Stripe's own whsec_ secrets.
+const MinSecretBytes = 32
+
+// MaxWebhookTolerance bounds STRIPE_WEBHOOK_TOLERANCE: a captured delivery
+// can be replayed for as long as its signature is accepted.
+const MaxWebhookTolerance = time.Hour
+
+// AlternateSessionTypes are the Stripe Identity VerificationSession types
+// ALTERNATE_SESSION_TYPE may name.
+var AlternateSessionTypes = []string{"document", "id_number"}
+
+// production reads ENVIRONMENT. Production is the default so that a
+// deployment that says nothing gets the strict rules.
+func (p *parser) production() bool {
+	switch v := p.str("ENVIRONMENT", "production"); v {
+	case "production":
+		return true
+	case "development":
+		return false
+	default:
+		p.fail("ENVIRONMENT", fmt.Sprintf("%q: want production or development", v))
+		return true
+	}
+}
+
+// checkPolicy reports each bad policy value on its own.
+func (p *parser) checkPolicy(pol workflows.Policy) {
+	if pol.MaxAttempts < 1 {
+		p.fail("MAX_ATTEMPTS", "must be at least 1")
+	}
+	if pol.AlternateMaxAttempts < 1 {
+		p.fail("ALTERNATE_MAX_ATTEMPTS", "must be at least 1")
+	}
+	if !slices.Contains(AlternateSessionTypes, pol.AlternateType) {
+		p.fail("ALTERNATE_SESSION_TYPE", fmt.Sprintf("%q is not a Stripe Identity session type: want %s",
+			pol.AlternateType, strings.Join(AlternateSessionTypes, " or ")))
+	}
+	if !pol.Escalation.Valid() {
+		p.fail("ESCALATION", "want review, alternate or alternate_then_review")
+	}
+	if !pol.LateFraud.Valid() {
+		p.fail("LATE_FRAUD_POLICY", "want review or record")
+	}
+	if pol.ReminderAfter < 0 {
+		p.fail("REMINDER_AFTER", "must be 0 (no reminder) or positive")
+	}
+	if pol.ExpireAfter <= 0 {
+		p.fail("EXPIRE_AFTER", "must be positive")
+	}
+	if pol.ReviewDeadline <= 0 {
+		p.fail("REVIEW_DEADLINE", "must be positive")
+	}
+	def := workflows.DefaultPolicy()
+	p.rec.setDefault("EXPIRY_WARNING", "a day, or halfway from the reminder when shorter")
+	p.rec.setDefault("NON_RETRYABLE_CODES", strings.Join(def.NonRetryableCodes, ","))
+	var pairs []string
+	for code, e := range def.EscalationByCode {
+		pairs = append(pairs, code+":"+string(e))
+	}
+	slices.Sort(pairs)
+	p.rec.setDefault("ESCALATION_BY_CODE", strings.Join(pairs, ","))
+}
+
+// check validates what parsing alone does not: bounds, enums, addresses,
+// URLs and, in production, the length of secrets. Messages name the
+// variable and the rule and never hold a secret or a URL (it may carry a
+// password).
+func (p *parser) check(c Config) {
+	if c.WebhookTolerance <= 0 || c.WebhookTolerance > MaxWebhookTolerance {
+		p.fail("STRIPE_WEBHOOK_TOLERANCE", fmt.Sprintf("must be more than 0 and at most %s (Stripe's default is 300s)", MaxWebhookTolerance))
+	}
+	if c.WebhookMaxBody <= 0 {
+		p.fail("WEBHOOK_MAX_BODY_BYTES", "must be at least 1")
+	}
+	if c.SignalTimeout <= 0 {
+		p.fail("TEMPORAL_SIGNAL_TIMEOUT", "must be positive")
+	}
+	if c.ShutdownGrace < 0 {
+		p.fail("SHUTDOWN_GRACE", "must be 0 or positive")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		p.fail("LOG_LEVEL", fmt.Sprintf("%q: want debug, info, warn or error", c.LogLevel))
+	}
+
+	p.hostPort("LISTEN_ADDR", c.ListenAddr, false)
+	p.hostPort("ADMIN_ADDR", c.AdminAddr, false)
+	p.hostPort("OPS_ADDR", c.OpsAddr, false)
+	p.hostPort("TEMPORAL_ADDRESS", c.Temporal.HostPort, true)
+
+	p.url("PUBLIC_BASE_URL", c.PublicBaseURL, "http", "https")
+	p.rec.setDefault("STRIPE_API_BASE", "https://api.stripe.com")
+	if c.StripeAPIBase != "" {
+		p.url("STRIPE_API_BASE", c.StripeAPIBase, "http", "https")
+	}
+	if u := p.url("SMTP_URL", c.SMTPURL, "smtp", "smtps"); u != nil {
+		if u.Port() == "" {
+			p.fail("SMTP_URL", "needs a port (smtp://host:587, smtps://host:465)")
+		}
+		if tls := u.Query().Get("tls"); tls != "" && tls != "none" && tls != "required" {
+			p.fail("SMTP_URL", fmt.Sprintf("tls=%q: want none or required", tls))
+		}
+	}
+	p.databaseURL(c.DatabaseURL)
+
+	p.email("EMAIL_FROM", c.EmailFrom)
+	if c.OpsEmail != "" {
+		p.email("OPS_EMAIL", c.OpsEmail)
+	}
+
+	if c.Production {
+		for i, s := range c.WebhookSecrets {
+			if len(s) < MinSecretBytes {
+				p.fail("STRIPE_WEBHOOK_SECRET", fmt.Sprintf("secret %d of %d %s", i+1, len(c.WebhookSecrets), tooShort(s)))
+			}
+		}
+		p.secret("RETRY_LINK_SECRET", c.RetryLinkSecret)
+		p.secret("ADMIN_TOKEN", c.AdminToken)
+	}
+}
+
+// secret reports a set secret shorter than MinSecretBytes; an unset one is
+// for CheckWebhook and CheckWorker.
+func (p *parser) secret(name, v string) {
+	if v != "" && len(v) < MinSecretBytes {
+		p.fail(name, tooShort(v))
+	}
+}
+
+func tooShort(v string) string {
+	return fmt.Sprintf("must be at least %d bytes in production, not %d (ENVIRONMENT=development accepts shorter ones)", MinSecretBytes, len(v))
+}
+
+// hostPort checks a host:port address. A listener may leave the host out
+// (all interfaces); a client needs one. A gRPC scheme (dns:///) is allowed.
+func (p *parser) hostPort(name, v string, needHost bool) {
+	addr := v
+	if _, rest, ok := strings.Cut(v, ":///"); ok {
+		addr = rest
+	}
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 0 || n > 65535 || (needHost && (host == "" || n == 0)) {
+		p.fail(name, fmt.Sprintf("%q is not a host:port address (e.g. 127.0.0.1:8080)", v))
+	}
+}
+
+// url checks an absolute URL with one of schemes and a host, and returns it
+// when it is one.
+func (p *parser) url(name, v string, schemes ...string) *url.URL {
+	want := strings.Join(schemes, " or ")
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || u.Scheme == "" || u.Host == "":
+		p.fail(name, fmt.Sprintf("must be a URL with a scheme (%s) and a host", want))
+	case !slices.Contains(schemes, u.Scheme):
+		p.fail(name, fmt.Sprintf("scheme %q: want %s", u.Scheme, want))
+	default:
+		return u
+	}
+	return nil
+}
+
+// databaseURL checks the forms store.Open reads: postgres:// (or
+// postgresql://) and sqlite:PATH (or file:PATH).
+func (p *parser) databaseURL(v string) {
+	if strings.HasPrefix(v, "postgres://") || strings.HasPrefix(v, "postgresql://") {
+		if _, err := url.Parse(v); err != nil {
+			p.fail("DATABASE_URL", "is not a valid postgres:// URL")
+		}
+		return
+	}
+	for _, prefix := range []string{"sqlite://", "sqlite:", "file:"} {
+		if path, ok := strings.CutPrefix(v, prefix); ok {
+			if strings.TrimSpace(path) == "" {
+				p.fail("DATABASE_URL", "sqlite: needs a file path (sqlite:identity-verification.db)")
+			}
+			return
+		}
+	}
+	p.fail("DATABASE_URL", "want postgres://user:pass@host/db or sqlite:PATH")
+}
+
+func (p *parser) email(name, v string) {
+	if _, err := mail.ParseAddress(v); err != nil {
+		p.fail(name, "must be an email address (identity@example.com or \"Name <identity@example.com>\")")
+	}
+}

@@ -1,0 +1,199 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"identityverification/config"
+)
+
+// A secret of exactly config.MinSecretBytes.
+const longSecret = "0123456789abcdef0123456789abcdef"
+
+// Each bad value is refused with one message that names its variable, and
+// a secret's value never appears in it.
+func TestEachBadValueIsRefusedByName(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		secret      string // must not appear in the message
+	}{
+		{"ENVIRONMENT", "staging", ""},
+		{"STRIPE_WEBHOOK_TOLERANCE", "0s", ""},
+		{"STRIPE_WEBHOOK_TOLERANCE", "-5m", ""},
+		{"STRIPE_WEBHOOK_TOLERANCE", "2h", ""},
+		{"STRIPE_WEBHOOK_TOLERANCE", "5 minutes", ""},
+		{"WEBHOOK_MAX_BODY_BYTES", "0", ""},
+		{"WEBHOOK_MAX_BODY_BYTES", "-1", ""},
+		{"TEMPORAL_SIGNAL_TIMEOUT", "0s", ""},
+		{"TEMPORAL_SIGNAL_TIMEOUT", "-1s", ""},
+		{"SHUTDOWN_GRACE", "-1s", ""},
+		{"WORKER_WORKFLOW_POLLERS", "1", ""},
+		{"WORKER_ACTIVITY_POLLERS", "0", ""},
+		{"WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "1", ""},
+		{"WORKER_MAX_CONCURRENT_ACTIVITIES", "0", ""},
+		{"WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", "-1", ""},
+		{"WORKER_STICKY_CACHE_SIZE", "0", ""},
+		{"MAX_ATTEMPTS", "0", ""},
+		{"MAX_ATTEMPTS", "three", ""},
+		{"ALTERNATE_MAX_ATTEMPTS", "0", ""},
+		{"ALTERNATE_SESSION_TYPE", "passport", ""},
+		{"ESCALATION", "shrug", ""},
+		{"ESCALATION_BY_CODE", "document_expired", ""},
+		{"LATE_FRAUD_POLICY", "ignore", ""},
+		{"REMINDER_AFTER", "-1h", ""},
+		{"EXPIRE_AFTER", "0s", ""},
+		{"REVIEW_DEADLINE", "-48h", ""},
+		{"LOG_LEVEL", "verbose", ""},
+		{"LISTEN_ADDR", "8080", ""},
+		{"ADMIN_ADDR", "localhost", ""},
+		{"OPS_ADDR", "127.0.0.1:metrics", ""},
+		{"TEMPORAL_ADDRESS", "temporal", ""},
+		{"TEMPORAL_ADDRESS", "temporal:port", ""},
+		{"PUBLIC_BASE_URL", "verify.example.com", ""},
+		{"PUBLIC_BASE_URL", "ftp://verify.example.com", ""},
+		{"STRIPE_API_BASE", "127.0.0.1:12111", ""},
+		{"SMTP_URL", "mail.example.com:25", ""},
+		{"SMTP_URL", "https://user:hunter2hunter2@mail.example.com:25", "hunter2hunter2"},
+		{"SMTP_URL", "smtp://mail.example.com", ""},
+		{"SMTP_URL", "smtp://mail.example.com:25?tls=always", ""},
+		{"DATABASE_URL", "identity.db", ""},
+		{"DATABASE_URL", "mysql://app:hunter2hunter2@db/identity", "hunter2hunter2"},
+		{"DATABASE_URL", "sqlite:", ""},
+		{"EMAIL_FROM", "identity", ""},
+		{"OPS_EMAIL", "ops at example.com", ""},
+		{"STRIPE_WEBHOOK_SECRET", "whsec_short", "whsec_short"},
+		{"STRIPE_WEBHOOK_SECRET", longSecret + ",whsec_rotated_short", "whsec_rotated_short"},
+		{"RETRY_LINK_SECRET", "e2e-link-secret", "e2e-link-secret"},
+		{"ADMIN_TOKEN", "devstack-admin-token", "devstack-admin-token"},
+	} {
+		t.Run(tc.name+"="+tc.value+" is refused", func(t *testing.T) {
+			_, err := config.Load(config.Map{tc.name: tc.value})
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tc.name, tc.value)
+			}
+			msgs := strings.Split(err.Error(), "\n")
+			if len(msgs) != 1 || !strings.HasPrefix(msgs[0], tc.name+": ") {
+				t.Errorf("error %q: want one message that starts with %s:", err, tc.name)
+			}
+			if tc.secret != "" && strings.Contains(err.Error(), tc.secret) {
+				t.Errorf("error %q shows the secret", err)
+			}
+		})
+	}
+}
+
+// The edges of each rule are accepted: zero where zero means "none", a
+// listener on every interface, a gRPC target, a socket PostgreSQL URL, and
+// secrets of exactly the minimum length in production.
+func TestGoodValuesAtTheEdgesAreAccepted(t *testing.T) {
+	for name, env := range map[string]config.Map{
+		"the defaults": {},
+		"edges": {"SHUTDOWN_GRACE": "0s", "REMINDER_AFTER": "0s", "STRIPE_WEBHOOK_TOLERANCE": "1h",
+			"WEBHOOK_MAX_BODY_BYTES": "1", "LISTEN_ADDR": ":8080", "ADMIN_ADDR": "[::1]:0",
+			"TEMPORAL_ADDRESS": "dns:///temporal.internal:7233", "ALTERNATE_SESSION_TYPE": "document",
+			"PUBLIC_BASE_URL": "https://verify.example.com/", "STRIPE_API_BASE": "http://127.0.0.1:12111",
+			"SMTP_URL": "smtps://user:pass@mail.example.com:465", "DATABASE_URL": "postgres:///identity?host=/run/postgresql",
+			"EMAIL_FROM": "Identity <identity@example.com>", "OPS_EMAIL": "ops@example.com", "LOG_LEVEL": "debug"},
+		"production secrets of the minimum length": {"ENVIRONMENT": "production",
+			"STRIPE_WEBHOOK_SECRET": longSecret + "," + longSecret, "RETRY_LINK_SECRET": longSecret, "ADMIN_TOKEN": longSecret},
+		"short secrets in development": {"ENVIRONMENT": "development",
+			"STRIPE_WEBHOOK_SECRET": "whsec_a", "RETRY_LINK_SECRET": "x", "ADMIN_TOKEN": "y"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := config.Load(env); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestProductionIsTheDefault(t *testing.T) {
+	for env, want := range map[string]bool{"": true, "production": true, "development": false} {
+		c, err := config.Load(config.Map{"ENVIRONMENT": env})
+		if err != nil || c.Production != want {
+			t.Errorf("ENVIRONMENT=%q: production %v, %v; want %v", env, c.Production, err, want)
+		}
+	}
+}
+
+// Every bad value is reported in one error, one message each, so that one
+// start-up shows everything to fix.
+func TestAllProblemsAreReportedTogether(t *testing.T) {
+	env := config.Map{
+		"STRIPE_WEBHOOK_TOLERANCE": "-1s", "WEBHOOK_MAX_BODY_BYTES": "0", "TEMPORAL_SIGNAL_TIMEOUT": "0s",
+		"SHUTDOWN_GRACE": "-1s", "WORKER_ACTIVITY_POLLERS": "0", "MAX_ATTEMPTS": "0", "ALTERNATE_MAX_ATTEMPTS": "0",
+		"ALTERNATE_SESSION_TYPE": "selfie", "ESCALATION": "shrug", "LATE_FRAUD_POLICY": "ignore",
+		"EXPIRE_AFTER": "0s", "REVIEW_DEADLINE": "0s", "LOG_LEVEL": "loud", "LISTEN_ADDR": "8080",
+		"PUBLIC_BASE_URL": "example.com", "SMTP_URL": "mail:25", "DATABASE_URL": "db", "EMAIL_FROM": "me",
+		"RETRY_LINK_SECRET": "x", "ADMIN_TOKEN": "y",
+	}
+	_, err := config.Load(env)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msgs := strings.Split(err.Error(), "\n")
+	for name := range env {
+		n := 0
+		for _, m := range msgs {
+			if strings.HasPrefix(m, name+": ") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d messages for %s; want 1 in:\n%v", n, name, err)
+		}
+	}
+	if len(msgs) != len(env) {
+		t.Errorf("%d messages for %d bad values:\n%v", len(msgs), len(env), err)
+	}
+}
+
+// check-config's listing holds every variable, set or defaulted, and no
+// secret: a Stripe secret keeps its prefix and length, another secret its
+// length, a URL everything but its password.
+func TestEffectiveConfigurationMasksSecrets(t *testing.T) {
+	env := config.Map{
+		"STRIPE_WEBHOOK_SECRET": "whsec_" + longSecret + ", whsec_short",
+		"STRIPE_API_KEY":        "sk_test_" + longSecret,
+		"RETRY_LINK_SECRET":     "retry-" + longSecret,
+		"TEMPORAL_API_KEY":      "temporal-" + longSecret,
+		"SMTP_URL":              "smtp://mailer:smtp-password-1@mail.example.com:587",
+		"DATABASE_URL":          "postgres://app:db-password-1@db.example.com/identity?sslmode=require",
+		"LISTEN_ADDR":           "0.0.0.0:8080",
+	}
+	_, settings, _ := config.Effective(env)
+	got := map[string]config.Setting{}
+	for _, s := range settings {
+		got[s.Name] = s
+	}
+	want := map[string]config.Setting{
+		"STRIPE_WEBHOOK_SECRET":  {Name: "STRIPE_WEBHOOK_SECRET", Value: "whsec_…(38 bytes),whsec_…(11 bytes)"},
+		"STRIPE_API_KEY":         {Name: "STRIPE_API_KEY", Value: "sk_test_…(40 bytes)"},
+		"RETRY_LINK_SECRET":      {Name: "RETRY_LINK_SECRET", Value: "***(38 bytes)"},
+		"TEMPORAL_API_KEY":       {Name: "TEMPORAL_API_KEY", Value: "***(41 bytes)"},
+		"SMTP_URL":               {Name: "SMTP_URL", Value: "smtp://mailer:xxxxx@mail.example.com:587"},
+		"DATABASE_URL":           {Name: "DATABASE_URL", Value: "postgres://app:xxxxx@db.example.com/identity?sslmode=require"},
+		"LISTEN_ADDR":            {Name: "LISTEN_ADDR", Value: "0.0.0.0:8080"},
+		"ADMIN_TOKEN":            {Name: "ADMIN_TOKEN", Value: "", Default: true},
+		"ENVIRONMENT":            {Name: "ENVIRONMENT", Value: "production", Default: true},
+		"ADMIN_ADDR":             {Name: "ADMIN_ADDR", Value: "127.0.0.1:8081", Default: true},
+		"WEBHOOK_MAX_BODY_BYTES": {Name: "WEBHOOK_MAX_BODY_BYTES", Value: "1048576", Default: true},
+		"TEMPORAL_ADDRESS":       {Name: "TEMPORAL_ADDRESS", Value: "localhost:7233", Default: true},
+		"TEMPORAL_TLS":           {Name: "TEMPORAL_TLS", Value: "", Default: true},
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s = %+v; want %+v", name, got[name], w)
+		}
+	}
+	for _, s := range settings {
+		for _, secret := range []string{longSecret, "whsec_short", "smtp-password-1", "db-password-1"} {
+			if strings.Contains(s.Value, secret) {
+				t.Errorf("%s shows a secret: %s", s.Name, s.Value)
+			}
+		}
+	}
+	if len(settings) < 40 {
+		t.Errorf("%d settings; want every variable Load reads", len(settings))
+	}
+}

@@ -1,0 +1,52 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"identityverification/workflows"
+)
+
+// IssueCodes are the problems a session shows ops while its effects wait
+// (workflows.Issue codes).
+var IssueCodes = []string{workflows.IssueEmailDelayed, workflows.IssueEmailRefused, workflows.IssueEmailFailed,
+	workflows.IssueDatabaseUnavailable, workflows.IssueDatabaseRejected, workflows.IssueStripeUnavailable}
+
+// WatchIssues counts, once a minute, the running sessions that show each
+// issue (from the VerificationIssues search attribute) into the gauge
+// identity_sessions_with_issue{code}: how many sessions have effects
+// waiting and why, for alerts. It returns when ctx is done.
+func WatchIssues(ctx context.Context, c client.Client, namespace string, reg prometheus.Registerer, log *slog.Logger) {
+	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "identity_sessions_with_issue",
+		Help: "Running sessions showing ops an issue (effects waiting: email_delayed, database_unavailable, stripe_unavailable; or for good: email_refused, email_failed, database_rejected), counted from visibility once a minute.",
+	}, []string{"code"})
+	reg.MustRegister(gauge)
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		for _, code := range IssueCodes {
+			qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			resp, err := c.CountWorkflow(qctx, &workflowservice.CountWorkflowExecutionsRequest{Namespace: namespace,
+				Query: "ExecutionStatus = 'Running' AND " + workflows.SAIssues.GetName() + " = '" + code + "'"})
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Warn("could not count sessions with an issue", "code", code, "error", err)
+				}
+				continue
+			}
+			gauge.WithLabelValues(code).Set(float64(resp.GetCount()))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
