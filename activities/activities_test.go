@@ -183,6 +183,27 @@ func TestSendEmailWithoutAContactIsSkippedAndRecorded(t *testing.T) {
 	})
 }
 
+// A warning that the session closes soon, whose send came after the
+// session closed (it waited out an outage), is skipped and recorded.
+func TestAnExpiryWarningPastItsDeadlineIsSkipped(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_late_warning")
+		if err := e.store.UpsertContact(context.Background(), store.Contact{SessionID: vs, Email: "late@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.sendEmail(activities.EmailRequest{SessionID: vs, Kind: email.KindExpiryWarning, Ref: "3",
+			Deadline: time.Now().Add(-time.Minute)})
+		if err != nil || res.Status != store.EmailSkipped || !strings.Contains(res.Detail, "expired") {
+			t.Fatalf("result %+v, %v; want skipped: the session expired", res, err)
+		}
+		res, err = e.sendEmail(activities.EmailRequest{SessionID: vs, Kind: email.KindExpiryWarning, Ref: "4",
+			Deadline: time.Now().Add(time.Hour)})
+		if err != nil || res.Status != store.EmailSent {
+			t.Fatalf("a warning before its deadline: %+v, %v; want sent", res, err)
+		}
+	})
+}
+
 func TestOpsNoticesGoToTheOpsAddress(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, e *env) {
 		vs := unique("vs_ops")

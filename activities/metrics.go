@@ -11,8 +11,9 @@ import (
 // The activities' own metrics, through the Temporal SDK's metrics handler
 // (served with the SDK's on the ops listener's /metrics):
 //
-//	identity_emails_total{status}: sent, skipped (no address), refused (for
-//	  good), failed (a transient failure; the activity retries)
+//	identity_emails_total{status}: sent, skipped (no address, or a warning
+//	  past its deadline), refused (for good), failed (a transient failure;
+//	  the activity retries), repeat (a retry that found it recorded)
 //	identity_stripe_calls_total{call, outcome}: ok, refused (for good),
 //	  failed (transient; retried)
 const (
@@ -29,9 +30,13 @@ func count(ctx context.Context, name string, tags map[string]string) {
 	activity.GetMetricsHandler(ctx).WithTags(tags).Counter(name).Inc(1)
 }
 
-// countEmail counts what became of an email.
-func countEmail(ctx context.Context, res EmailResult, err error) {
+// countEmail counts what became of an email; a repeat (a retry that found
+// the outcome already recorded) counts as repeat, not again as sent.
+func countEmail(ctx context.Context, res EmailResult, err error, repeat bool) {
 	status := res.Status
+	if repeat {
+		status = "repeat"
+	}
 	var appErr *temporal.ApplicationError
 	switch {
 	case err != nil && errors.As(err, &appErr) && appErr.Type() == ErrTypeEmailRefused:

@@ -56,9 +56,11 @@ type EmailResult struct {
 // a rare duplicate is the lesser harm. The Message-ID is derived from the key,
 // so the two copies are recognisably the same message.
 func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res EmailResult, err error) {
-	defer func() { countEmail(ctx, res, err) }()
+	repeat := false
+	defer func() { countEmail(ctx, res, err, repeat) }()
 	key := req.Key()
 	if rec, err := a.Store.Email(ctx, key); err == nil {
+		repeat = true
 		return EmailResult{Status: rec.Status, Detail: rec.Detail}, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return EmailResult{}, storeError(err)
@@ -69,6 +71,11 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res Email
 		return EmailResult{Status: store.EmailSkipped, Detail: detail}, storeError(a.Store.RecordEmail(ctx, ledger))
 	}
 
+	// A warning that the session closes, sent after it closed (the email
+	// waited out an SMTP outage, or a worker's), would mislead: skip it.
+	if req.Kind == email.KindExpiryWarning && !req.Deadline.IsZero() && !time.Now().Before(req.Deadline) {
+		return skip("the session expired before its warning could go out")
+	}
 	data := email.Data{SessionID: req.SessionID, Reason: req.Reason, Attempt: req.Attempt,
 		MaxAttempts: req.MaxAttempts, Fields: req.Fields, RetryURL: a.Links.URL(req.SessionID)}
 	if !req.Deadline.IsZero() {

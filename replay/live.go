@@ -148,7 +148,9 @@ func saveHistory(dir, workflowID, runID string, h *historypb.History) error {
 		return fmt.Errorf("replay: save %s: %w", workflowID, err)
 	}
 	name := strings.NewReplacer("/", "_", `\`, "_").Replace(workflowID + "_" + runID + ".json")
-	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+	// 0600: a history holds search attributes and, without a codec, failure
+	// texts; it is for the operator to look at before it joins a corpus.
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 		return fmt.Errorf("replay: save: %w", err)
 	}
 	return nil

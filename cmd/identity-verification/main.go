@@ -117,6 +117,11 @@ func runReplay(args []string) error {
 		return fmt.Errorf("replay: %d of %d runs do not replay against this build: put the change behind workflow.GetVersion",
 			sum.Failed, sum.OK+sum.Failed)
 	}
+	if sum.More {
+		// A gate that checked only some runs has not passed: the ones left
+		// out are the oldest open sessions, the likeliest to break.
+		return fmt.Errorf("replay: more runs match than -limit %d; nothing failed among those checked, but the rest were not: raise -limit", opts.Limit)
+	}
 	return nil
 }
 
