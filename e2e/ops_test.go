@@ -20,7 +20,8 @@ import (
 // TestOpsListenerOfAWorkerOnlyProcess: a worker-only process serves health
 // and metrics on its ops listener, the Temporal SDK's and the activities'
 // included once a workflow ran; the webhook's process serves its own there,
-// and its public listener serves nothing but the webhook and retry links.
+// and its public listener no metrics (only /livez and /readyz, kept for
+// load balancers, besides the webhook and retry links).
 func TestOpsListenerOfAWorkerOnlyProcess(t *testing.T) {
 	bin := buildCommand(t, "../cmd/identity-verification")
 	db := storetest.Databases(t)[0]
@@ -74,9 +75,9 @@ func TestOpsListenerOfAWorkerOnlyProcess(t *testing.T) {
 		t.Errorf("the webhook process's metrics lack its own or the SDK's:\n%.2000s", m)
 	}
 	public := strings.TrimSuffix(s.webhookURL, "/webhooks/stripe")
-	for _, path := range []string{"/metrics", "/readyz", "/livez"} {
-		if code, _ := get(public + path); code != http.StatusNotFound {
-			t.Errorf("public listener %s: %d; want 404 (health and metrics are on the ops listener)", path, code)
+	for path, want := range map[string]int{"/metrics": http.StatusNotFound, "/readyz": http.StatusOK, "/livez": http.StatusOK} {
+		if code, _ := get(public + path); code != want {
+			t.Errorf("public listener %s: %d; want %d (metrics only on the ops listener; health on both)", path, code, want)
 		}
 	}
 }

@@ -146,7 +146,8 @@ func runOps(ctx context.Context, cfg config.Config, ln net.Listener, h http.Hand
 }
 
 // runWebhook serves the webhook and retry links on ln (or cfg.ListenAddr)
-// until ctx is done; nothing else is on the public listener.
+// until ctx is done, with /livez and /readyz for load balancers; metrics
+// are on the ops listener only.
 func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, reg *prometheus.Registry,
 	ready *webhook.Readiness, wlog *slog.Logger) error {
 	if ln == nil {
@@ -161,7 +162,7 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 	retry := &webhook.RetryHandler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
 		Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Timeout: 10 * time.Second, Log: wlog}
 	wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
-	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry), cfg.ShutdownGrace, wlog)
+	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, ready), cfg.ShutdownGrace, wlog)
 }
 
 // runAdmin serves, on ln (or cfg.AdminAddr) until ctx is done, the admin

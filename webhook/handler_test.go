@@ -156,7 +156,7 @@ func TestHandler(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{err: tc.temporal}
 			h, _ := newHandler(t, rec)
-			router := webhook.NewRouter(h, nil)
+			router := webhook.NewRouter(h, nil, nil)
 			method := tc.method
 			if method == "" {
 				method = http.MethodPost
@@ -209,7 +209,7 @@ func TestHandler(t *testing.T) {
 
 func TestHandlerCountsOutcomesAndVersionMismatches(t *testing.T) {
 	h, reg := newHandler(t, &recorder{})
-	router := webhook.NewRouter(h, nil)
+	router := webhook.NewRouter(h, nil, nil)
 	verified := fixture(t, "event_verification_session_verified.json")
 	send := func(body []byte, header string) {
 		req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(body))
@@ -251,7 +251,7 @@ func TestHandlerAnswers503WhenTemporalIsDown(t *testing.T) {
 	h, reg := newHandler(t, c)
 	h.SignalTimeout = 500 * time.Millisecond
 	h.Ready = &webhook.Readiness{Temporal: c}
-	router := webhook.NewRouter(h, nil)
+	router := webhook.NewRouter(h, nil, h.Ready)
 	opsRouter := ops.Handler(h.Ready.Ready, reg)
 	verified := fixture(t, "event_verification_session_verified.json")
 	req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(verified))
@@ -271,12 +271,13 @@ func TestHandlerAnswers503WhenTemporalIsDown(t *testing.T) {
 	if w.Code != http.StatusOK {
 		t.Errorf("/livez: %d; want 200", w.Code)
 	}
-	// The public listener serves the webhook and retry links, nothing else.
-	for _, path := range []string{"/readyz", "/livez", "/metrics"} {
+	// The public listener keeps /livez and /readyz for load balancers; its
+	// metrics are on the ops listener only.
+	for path, want := range map[string]int{"/readyz": http.StatusServiceUnavailable, "/livez": http.StatusOK, "/metrics": http.StatusNotFound} {
 		w = httptest.NewRecorder()
 		router.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
-		if w.Code != http.StatusNotFound {
-			t.Errorf("public %s: %d; want 404", path, w.Code)
+		if w.Code != want {
+			t.Errorf("public %s: %d; want %d", path, w.Code, want)
 		}
 	}
 }
@@ -293,7 +294,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add([]byte(`[]`), true)
 	f.Add([]byte(``), true)
 	h, _ := newHandler(f, &recorder{})
-	router := webhook.NewRouter(h, nil)
+	router := webhook.NewRouter(h, nil, nil)
 	f.Fuzz(func(t *testing.T, body []byte, signed bool) {
 		req := httptest.NewRequest(http.MethodPost, webhook.Route, bytes.NewReader(body))
 		if signed {

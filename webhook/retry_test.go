@@ -45,7 +45,7 @@ func TestRetryLinks(t *testing.T) {
 				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			h, _ := newHandler(t, &recorder{})
 			w := httptest.NewRecorder()
-			webhook.NewRouter(h, retry).ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
+			webhook.NewRouter(h, retry, nil).ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
 			if w.Code != tc.wantCode || w.Header().Get("Location") != tc.wantLoc {
 				t.Errorf("%d to %q; want %d to %q", w.Code, w.Header().Get("Location"), tc.wantCode, tc.wantLoc)
 			}

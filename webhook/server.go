@@ -22,14 +22,30 @@ type HealthChecker interface {
 	CheckHealth(ctx context.Context, req *client.CheckHealthRequest) (*client.CheckHealthResponse, error)
 }
 
-// NewRouter wires the webhook and retry-link routes (retry may be nil: no
-// retry links served): all the public listener serves. Health and metrics
-// are on the ops listener (package ops).
-func NewRouter(h *Handler, retry *RetryHandler) http.Handler {
+// NewRouter wires the public listener: the webhook, retry links (retry may
+// be nil: none served) and, for load balancers that probe this port (the
+// external contract keeps them), /livez and /readyz from the cached
+// readiness (ready may be nil: not served). Metrics are only on the ops
+// listener (package ops).
+func NewRouter(h *Handler, retry *RetryHandler, ready *Readiness) http.Handler {
 	r := mux.NewRouter()
 	r.Handle(Route, h).Methods(http.MethodPost)
 	if retry != nil {
 		r.Handle(retrylink.Path+"{session_id}", retry).Methods(http.MethodGet)
+	}
+	if ready != nil {
+		r.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, "ok", "")
+		}).Methods(http.MethodGet)
+		r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+			ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+			defer cancel()
+			if !ready.Ready(ctx) {
+				writeJSON(w, http.StatusServiceUnavailable, "unavailable", "temporal_unreachable")
+				return
+			}
+			writeJSON(w, http.StatusOK, "ok", "")
+		}).Methods(http.MethodGet)
 	}
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, "rejected", "method_not_allowed")
