@@ -196,4 +196,21 @@ func TestEffectiveConfigurationMasksSecrets(t *testing.T) {
 	if len(settings) < 40 {
 		t.Errorf("%d settings; want every variable Load reads", len(settings))
 	}
+
+	// A URL Go cannot parse, or one whose password holds a character that
+	// ends the authority, keeps only its scheme and what follows the last
+	// '@'; a password parameter is masked even with a bad %-escape.
+	for v, want := range map[string]string{
+		"postgres://u:pa#ss@db.example.com/app":         "postgres://xxxxx@db.example.com/app",
+		"postgres://u:p%zz@db/app":                      "postgres://xxxxx@db/app",
+		"postgres://u:12/ss@db/app":                     "postgres://xxxxx@db/app",
+		"smtp://u:p?ss@mail.example.com:587":            "smtp://xxxxx@mail.example.com:587",
+		"postgres://db/app?password=p%zz":               "postgres://db/app?password=xxxxx",
+		"postgres://db:x/app?password=p%zz":             "postgres://xxxxx",
+		"http://127.0.0.1:8233, https://ui.example.com": "http://127.0.0.1:8233, https://ui.example.com",
+	} {
+		if got := config.Mask("DATABASE_URL", v); got != want {
+			t.Errorf("Mask(%q) = %q; want %q", v, got, want)
+		}
+	}
 }

@@ -30,7 +30,7 @@ type Config struct {
 	// tests) accepts short ones.
 	Production bool
 
-	ListenAddr       string        // LISTEN_ADDR: webhook, health and metrics
+	ListenAddr       string        // LISTEN_ADDR: webhook and retry links only
 	WebhookSecrets   []string      // STRIPE_WEBHOOK_SECRET, comma-separated
 	WebhookTolerance time.Duration // STRIPE_WEBHOOK_TOLERANCE
 	WebhookMaxBody   int64         // WEBHOOK_MAX_BODY_BYTES
@@ -44,7 +44,7 @@ type Config struct {
 	PublicBaseURL    string        // PUBLIC_BASE_URL: where retry links point
 	RetryLinkSecret  string        // RETRY_LINK_SECRET: signs retry links
 	AdminAddr        string        // ADMIN_ADDR: the admin API's own listener
-	OpsAddr          string        // OPS_ADDR: health and metrics, every process
+	OpsAddr          string        // OPS_ADDR: health and metrics, every process; "off": none
 	AdminToken       string        // ADMIN_TOKEN: bearer token; empty disables the admin API
 	Policy           workflows.Policy
 	ShutdownGrace    time.Duration // SHUTDOWN_GRACE
@@ -177,14 +177,7 @@ func load(env Env) (Config, *recorder, error) {
 	pol.AlternateType = p.str("ALTERNATE_SESSION_TYPE", pol.AlternateType)
 	pol.ReminderAfter = p.duration("REMINDER_AFTER", pol.ReminderAfter)
 	pol.ExpireAfter = p.duration("EXPIRE_AFTER", pol.ExpireAfter)
-	// EXPIRY_WARNING unset: the workflow's default (a day before, or halfway
-	// from the reminder); 0: no warning.
-	pol.ExpiryWarning = 0
-	if getenv("EXPIRY_WARNING") != "" {
-		if pol.ExpiryWarning = p.duration("EXPIRY_WARNING", 0); pol.ExpiryWarning <= 0 {
-			pol.ExpiryWarning = -1
-		}
-	}
+	pol.ExpiryWarning = p.expiryWarning(pol)
 	pol.ReviewDeadline = p.duration("REVIEW_DEADLINE", pol.ReviewDeadline)
 	pol.Escalation = workflows.EscalationPolicy(p.str("ESCALATION", string(pol.Escalation)))
 	pol.LateFraud = workflows.LateFraudPolicy(p.str("LATE_FRAUD_POLICY", string(pol.LateFraud)))

@@ -81,7 +81,9 @@ func (r *recorder) settings() []Setting {
 // CREDENTIALS, not a _PATH or _FILE, and gRPC metadata, which often carries
 // credentials) keeps only a known Stripe prefix and its length, per
 // comma-separated entry: "whsec_…(38 bytes)", "***(40 bytes)". A URL keeps
-// everything but its password.
+// everything but its password; one that does not parse, or has an '@' past
+// its authority, keeps only its scheme and what follows its last '@' (only
+// its scheme when it has no '@' but a password parameter).
 func Mask(name, v string) string {
 	if v == "" {
 		return ""
@@ -93,12 +95,35 @@ func Mask(name, v string) string {
 		}
 		return strings.Join(entries, ",")
 	}
-	if u, err := url.Parse(v); err == nil && u.Scheme != "" {
-		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
-			u.RawQuery = q.Encode()
+	if scheme, rest, ok := strings.Cut(v, "://"); ok {
+		// Credentials end at the last '@' of the authority, which ends at
+		// the first '/', '?' or '#'. A URL that does not parse (a '#' or a
+		// bad %-escape in the password), or with an '@' past where Go's
+		// parser ended the authority (a '/', '?' or '#' in the password),
+		// may show credentials: everything up to its last '@' is masked.
+		authority := len(rest)
+		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+			authority = i
 		}
+		at := strings.LastIndex(rest, "@")
+		_, err := url.Parse(v)
+		switch {
+		case at > authority || (err != nil && at >= 0):
+			return scheme + "://xxxxx" + rest[at:]
+		case err != nil && strings.Contains(strings.ToLower(rest), "password"):
+			return scheme + "://xxxxx"
+		}
+	}
+	if u, err := url.Parse(v); err == nil && u.Scheme != "" {
+		// Masked pair by pair, as written: a value with a bad %-escape
+		// is one url.Query would drop, not mask.
+		pairs := strings.Split(u.RawQuery, "&")
+		for i, kv := range pairs {
+			if k, _, ok := strings.Cut(kv, "="); ok && strings.EqualFold(k, "password") {
+				pairs[i] = k + "=xxxxx"
+			}
+		}
+		u.RawQuery = strings.Join(pairs, "&")
 		return u.Redacted()
 	}
 	return v
