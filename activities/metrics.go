@@ -17,8 +17,8 @@ import (
 //	identity_stripe_calls_total{call, outcome}: ok, refused (for good),
 //	  failed (transient; retried)
 const (
-	metricEmails      = "identity_emails"
-	metricStripeCalls = "identity_stripe_calls"
+	metricEmails      = "identity_emails_total"
+	metricStripeCalls = "identity_stripe_calls_total"
 )
 
 // count adds one to a counter with tags, when ctx is an activity's (unit

@@ -17,6 +17,10 @@ import (
 // length of Stripe's own whsec_ secrets.
 const MinSecretBytes = 32
 
+// OpsOff is the OPS_ADDR that turns the ops listener off: no health
+// probes and no metrics for that process.
+const OpsOff = "off"
+
 // MaxWebhookTolerance bounds STRIPE_WEBHOOK_TOLERANCE: a captured delivery
 // can be replayed for as long as its signature is accepted.
 const MaxWebhookTolerance = time.Hour
@@ -67,7 +71,6 @@ func (p *parser) checkPolicy(pol workflows.Policy) {
 		p.fail("REVIEW_DEADLINE", "must be positive")
 	}
 	def := workflows.DefaultPolicy()
-	p.rec.setDefault("EXPIRY_WARNING", "a day, or halfway from the reminder when shorter")
 	p.rec.setDefault("NON_RETRYABLE_CODES", strings.Join(def.NonRetryableCodes, ","))
 	var pairs []string
 	for code, e := range def.EscalationByCode {
@@ -75,6 +78,45 @@ func (p *parser) checkPolicy(pol workflows.Policy) {
 	}
 	slices.Sort(pairs)
 	p.rec.setDefault("ESCALATION_BY_CODE", strings.Join(pairs, ","))
+}
+
+// defaultExpiryWarning is the longest default warning before expiry.
+const defaultExpiryWarning = 24 * time.Hour
+
+// expiryWarning reads EXPIRY_WARNING into the value the workflow input
+// carries. Unset: a day, or half the window from the reminder to the
+// expiry when that is shorter. 0: no warning, stored as -1 (the workflow
+// takes 0 for its own default, for inputs recorded before config resolved
+// it). A set value must be shorter than that window, or the workflow would
+// never send it (the warning only follows the reminder). Call it after
+// REMINDER_AFTER and EXPIRE_AFTER are read.
+func (p *parser) expiryWarning(pol workflows.Policy) time.Duration {
+	window := pol.ExpireAfter // no reminder is sent at or after the expiry
+	if pol.ReminderAfter > 0 && pol.ReminderAfter < pol.ExpireAfter {
+		window -= pol.ReminderAfter
+	}
+	def := min(defaultExpiryWarning, window/2)
+	if def <= 0 {
+		def = -1
+	}
+	p.rec.setDefault("EXPIRY_WARNING", max(def, 0).String())
+	if strings.TrimSpace(p.getenv("EXPIRY_WARNING")) == "" {
+		return def
+	}
+	n := len(p.errs)
+	d := p.duration("EXPIRY_WARNING", def)
+	switch {
+	case len(p.errs) > n: // not a duration, reported
+	case d == 0:
+		return -1
+	case d < 0:
+		p.fail("EXPIRY_WARNING", "must be 0 (no warning) or positive")
+	case pol.ExpireAfter > 0 && pol.ReminderAfter >= 0 && d >= window:
+		p.fail("EXPIRY_WARNING", fmt.Sprintf("must be shorter than EXPIRE_AFTER - REMINDER_AFTER (%s), or the warning never goes out", window))
+	default:
+		return d
+	}
+	return def
 }
 
 // check validates what parsing alone does not: bounds, enums, addresses,
@@ -100,7 +142,9 @@ func (p *parser) check(c Config) {
 
 	p.hostPort("LISTEN_ADDR", c.ListenAddr, false)
 	p.hostPort("ADMIN_ADDR", c.AdminAddr, false)
-	p.hostPort("OPS_ADDR", c.OpsAddr, false)
+	if c.OpsAddr != OpsOff {
+		p.hostPort("OPS_ADDR", c.OpsAddr, false)
+	}
 	p.hostPort("TEMPORAL_ADDRESS", c.Temporal.HostPort, true)
 
 	p.url("PUBLIC_BASE_URL", c.PublicBaseURL, "http", "https")
@@ -177,7 +221,9 @@ func (p *parser) url(name, v string, schemes ...string) *url.URL {
 }
 
 // databaseURL checks the forms store.Open reads: postgres:// (or
-// postgresql://) and sqlite:PATH (or file:PATH).
+// postgresql://), sqlite:PATH (or file:PATH), and a bare file PATH
+// (/var/lib/iv/identity.db), which is SQLite too. Anything else that starts
+// with a scheme (mysql://, postgress://) is a mistake, not a file name.
 func (p *parser) databaseURL(v string) {
 	if strings.HasPrefix(v, "postgres://") || strings.HasPrefix(v, "postgresql://") {
 		if _, err := url.Parse(v); err != nil {
@@ -185,16 +231,38 @@ func (p *parser) databaseURL(v string) {
 		}
 		return
 	}
+	path := v
 	for _, prefix := range []string{"sqlite://", "sqlite:", "file:"} {
-		if path, ok := strings.CutPrefix(v, prefix); ok {
-			if strings.TrimSpace(path) == "" {
-				p.fail("DATABASE_URL", "sqlite: needs a file path (sqlite:identity-verification.db)")
-			}
-			return
+		if rest, ok := strings.CutPrefix(v, prefix); ok {
+			path = rest
+			break
 		}
 	}
-	p.fail("DATABASE_URL", "want postgres://user:pass@host/db or sqlite:PATH")
+	if path == v && hasScheme(v) {
+		p.fail("DATABASE_URL", "want postgres://user:pass@host/db, sqlite:PATH or a file path")
+		return
+	}
+	if path, _, _ = strings.Cut(path, "?"); strings.TrimSpace(path) == "" {
+		p.fail("DATABASE_URL", "sqlite: needs a file path (sqlite:identity-verification.db)")
+	}
 }
+
+// hasScheme says whether v starts with a URL scheme and a colon (RFC 3986:
+// a letter, then letters, digits, '+', '-' or '.').
+func hasScheme(v string) bool {
+	scheme, _, ok := strings.Cut(v, ":")
+	if !ok || scheme == "" || !isLetter(scheme[0]) {
+		return false
+	}
+	for i := 1; i < len(scheme); i++ {
+		if c := scheme[i]; !isLetter(c) && !('0' <= c && c <= '9') && c != '+' && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
 func (p *parser) email(name, v string) {
 	if _, err := mail.ParseAddress(v); err != nil {

@@ -3,6 +3,7 @@ package config_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"identityverification/config"
 )
@@ -43,6 +44,9 @@ func TestEachBadValueIsRefusedByName(t *testing.T) {
 		{"REMINDER_AFTER", "-1h", ""},
 		{"EXPIRE_AFTER", "0s", ""},
 		{"REVIEW_DEADLINE", "-48h", ""},
+		{"EXPIRY_WARNING", "-1h", ""},
+		{"EXPIRY_WARNING", "a day", ""},
+		{"EXPIRY_WARNING", "144h", ""}, // the defaults' window: 7 days less the reminder's day
 		{"LOG_LEVEL", "verbose", ""},
 		{"LISTEN_ADDR", "8080", ""},
 		{"ADMIN_ADDR", "localhost", ""},
@@ -56,8 +60,9 @@ func TestEachBadValueIsRefusedByName(t *testing.T) {
 		{"SMTP_URL", "https://user:hunter2hunter2@mail.example.com:25", "hunter2hunter2"},
 		{"SMTP_URL", "smtp://mail.example.com", ""},
 		{"SMTP_URL", "smtp://mail.example.com:25?tls=always", ""},
-		{"DATABASE_URL", "identity.db", ""},
 		{"DATABASE_URL", "mysql://app:hunter2hunter2@db/identity", "hunter2hunter2"},
+		{"DATABASE_URL", "postgress://app:hunter2hunter2@db/identity", "hunter2hunter2"},
+		{"DATABASE_URL", "mysql:identity", ""},
 		{"DATABASE_URL", "sqlite:", ""},
 		{"EMAIL_FROM", "identity", ""},
 		{"OPS_EMAIL", "ops at example.com", ""},
@@ -93,7 +98,11 @@ func TestGoodValuesAtTheEdgesAreAccepted(t *testing.T) {
 			"TEMPORAL_ADDRESS": "dns:///temporal.internal:7233", "ALTERNATE_SESSION_TYPE": "document",
 			"PUBLIC_BASE_URL": "https://verify.example.com/", "STRIPE_API_BASE": "http://127.0.0.1:12111",
 			"SMTP_URL": "smtps://user:pass@mail.example.com:465", "DATABASE_URL": "postgres:///identity?host=/run/postgresql",
-			"EMAIL_FROM": "Identity <identity@example.com>", "OPS_EMAIL": "ops@example.com", "LOG_LEVEL": "debug"},
+			"EMAIL_FROM": "Identity <identity@example.com>", "OPS_EMAIL": "ops@example.com", "LOG_LEVEL": "debug",
+			"EXPIRY_WARNING": "143h", "OPS_ADDR": "off"},
+		"no expiry warning":         {"EXPIRY_WARNING": "0s"},
+		"a SQLite file by its path": {"DATABASE_URL": "/var/lib/iv/identity.db"},
+		"a relative SQLite path":    {"DATABASE_URL": "data/identity.db?_pragma=foreign_keys(1)"},
 		"production secrets of the minimum length": {"ENVIRONMENT": "production",
 			"STRIPE_WEBHOOK_SECRET": longSecret + "," + longSecret, "RETRY_LINK_SECRET": longSecret, "ADMIN_TOKEN": longSecret},
 		"short secrets in development": {"ENVIRONMENT": "development",
@@ -104,6 +113,34 @@ func TestGoodValuesAtTheEdgesAreAccepted(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// EXPIRY_WARNING is resolved for the workflow input: unset, a day or half
+// the window from the reminder to the expiry; 0, none (-1: the workflow
+// reads 0 as its own default).
+func TestExpiryWarningIsResolved(t *testing.T) {
+	for _, tc := range []struct {
+		env  config.Map
+		want time.Duration
+	}{
+		{config.Map{}, 24 * time.Hour},
+		{config.Map{"EXPIRE_AFTER": "48h", "REMINDER_AFTER": "24h"}, 12 * time.Hour},
+		{config.Map{"EXPIRE_AFTER": "48h", "REMINDER_AFTER": "0s"}, 24 * time.Hour},
+		{config.Map{"EXPIRE_AFTER": "10m", "REMINDER_AFTER": "2m"}, 4 * time.Minute},
+		{config.Map{"EXPIRY_WARNING": "0s"}, -1},
+		{config.Map{"EXPIRY_WARNING": "0"}, -1},
+		{config.Map{"EXPIRY_WARNING": "36h"}, 36 * time.Hour},
+		{config.Map{"EXPIRE_AFTER": "48h", "REMINDER_AFTER": "24h", "EXPIRY_WARNING": "23h"}, 23 * time.Hour},
+	} {
+		c, err := config.Load(tc.env)
+		if err != nil || c.Policy.ExpiryWarning != tc.want {
+			t.Errorf("%v: expiry warning %s, %v; want %s", tc.env, c.Policy.ExpiryWarning, err, tc.want)
+		}
+	}
+	_, err := config.Load(config.Map{"EXPIRE_AFTER": "48h", "REMINDER_AFTER": "24h", "EXPIRY_WARNING": "24h"})
+	if err == nil || !strings.HasPrefix(err.Error(), "EXPIRY_WARNING: must be shorter than EXPIRE_AFTER - REMINDER_AFTER (24h0m0s)") {
+		t.Errorf("a warning as long as the window: %v", err)
 	}
 }
 
@@ -124,7 +161,7 @@ func TestAllProblemsAreReportedTogether(t *testing.T) {
 		"SHUTDOWN_GRACE": "-1s", "WORKER_ACTIVITY_POLLERS": "0", "MAX_ATTEMPTS": "0", "ALTERNATE_MAX_ATTEMPTS": "0",
 		"ALTERNATE_SESSION_TYPE": "selfie", "ESCALATION": "shrug", "LATE_FRAUD_POLICY": "ignore",
 		"EXPIRE_AFTER": "0s", "REVIEW_DEADLINE": "0s", "LOG_LEVEL": "loud", "LISTEN_ADDR": "8080",
-		"PUBLIC_BASE_URL": "example.com", "SMTP_URL": "mail:25", "DATABASE_URL": "db", "EMAIL_FROM": "me",
+		"PUBLIC_BASE_URL": "example.com", "SMTP_URL": "mail:25", "DATABASE_URL": "mysql://db", "EMAIL_FROM": "me",
 		"RETRY_LINK_SECRET": "x", "ADMIN_TOKEN": "y",
 	}
 	_, err := config.Load(env)

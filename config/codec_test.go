@@ -48,6 +48,8 @@ func TestPayloadEncryptionKeys(t *testing.T) {
 		{"a key that is not base64", config.Map{"PAYLOAD_ENCRYPTION_KEYS": k2.Entry() + ",k1:" + secret + "%"},
 			"PAYLOAD_ENCRYPTION_KEYS: key 2 (k1): not base64"},
 		{"a codec token without keys", config.Map{"CODEC_TOKEN": "t"}, "CODEC_TOKEN: is set but PAYLOAD_ENCRYPTION_KEYS is not"},
+		{"a codec token that is not URL-safe", config.Map{"PAYLOAD_ENCRYPTION_KEYS": k1.Entry(), "CODEC_TOKEN": "tok/en?#" + secret},
+			"CODEC_TOKEN: may hold only letters, digits and . _ ~ -"},
 		{"an origin with a path", config.Map{"PAYLOAD_ENCRYPTION_KEYS": k1.Entry(), "CODEC_CORS_ORIGINS": "http://127.0.0.1:8233/"},
 			`CODEC_CORS_ORIGINS: "http://127.0.0.1:8233/" is not an origin`},
 		{"an origin without a scheme", config.Map{"PAYLOAD_ENCRYPTION_KEYS": k1.Entry(), "CODEC_CORS_ORIGINS": "ui.example.com"},

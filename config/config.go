@@ -30,7 +30,7 @@ type Config struct {
 	// tests) accepts short ones.
 	Production bool
 
-	ListenAddr       string        // LISTEN_ADDR: webhook and retry links only
+	ListenAddr       string        // LISTEN_ADDR: webhook, retry links, /livez and /readyz (no metrics)
 	WebhookSecrets   []string      // STRIPE_WEBHOOK_SECRET, comma-separated
 	WebhookTolerance time.Duration // STRIPE_WEBHOOK_TOLERANCE
 	WebhookMaxBody   int64         // WEBHOOK_MAX_BODY_BYTES

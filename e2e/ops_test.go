@@ -59,14 +59,18 @@ func TestOpsListenerOfAWorkerOnlyProcess(t *testing.T) {
 	}
 	eventually(t, "the worker's metrics", func() error {
 		_, m := get(opsURL + "/metrics")
-		for _, want := range []string{"temporal_workflow_completed", "temporal_workflow_task_execution_latency",
-			"identity_emails{", "identity_sessions_with_issue", "go_goroutines"} {
+		for _, want := range []string{"temporal_workflow_completed", "temporal_workflow_task_execution_latency_bucket{",
+			"temporal_workflow_task_schedule_to_start_latency_bucket{", "identity_emails_total{", "identity_sessions_with_issue",
+			"go_goroutines"} {
 			if !strings.Contains(m, want) {
 				return fmt.Errorf("no %s yet in:\n%s", want, grepLines(m, "identity_", "temporal_workflow_completed"))
 			}
 		}
-		if !strings.Contains(grepLines(m, "identity_emails{"), `status="sent"`) {
+		if !strings.Contains(grepLines(m, "identity_emails_total{"), `status="sent"`) {
 			return fmt.Errorf("no email counted as sent:\n%s", grepLines(m, "identity_emails"))
+		}
+		if strings.Contains(m, "_total_total") || strings.Contains(m, "temporal_workflow_task_execution_latency{quantile=") {
+			return fmt.Errorf("a counter named twice _total, or a latency still a summary:\n%s", grepLines(m, "_total_total", "quantile="))
 		}
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -29,12 +30,25 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// LatencyBuckets are the Temporal SDK's latency histograms' buckets, in
+// seconds: from a local activity's 5 ms to a minute's wait for a worker.
+var LatencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
 // TemporalMetrics is a metrics handler for the Temporal client (and so the
 // worker, its workflows and activities) that reports into reg, with
 // Prometheus-safe names (temporal_request, temporal_workflow_task_schedule_to_start_latency,
-// ...). Close flushes and stops it.
-func TemporalMetrics(reg *prometheus.Registry) (client.MetricsHandler, io.Closer) {
-	reporter := tallyprom.NewReporter(tallyprom.Options{Registerer: reg})
+// ...). Latencies are histograms (LatencyBuckets), not summaries, so that
+// histogram_quantile aggregates them across workers; a metric the registry
+// refuses is logged, not a panic. Close flushes and stops it.
+func TemporalMetrics(reg *prometheus.Registry, log *slog.Logger) (client.MetricsHandler, io.Closer) {
+	reporter := tallyprom.NewReporter(tallyprom.Options{
+		Registerer:              reg,
+		DefaultTimerType:        tallyprom.HistogramTimerType,
+		DefaultHistogramBuckets: LatencyBuckets,
+		OnRegisterError: func(err error) {
+			log.Error("a Temporal SDK metric could not be registered; it is not exported", "error", err)
+		},
+	})
 	scope, closer := tally.NewRootScope(tally.ScopeOptions{
 		CachedReporter:  reporter,
 		Separator:       tallyprom.DefaultSeparator,

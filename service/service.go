@@ -40,7 +40,7 @@ type Roles struct {
 	// set); nil listens on cfg.AdminAddr.
 	AdminListener net.Listener
 	// OpsListener for health and metrics (every process); nil listens on
-	// cfg.OpsAddr.
+	// cfg.OpsAddr, or not at all when it is config.OpsOff.
 	OpsListener net.Listener
 }
 
@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	// One registry per process: its own metrics, the webhook's, the
 	// activities' and the Temporal SDK's, served on the ops listener.
 	reg := ops.NewRegistry()
-	metrics, closeMetrics := ops.TemporalMetrics(reg)
+	metrics, closeMetrics := ops.TemporalMetrics(reg, log.With("component", "metrics"))
 	defer closeMetrics.Close()
 	cfg.Temporal.MetricsHandler = metrics
 	c, err := Dial(ctx, cfg, !roles.Worker, log)
@@ -106,9 +106,13 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	g, ctx := errgroup.WithContext(ctx)
 	ready := &webhook.Readiness{Temporal: c, Log: log.With("component", "readiness")}
 	g.Go(func() error { ready.Run(ctx); return nil })
-	g.Go(func() error {
-		return runOps(ctx, cfg, roles.OpsListener, ops.Handler(ready.Ready, reg), log.With("component", "ops"))
-	})
+	if cfg.OpsAddr != config.OpsOff || roles.OpsListener != nil {
+		g.Go(func() error {
+			return runOps(ctx, cfg, roles.OpsListener, ops.Handler(ready.Ready, reg), log.With("component", "ops"))
+		})
+	} else {
+		log.Info("ops listener off (OPS_ADDR=off): no metrics; health only on the webhook's listener, where this process runs it")
+	}
 	if roles.Worker {
 		g.Go(func() error { return worker.Run(ctx, cfg, c, log.With("component", "worker")) })
 		g.Go(func() error {
