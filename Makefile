@@ -7,7 +7,7 @@ SHELL := bash
 GO ?= go
 BIN := .bin
 
-.PHONY: dev test tools lint fuzz bench load load-server load-memory faults replay-live clean
+.PHONY: dev test tools lint fuzz bench load load-server load-memory faults replay-live topology clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -31,7 +31,7 @@ $(BIN)/workflowcheck: tools/workflowcheck/go.mod tools/workflowcheck/go.sum
 lint: $(BIN)/workflowcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
-	$(BIN)/workflowcheck ./workflows/...
+	$(BIN)/workflowcheck ./workflows/... ./reconcile/...
 
 # A short fuzzing run of the webhook handler (seed corpus in webhook/testdata).
 fuzz:
@@ -82,6 +82,16 @@ faults: tools
 # cluster can join workflows/testdata/histories).
 replay-live:
 	$(GO) run ./cmd/identity-verification replay $(if $(REPLAY_SAVE),-save $(REPLAY_SAVE))
+
+# The production topology of docker-compose.yml, natively (no Docker engine
+# needed): Temporal Server 1.29.1 on the local PostgreSQL (built from
+# tools/temporalserver on first use), the worker and the webhook as processes
+# with the compose file's environment. `make test` runs it too when
+# TEST_DATABASE_URL is set (CI does).
+topology: tools
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable} \
+	$(GO) test -count=1 -v -run 'TestProductionTopology' -timeout 30m ./e2e/ | grep -v -e '^{' -e '^=== '
+	$(GO) test -count=1 ./deploy/
 
 clean:
 	rm -rf $(BIN)

@@ -80,6 +80,29 @@ func (p *parser) checkPolicy(pol workflows.Policy) {
 	p.rec.setDefault("ESCALATION_BY_CODE", strings.Join(pairs, ","))
 }
 
+// Bounds of the reconciliation settings. Stripe keeps events 30 days: a run
+// at least weekly reads each well within them.
+const (
+	ReconcileOff        = "off"
+	MinReconcileEvery   = time.Second
+	MaxReconcileEvery   = 7 * 24 * time.Hour
+	MaxReconcileOverlap = 24 * time.Hour
+)
+
+// reconcileEvery reads RECONCILE_EVERY: a duration, or off (0).
+func (p *parser) reconcileEvery() time.Duration {
+	v := p.str("RECONCILE_EVERY", "15m")
+	if v == ReconcileOff {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < MinReconcileEvery || d > MaxReconcileEvery {
+		p.fail("RECONCILE_EVERY", "want off, or a duration from 1s to 168h such as 15m")
+		return 15 * time.Minute
+	}
+	return d
+}
+
 // defaultExpiryWarning is the longest default warning before expiry.
 const defaultExpiryWarning = 24 * time.Hour
 
@@ -135,6 +158,9 @@ func (p *parser) check(c Config) {
 	}
 	if c.ShutdownGrace < 0 {
 		p.fail("SHUTDOWN_GRACE", "must be 0 or positive")
+	}
+	if c.Reconcile.Overlap < 0 || c.Reconcile.Overlap > MaxReconcileOverlap {
+		p.fail("RECONCILE_OVERLAP", "must be from 0 to 24h")
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		p.fail("LOG_LEVEL", fmt.Sprintf("%q: want debug, info, warn or error", c.LogLevel))

@@ -50,6 +50,7 @@ type Config struct {
 	ShutdownGrace    time.Duration // SHUTDOWN_GRACE
 	LogLevel         string        // LOG_LEVEL
 	Worker           WorkerTuning
+	Reconcile        Reconcile
 
 	// Codec encrypts every payload the processes write to Temporal
 	// (PAYLOAD_ENCRYPTION_KEYS); nil when no key is configured.
@@ -70,6 +71,17 @@ type WorkerTuning struct {
 	// between tasks (WORKER_STICKY_CACHE_SIZE); the worker's memory for
 	// open sessions grows up to it.
 	StickyCacheSize int
+}
+
+// Reconcile is how the worker looks for Stripe events the webhook missed
+// (package reconcile).
+type Reconcile struct {
+	// Every is the schedule's interval (RECONCILE_EVERY); 0 is off: no
+	// schedule, and a worker deletes one left from before.
+	Every time.Duration
+	// Overlap is how far before the checkpoint each run lists again
+	// (RECONCILE_OVERLAP): Stripe may list an event after a newer one.
+	Overlap time.Duration
 }
 
 // Env is where settings come from: the process environment (OS) or a Map.
@@ -171,6 +183,7 @@ func load(env Env) (Config, *recorder, error) {
 			p.fail(v.name, fmt.Sprintf("must be at least %d", v.min))
 		}
 	}
+	c.Reconcile = Reconcile{Every: p.reconcileEvery(), Overlap: p.duration("RECONCILE_OVERLAP", time.Hour)}
 	pol := workflows.DefaultPolicy()
 	pol.MaxAttempts = p.integer("MAX_ATTEMPTS", pol.MaxAttempts)
 	pol.AlternateMaxAttempts = p.integer("ALTERNATE_MAX_ATTEMPTS", pol.AlternateMaxAttempts)

@@ -87,3 +87,19 @@ func TestInvalidValuesAreReportedTogether(t *testing.T) {
 		}
 	}
 }
+
+func TestReconcileSettingsFromTheEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		env  config.Map
+		want config.Reconcile
+	}{
+		{config.Map{}, config.Reconcile{Every: 15 * time.Minute, Overlap: time.Hour}},
+		{config.Map{"RECONCILE_EVERY": "5m", "RECONCILE_OVERLAP": "2h"}, config.Reconcile{Every: 5 * time.Minute, Overlap: 2 * time.Hour}},
+		{config.Map{"RECONCILE_EVERY": "off"}, config.Reconcile{Overlap: time.Hour}},
+	} {
+		c, err := config.Load(tc.env)
+		if err != nil || c.Reconcile != tc.want {
+			t.Errorf("%v: reconcile = %+v, %v; want %+v", tc.env, c.Reconcile, err, tc.want)
+		}
+	}
+}

@@ -116,14 +116,7 @@ func (h *Handler) serve(r *http.Request) (outcome, reason string, code int) {
 			}
 		}(h.Ready.Lost())
 	}
-	_, err = h.Temporal.SignalWithStartWorkflow(ctx, workflows.WorkflowID(ev.SessionID), workflows.SignalEvent, ev,
-		client.StartWorkflowOptions{
-			ID:            workflows.WorkflowID(ev.SessionID),
-			TaskQueue:     workflows.TaskQueue,
-			StaticSummary: "Stripe Identity session " + ev.SessionID,
-		},
-		workflows.WorkflowName, workflows.Input{SessionID: ev.SessionID, Policy: h.Policy})
-	if err != nil {
+	if err := Deliver(ctx, h.Temporal, ev, h.Policy); err != nil {
 		if h.Ready != nil {
 			h.Ready.Suspect()
 		}

@@ -1,6 +1,7 @@
 // Package worker runs the Temporal worker: it registers the verification
 // workflow and its activities on the identity-verification task queue and
-// builds the activities' real dependencies (database, SMTP, Stripe API).
+// builds the activities' real dependencies (database, SMTP, Stripe API),
+// and keeps the schedule that recovers missed events (package reconcile).
 package worker
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
@@ -18,6 +20,7 @@ import (
 	"identityverification/activities"
 	"identityverification/config"
 	"identityverification/email"
+	"identityverification/reconcile"
 	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/stripeapi"
@@ -68,13 +71,41 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 	sdkworker.SetStickyWorkflowCacheSize(cfg.Worker.StickyCacheSize)
 	w := sdkworker.New(c, workflows.TaskQueue, Options(cfg.Worker))
 	Register(w, acts)
+	reconcile.Register(w, &reconcile.Activities{Events: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Store: st,
+		Temporal: c, Policy: cfg.Policy, Overlap: cfg.Reconcile.Overlap})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
 	log.Info("worker polling", "task_queue", workflows.TaskQueue, "namespace", cfg.Temporal.Namespace, "database", st.Dialect())
+	go keepSchedule(ctx, c, cfg.Reconcile.Every, log)
 	<-ctx.Done()
 	w.Stop()
 	return nil
+}
+
+// keepSchedule sets the missed-events schedule up as configured (package
+// reconcile), trying again with a growing pause while Temporal refuses:
+// the worker does its main job meanwhile, and ops see each failure.
+func keepSchedule(ctx context.Context, c client.Client, every time.Duration, log *slog.Logger) {
+	for pause := 5 * time.Second; ; pause = min(2*pause, 5*time.Minute) {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		did, err := reconcile.EnsureSchedule(sctx, c.ScheduleClient(), every)
+		cancel()
+		if err == nil {
+			log.Info("missed-events schedule", "schedule", reconcile.ScheduleID, "every", every.String(), "outcome", did)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("missed-events schedule not set up: events the webhook missed are not recovered until it is",
+			"schedule", reconcile.ScheduleID, "retry_in", pause.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+	}
 }
 
 // Options are the SDK worker options for the tuning (the sticky cache size is

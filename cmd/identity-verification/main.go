@@ -7,6 +7,7 @@
 //	identity-verification replay [-query Q] [-days N] [-limit N] [-save DIR]
 //	identity-verification check-config [webhook|worker|all]
 //	identity-verification gen-key [-id ID]
+//	identity-verification register-endpoint -url https://HOST/webhooks/stripe
 //
 // replay prints one line per run (ok, or the SDK's error code and the
 // event where replay parted from the history) and a summary, and exits 1
@@ -48,8 +49,12 @@ func main() {
 		err = runReplay(os.Args[2:])
 	} else if len(os.Args) > 1 && os.Args[1] == "gen-key" {
 		err = genKey(os.Args[2:], os.Stdout)
+	} else if len(os.Args) > 1 && os.Args[1] == "healthcheck" { // the image's health check (no shell in it)
+		err = healthcheck(config.OS, os.Args[2:], os.Stdout)
 	} else if len(os.Args) > 1 && os.Args[1] == "check-config" {
 		err = checkConfig(config.OS, os.Args[2:], os.Stdout)
+	} else if len(os.Args) > 1 && os.Args[1] == "register-endpoint" {
+		err = registerEndpoint(context.Background(), config.OS, os.Args[2:], os.Stdout)
 	} else {
 		role := "all"
 		if len(os.Args) > 1 {
