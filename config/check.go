@@ -195,8 +195,11 @@ func (p *parser) check(c Config) {
 
 	if c.Production {
 		for i, s := range c.WebhookSecrets {
-			if len(s) < MinSecretBytes {
+			switch {
+			case len(s) < MinSecretBytes:
 				p.fail("STRIPE_WEBHOOK_SECRET", fmt.Sprintf("secret %d of %d %s", i+1, len(c.WebhookSecrets), tooShort(s)))
+			case strings.Contains(s, "REPLACE_ME"):
+				p.fail("STRIPE_WEBHOOK_SECRET", fmt.Sprintf("secret %d of %d is a placeholder from .env.example: use the endpoint's signing secret", i+1, len(c.WebhookSecrets)))
 			}
 		}
 		p.secret("RETRY_LINK_SECRET", c.RetryLinkSecret)
@@ -207,8 +210,13 @@ func (p *parser) check(c Config) {
 // secret reports a set secret shorter than MinSecretBytes; an unset one is
 // for CheckWebhook and CheckWorker.
 func (p *parser) secret(name, v string) {
-	if v != "" && len(v) < MinSecretBytes {
+	switch {
+	case v != "" && len(v) < MinSecretBytes:
 		p.fail(name, tooShort(v))
+	case strings.Contains(v, "REPLACE_ME"):
+		// .env.example's placeholders are long enough and public: a webhook
+		// that accepted one would take events forged by anyone.
+		p.fail(name, "is a placeholder from .env.example: make a secret (openssl rand -hex 32)")
 	}
 }
 

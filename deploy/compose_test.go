@@ -259,9 +259,28 @@ func TestTheComposeFileReadsOnlyDocumentedVariables(t *testing.T) {
 	}
 }
 
+// operatorSecrets are what an operator puts in .env in place of
+// .env.example's placeholders, which production refuses.
+var operatorSecrets = map[string]string{
+	"STRIPE_WEBHOOK_SECRET": "whsec_" + strings.Repeat("5e", 20),
+	"RETRY_LINK_SECRET":     strings.Repeat("a1", 20),
+}
+
+// The placeholders of .env.example are public: production refuses them, so
+// a stack started without replacing them does not take forged events.
+func TestThePlaceholdersAreRefusedInProduction(t *testing.T) {
+	p := mustLoad(t, nil)
+	_, err := config.Load(environment(service(t, p, "webhook")))
+	for _, name := range []string{"STRIPE_WEBHOOK_SECRET", "RETRY_LINK_SECRET"} {
+		if err == nil || !strings.Contains(err.Error(), name+": ") || !strings.Contains(err.Error(), "placeholder") {
+			t.Errorf("the webhook with .env.example's %s: %v; want it refused as a placeholder", name, err)
+		}
+	}
+}
+
 func TestOurServicesGetAValidConfiguration(t *testing.T) {
 	table := readmeVariables(t)
-	p := mustLoad(t, nil, "dev")
+	p := mustLoad(t, operatorSecrets, "dev")
 	for name, role := range ours {
 		t.Run(name, func(t *testing.T) {
 			s := service(t, p, name)
@@ -450,7 +469,11 @@ func TestTheUIDecodesThroughTheCodecServerWhenOneIsConfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := strings.Repeat("c0dec", 8)
-	p = mustLoad(t, map[string]string{"PAYLOAD_ENCRYPTION_KEYS": key.Entry(), "CODEC_TOKEN": token})
+	env := map[string]string{"PAYLOAD_ENCRYPTION_KEYS": key.Entry(), "CODEC_TOKEN": token}
+	for k, v := range operatorSecrets {
+		env[k] = v
+	}
+	p = mustLoad(t, env)
 	webhook, ui := service(t, p, "webhook"), service(t, p, "temporal-ui")
 	cfg, err := config.Load(environment(webhook))
 	if err != nil || cfg.Codec == nil || cfg.CodecToken != token {

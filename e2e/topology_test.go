@@ -218,11 +218,15 @@ func TestProductionTopology(t *testing.T) {
 }
 
 // loadCompose loads docker-compose.yml as `docker compose --env-file
-// .env.example config` would, with nothing from this process's environment.
+// .env.example config` would, with the placeholder secrets replaced as an
+// operator's .env replaces them (production refuses the placeholders), and
+// nothing else from this process's environment.
 func loadCompose(t *testing.T, root string) *types.Project {
 	t.Helper()
+	secrets := []string{"STRIPE_WEBHOOK_SECRET=whsec_" + testevent.RandomID(40), "RETRY_LINK_SECRET=" + testevent.RandomID(40),
+		"POSTGRES_PASSWORD=" + testevent.RandomID(32)}
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithEnvFiles(filepath.Join(root, ".env.example")), cli.WithDotEnv)
+		cli.WithWorkingDirectory(root), cli.WithEnv(secrets), cli.WithEnvFiles(filepath.Join(root, ".env.example")), cli.WithDotEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
