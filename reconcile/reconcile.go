@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -65,6 +66,14 @@ const (
 	PageSize = 100
 	// DefaultMaxPages bounds a run to 2,000 events.
 	DefaultMaxPages = 20
+	// MaxListPages bounds the listing of a window with no identity event
+	// before it to start from (30,000 events): such a window is listed
+	// whole before its oldest events are delivered. Past the bound its
+	// oldest events are skipped, and the run says so.
+	MaxListPages = 300
+	// Retention is how long Stripe keeps events: a checkpoint older than it
+	// leaves a gap, events that may have been lost.
+	Retention = 30 * 24 * time.Hour
 	// knownIDs bounds the ledger ids read per session to tell a known event:
 	// the ids a workflow run carries (activities.ProcessedEventsCarried).
 	knownIDs = 1000
@@ -88,6 +97,10 @@ type Result struct {
 	// Complete is false when the run stopped at its page bound; the next
 	// run continues where it stopped.
 	Complete bool `json:"complete"`
+	// Gap, when set, says which events may have been lost: the checkpoint
+	// is older than Stripe's Retention, or a window too large to list
+	// (MaxListPages) had its oldest events skipped. Times and counts only.
+	Gap string `json:"gap,omitempty"`
 }
 
 // String is the one line the workflow's details and the worker's log show.
@@ -103,6 +116,9 @@ func (r Result) String() string {
 	s += fmt.Sprintf(" (%d %s since %s)", r.Pages, pages, unixTime(r.Since))
 	if !r.Complete {
 		s += "; stopped at the page bound, the next run continues"
+	}
+	if r.Gap != "" {
+		s += "; GAP: " + r.Gap
 	}
 	return s
 }
@@ -128,21 +144,45 @@ func (a *Activities) ReconcileEvents(ctx context.Context) (Result, error) {
 	} else if err != nil {
 		return Result{}, storeError(err)
 	}
-	r := run{Activities: a, known: map[string][]string{}}
-	r.p.Since = a.now().Add(-a.Overlap).Unix()
-	if cp.Created > 0 {
-		r.p.Since = cp.Created - int64(a.Overlap/time.Second)
+	retained := a.now().Add(-Retention).Unix() // Stripe holds no older event
+	gap := ""
+	if cp.Created > 0 && cp.Created < retained {
+		gap = fmt.Sprintf("the checkpoint (%s) is older than Stripe's %d days of events: events from then to %s may have been lost",
+			unixTime(cp.Created), int(Retention/(24*time.Hour)), unixTime(retained))
+		activity.GetLogger(ctx).Error("reconcile: the checkpoint is older than Stripe keeps events; events in the gap may have been lost",
+			"checkpoint", unixTime(cp.Created), "retained_since", unixTime(retained))
+		cp.ResumeAfter = "" // that event is gone too: start from the checkpoint's time
 	}
-	if cp.ResumeAfter != "" { // the last run stopped at its bound: carry on after it
-		r.p.Since, r.p.Cursor, r.p.CursorCreated = cp.Created, cp.ResumeAfter, cp.Created
+	start := func() *run {
+		r := &run{Activities: a, known: map[string][]string{}}
+		r.p.Since = a.now().Add(-a.Overlap).Unix()
+		if cp.Created > 0 {
+			r.p.Since = cp.Created - int64(a.Overlap/time.Second)
+		}
+		if cp.ResumeAfter != "" { // the last run stopped at its bound: carry on after it
+			r.p.Since, r.p.Cursor, r.p.CursorCreated = cp.Created, cp.ResumeAfter, cp.Created
+		}
+		r.p.Gap = gap
+		return r
 	}
+	r := start()
 	if activity.HasHeartbeatDetails(ctx) {
 		var p progress
 		if err := activity.GetHeartbeatDetails(ctx, &p); err == nil && p.Cursor != "" {
 			r.p = p // a retried attempt: resume after its last page
 		}
 	}
-	if err := r.read(ctx); err != nil {
+	err = r.read(ctx)
+	if err != nil && cp.ResumeAfter != "" && r.p.Cursor == cp.ResumeAfter && r.p.Pages == 0 && cursorMissing(err) {
+		// Stripe no longer holds the event the last run stopped after:
+		// start again from the checkpoint's time, as without it.
+		activity.GetLogger(ctx).Warn("reconcile: the event to resume after is gone; reading from the checkpoint's time",
+			"event_id", cp.ResumeAfter, "checkpoint", unixTime(cp.Created))
+		cp.ResumeAfter = ""
+		r = start()
+		err = r.read(ctx)
+	}
+	if err != nil {
 		return Result{}, err
 	}
 	r.p.Checkpoint = cp.Created
@@ -151,6 +191,14 @@ func (a *Activities) ReconcileEvents(ctx context.Context) (Result, error) {
 		if !r.p.Complete {
 			next.ResumeAfter = r.p.Cursor
 		}
+		if err := a.Store.SaveCheckpoint(ctx, next); err != nil {
+			return Result{}, storeError(err)
+		}
+		r.p.Checkpoint = next.Created
+	} else if r.p.Cursor == "" && r.p.Complete && gap != "" {
+		// Nothing listed since the gap: move the checkpoint to the oldest
+		// time Stripe holds, so the gap is reported once, not every run.
+		next := store.Checkpoint{Name: CheckpointName, Created: retained, EventID: cp.EventID}
 		if err := a.Store.SaveCheckpoint(ctx, next); err != nil {
 			return Result{}, storeError(err)
 		}
@@ -171,7 +219,7 @@ type run struct {
 // first, and pages towards newer events from an event id (ending_before):
 // the newest identity event before the window is where the first page
 // starts. When there is none (Stripe holds no older identity event), the
-// window is read newest first, whole, and delivered oldest first.
+// window is listed newest first, whole, and delivered oldest first.
 func (r *run) read(ctx context.Context) error {
 	maxPages := r.MaxPages
 	if maxPages <= 0 {
@@ -210,15 +258,17 @@ func (r *run) read(ctx context.Context) error {
 	return nil
 }
 
-// readWhole reads the window newest first up to the page bound and
-// delivers it oldest first. It is the start of a new account's first
-// window only; a window too large for the bound is delivered from its
-// newest part, and the run says so.
+// readWhole lists the window newest first, whole (up to MaxListPages),
+// and delivers it oldest first, up to the run's bound of maxPages pages of
+// events. A run that stops at the bound leaves its cursor at the last
+// event delivered; the next run pages forward from it (ending_before). It
+// is the start of a window with no identity event before it only: a new
+// or quiet account, or a checkpoint older than Stripe keeps events.
 func (r *run) readWhole(ctx context.Context, maxPages int) error {
 	var events []stripeapi.ListedEvent
 	q := stripeapi.EventQuery{Type: EventTypes, CreatedGTE: r.p.Since, Limit: PageSize}
-	complete := false
-	for r.p.Pages < maxPages {
+	listed := false
+	for range MaxListPages {
 		page, err := r.list(ctx, q)
 		if err != nil {
 			return err
@@ -226,21 +276,33 @@ func (r *run) readWhole(ctx context.Context, maxPages int) error {
 		r.p.Pages++
 		events = append(events, page.Events...)
 		if !page.HasMore || len(page.Events) == 0 {
-			complete = true
+			listed = true
 			break
 		}
 		q.StartingAfter = page.Events[len(page.Events)-1].ID
 		activity.RecordHeartbeat(ctx, progress{Result: Result{Pages: r.p.Pages}})
 	}
-	if !complete && len(events) > 0 {
-		activity.GetLogger(ctx).Warn("reconcile: the first window holds more identity events than a run reads; the oldest were not read",
-			"since", r.p.Since, "oldest_read", events[len(events)-1].ID, "pages", r.p.Pages)
+	if !listed && len(events) > 0 {
+		oldest := events[len(events)-1]
+		gap := fmt.Sprintf("the window since %s holds more than %d events; those before %s were skipped",
+			unixTime(r.p.Since), MaxListPages*PageSize, unixTime(oldest.Created))
+		r.p.Gap = strings.TrimPrefix(r.p.Gap+"; "+gap, "; ")
+		activity.GetLogger(ctx).Error("reconcile: the window holds more identity events than a run lists; the oldest were skipped",
+			"since", unixTime(r.p.Since), "oldest_read", oldest.ID, "pages", r.p.Pages)
 	}
-	slices.Reverse(events)
-	if err := r.deliverPage(ctx, events); err != nil {
-		return err
+	slices.Reverse(events) // oldest first
+	bound := maxPages * PageSize
+	for delivered := 0; len(events) > 0; {
+		n := min(PageSize, len(events), bound-delivered)
+		if n <= 0 {
+			return nil // at the bound: the next run continues after the cursor
+		}
+		if err := r.deliverPage(ctx, events[:n]); err != nil {
+			return err
+		}
+		events, delivered = events[n:], delivered+n
 	}
-	r.p.Complete = complete
+	r.p.Complete = true
 	return nil
 }
 
@@ -252,6 +314,14 @@ func (r *run) list(ctx context.Context, q stripeapi.EventQuery) (stripeapi.Event
 		return page, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeStripeRefused, nil)
 	}
 	return page, err
+}
+
+// cursorMissing says whether Stripe refused a page because the event it
+// starts from is gone (resource_missing): older than Stripe keeps events.
+func cursorMissing(err error) bool {
+	var refused *temporal.ApplicationError
+	return errors.As(err, &refused) && refused.Type() == activities.ErrTypeStripeRefused &&
+		strings.Contains(refused.Error(), "resource_missing")
 }
 
 // deliverPage delivers events in order, then records the page in a

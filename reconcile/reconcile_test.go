@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -334,6 +335,144 @@ func TestAWindowWithNothingBeforeItIsDeliveredOldestFirst(t *testing.T) {
 		}
 		if got := e.workflows.signaled(); !slices.Equal(got, ids) {
 			t.Errorf("signaled %d events; want all %d oldest first", len(got), len(ids))
+		}
+	})
+}
+
+// A window with nothing before it and more events than a run delivers is
+// listed whole and delivered oldest first over runs: each run takes up its
+// bound of the oldest, the next pages forward from the last delivered.
+func TestAWindowWithNothingBeforeItLargerThanARunIsDeliveredOverRuns(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		events, ids := recorded(t)
+		if err := e.stripe.Add(events[1:]...); err != nil { // without evt_before_window
+			t.Fatal(err)
+		}
+		e.acts.MaxPages = 1
+		res, err := e.run()
+		want := reconcile.Result{Found: 100, Signaled: 100, Pages: 2, Since: now.Add(-time.Hour).Unix(),
+			Checkpoint: now.Add(-50*time.Minute + 495*time.Second).Unix()} // evt_049_verified
+		if err != nil || res != want {
+			t.Fatalf("first run = %+v, %v; want %+v", res, err, want)
+		}
+		got := e.workflows.signaled()
+		if !slices.Equal(got, ids[:100]) {
+			t.Errorf("first run signaled %d events; want the oldest 100, oldest first", len(got))
+		}
+		if cp := e.checkpoint(); cp.EventID != ids[99] || cp.ResumeAfter != ids[99] {
+			t.Errorf("checkpoint = %+v; want to resume after %s", cp, ids[99])
+		}
+		reqs := len(e.stripe.Requests())
+		res, err = e.run()
+		if err != nil || res.Found != 50 || res.Signaled != 50 || !res.Complete || res.Gap != "" {
+			t.Fatalf("second run = %+v, %v; want the newest 50, complete", res, err)
+		}
+		second := e.workflows.signaled()
+		if !slices.Equal(second, ids[100:]) {
+			t.Errorf("second run signaled %d events; want the newest 50, oldest first", len(second))
+		}
+		if q := queries(t, e.stripe.Requests()[reqs:]); len(q) != 1 || q[0].Get("ending_before") != ids[99] {
+			t.Errorf("second run requests = %v; want one page forward from %s", q, ids[99])
+		}
+		if all := append(got, second...); !slices.Equal(all, ids) {
+			t.Errorf("signaled %d events over the runs; want each of the %d once, oldest first", len(all), len(ids))
+		}
+		if cp := e.checkpoint(); cp.EventID != "evt_074_verified" || cp.ResumeAfter != "" {
+			t.Errorf("checkpoint = %+v; want at the newest event, nothing to resume", cp)
+		}
+		res, err = e.run() // its overlap: listed again, all known
+		if err != nil || res.Signaled != 0 || res.Known != 100 {
+			t.Fatalf("third run = %+v, %v; want nothing signaled", res, err)
+		}
+	})
+}
+
+// A checkpoint older than Stripe keeps events leaves a gap: the run says
+// so, and reads from the checkpoint's time, not after its expired event.
+func TestACheckpointOlderThanStripeKeepsEventsIsReported(t *testing.T) {
+	old := store.Checkpoint{Name: reconcile.CheckpointName, Created: now.Add(-40 * 24 * time.Hour).Unix(),
+		EventID: "evt_expired", ResumeAfter: "evt_expired"}
+	t.Run("with events since", func(t *testing.T) {
+		forEachDatabase(t, func(t *testing.T, e *env) {
+			events, _ := recorded(t)
+			if err := e.stripe.Add(events...); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.store.SaveCheckpoint(context.Background(), old); err != nil {
+				t.Fatal(err)
+			}
+			res, err := e.run()
+			if err != nil || res.Found != 151 || res.Signaled != 151 || !res.Complete || res.Gap == "" ||
+				res.Since != old.Created-3600 || res.Checkpoint != newest {
+				t.Fatalf("result = %+v, %v; want all 151 signaled, complete, with a gap", res, err)
+			}
+			if s := res.String(); !strings.Contains(s, "GAP: the checkpoint (") {
+				t.Errorf("String() = %q; want the gap named", s)
+			}
+			for _, q := range queries(t, e.stripe.Requests()) {
+				if q.Get("ending_before") == "evt_expired" {
+					t.Errorf("asked for the events after the expired one: %v", q)
+				}
+			}
+			if cp := e.checkpoint(); cp.EventID != "evt_074_verified" || cp.ResumeAfter != "" {
+				t.Errorf("checkpoint = %+v; want at the newest event", cp)
+			}
+			if res, err := e.run(); err != nil || res.Gap != "" {
+				t.Errorf("next run = %+v, %v; want no gap", res, err)
+			}
+		})
+	})
+	t.Run("with none since: reported once", func(t *testing.T) {
+		forEachDatabase(t, func(t *testing.T, e *env) {
+			if err := e.store.SaveCheckpoint(context.Background(), old); err != nil {
+				t.Fatal(err)
+			}
+			res, err := e.run()
+			retained := now.Add(-reconcile.Retention).Unix()
+			if err != nil || res.Gap == "" || !res.Complete || res.Checkpoint != retained {
+				t.Fatalf("result = %+v, %v; want a gap, the checkpoint at %d", res, err, retained)
+			}
+			if res, err := e.run(); err != nil || res.Gap != "" || !res.Complete {
+				t.Errorf("next run = %+v, %v; want no gap", res, err)
+			}
+		})
+	})
+}
+
+// A stored event to resume after that Stripe no longer holds
+// (resource_missing) does not fail every run: the run reads from the
+// checkpoint's time.
+func TestAResumeEventStripeNoLongerHoldsFallsBackToTheCheckpoint(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		events, ids := recorded(t)
+		if err := e.stripe.Add(events...); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("ending_before") == "evt_gone" {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such event: 'evt_gone'"}}`)
+				return
+			}
+			e.stripe.ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		e.acts.Events = stripeapi.New("sk_test_reconcile", srv.URL)
+		cp := store.Checkpoint{Name: reconcile.CheckpointName, Created: now.Add(-90 * time.Minute).Unix(),
+			EventID: "evt_gone", ResumeAfter: "evt_gone"}
+		if err := e.store.SaveCheckpoint(context.Background(), cp); err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.run()
+		if err != nil || res.Found != 150 || res.Signaled != 150 || !res.Complete {
+			t.Fatalf("result = %+v, %v; want all 150 signaled, complete", res, err)
+		}
+		if got := e.workflows.signaled(); !slices.Equal(got, ids) {
+			t.Errorf("signaled %d events; want each of the %d once, oldest first", len(got), len(ids))
+		}
+		if cp := e.checkpoint(); cp.EventID != "evt_074_verified" || cp.ResumeAfter != "" {
+			t.Errorf("checkpoint = %+v; want at the newest event", cp)
 		}
 	})
 }

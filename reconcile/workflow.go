@@ -23,7 +23,8 @@ func Register(r sdkworker.Registry, a *Activities) {
 // activity and shows its figures in the run's details and result.
 func Workflow(ctx workflow.Context) (Result, error) {
 	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		// A run reads at most DefaultMaxPages pages of 100 events and
+		// A run reads at most DefaultMaxPages pages of 100 events (a
+		// window with nothing before it: lists up to MaxListPages) and
 		// signals each missed one: minutes at most. Its heartbeats (after
 		// each event) tell a worker that died from a slow run.
 		StartToCloseTimeout: 10 * time.Minute,
