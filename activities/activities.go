@@ -46,8 +46,11 @@ type Sessions interface {
 
 // RetryLinks makes the retry link for a session's emails: it points at this
 // service, which fetches a fresh single-use Stripe URL at click time.
+// A link is bound to the attempt it is sent for (alternate: the alternate
+// method; attempt: how many of that method's attempts had failed) and
+// expires, so an old email cannot reopen a later attempt.
 type RetryLinks interface {
-	URL(sessionID string) string
+	URL(sessionID string, alternate bool, attempt int) string
 }
 
 // Activities holds the dependencies; its methods are the activities.

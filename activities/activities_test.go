@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,7 +32,9 @@ import (
 var (
 	mailpit *devstack.Mailpit
 	stripe  *devstack.StripeMock
-	links   = retrylink.New("https://verify.example.com", "test-link-secret")
+	// A fixed clock: the links' expiry is part of the URL.
+	links = retrylink.New("https://verify.example.com", "test-link-secret").
+		WithClock(func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) })
 )
 
 func TestMain(m *testing.M) {
@@ -154,12 +157,13 @@ func TestSendEmailDeliversOnceThroughSMTP(t *testing.T) {
 		if m.Subject != "We could not verify your document" || m.To[0].Address != to {
 			t.Errorf("subject %q to %v", m.Subject, m.To)
 		}
-		for _, want := range []string{"Hello Ada", "The document is expired.", "attempt 2 of 3", links.URL(vs)} {
+		link := links.URL(vs, false, 2) // the first method's second failure
+		for _, want := range []string{"Hello Ada", "The document is expired.", "attempt 2 of 3", link} {
 			if !strings.Contains(m.Text, want) {
 				t.Errorf("text lacks %q:\n%s", want, m.Text)
 			}
 		}
-		if !strings.Contains(m.HTML, `href="`+links.URL(vs)+`"`) {
+		if !strings.Contains(m.HTML, `href="`+template.HTMLEscapeString(link)+`"`) {
 			t.Errorf("HTML lacks the retry link:\n%s", m.HTML)
 		}
 		rec, err := e.store.Email(context.Background(), req.Key())
@@ -461,4 +465,44 @@ func BenchmarkNormalizeName(b *testing.B) {
 			b.Fatal("empty")
 		}
 	}
+}
+
+// A reminder's retry link is for the attempt the session's newest recorded
+// state is on; the alternate method's offer opens its first attempt.
+func TestRetryLinksAreForTheCurrentAttempt(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_lane")
+		to := unique("lane") + "@example.com"
+		e.register(store.Contact{SessionID: vs, Email: to, FirstName: "Lin"})
+		state := `{"session_id":"` + vs + `","status":"requires_input","attempts":3,"alternate_attempts":1,` +
+			`"escalation":"alternate_method","seq":4}`
+		tr := activities.Transition{SessionID: vs, Key: "evt_lane", EventID: "evt_lane",
+			EventType: "identity.verification_session.requires_input", From: "requires_input", State: json.RawMessage(state)}
+		if _, err := e.tenv.ExecuteActivity(e.acts.RecordTransition, tr); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			req  activities.EmailRequest
+			want string
+		}{
+			{activities.EmailRequest{SessionID: vs, Kind: email.KindReminder, Ref: "5"}, links.URL(vs, true, 1)},
+			{activities.EmailRequest{SessionID: vs, Kind: email.KindAlternateOffered, Ref: "4", MaxAttempts: 2}, links.URL(vs, true, 0)},
+			{activities.EmailRequest{SessionID: vs, Kind: email.KindFailed, Ref: "id_number-2", Attempt: 2, MaxAttempts: 2}, links.URL(vs, true, 2)},
+		} {
+			if res, err := e.sendEmail(tc.req); err != nil || res.Status != store.EmailSent {
+				t.Fatalf("%s: %+v, %v", tc.req.Kind, res, err)
+			}
+			msgs, err := mailpit.Messages(context.Background(), to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, m := range msgs {
+				found = found || strings.Contains(m.Text, tc.want)
+			}
+			if !found {
+				t.Errorf("%s: no email with %s", tc.req.Kind, tc.want)
+			}
+		}
+	})
 }

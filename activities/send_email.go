@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -77,7 +79,14 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res Email
 		return skip("the session expired before its warning could go out")
 	}
 	data := email.Data{SessionID: req.SessionID, Reason: req.Reason, Attempt: req.Attempt,
-		MaxAttempts: req.MaxAttempts, Fields: req.Fields, RetryURL: a.Links.URL(req.SessionID)}
+		MaxAttempts: req.MaxAttempts, Fields: req.Fields}
+	if withRetryLink[req.Kind] {
+		alternate, attempt, err := a.retryLane(ctx, req)
+		if err != nil {
+			return EmailResult{}, err
+		}
+		data.RetryURL = a.Links.URL(req.SessionID, alternate, attempt)
+	}
 	if !req.Deadline.IsZero() {
 		data.Deadline = req.Deadline.UTC().Format(time.RFC1123)
 	}
@@ -117,4 +126,47 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res Email
 	}
 	ledger.Status = store.EmailSent
 	return EmailResult{Status: store.EmailSent}, storeError(a.Store.RecordEmail(ctx, ledger))
+}
+
+// withRetryLink are the kinds whose email carries a retry link.
+var withRetryLink = map[email.Kind]bool{email.KindFailed: true, email.KindAlternateOffered: true,
+	email.KindReminder: true, email.KindExpiryWarning: true}
+
+// retryLane is the attempt a retry link in req is for: which method and how
+// many of its attempts had failed. A failure email says so itself (its Ref is
+// "<method>-<n>", the first method being "document"); the offer of the
+// alternate method opens its first attempt; any other email (a reminder) is
+// for the attempt the session's newest recorded transition is on.
+func (a *Activities) retryLane(ctx context.Context, req EmailRequest) (alternate bool, attempt int, err error) {
+	switch req.Kind {
+	case email.KindFailed:
+		if req.Attempt > 0 && req.Ref != "" {
+			return !strings.HasPrefix(req.Ref, "document-"), req.Attempt, nil
+		}
+	case email.KindAlternateOffered:
+		return true, 0, nil
+	}
+	s, err := a.Store.Session(ctx, req.SessionID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, storeError(err)
+	}
+	var st struct {
+		Escalation        string `json:"escalation"`
+		Attempts          int    `json:"attempts"`
+		AlternateAttempts int    `json:"alternate_attempts"`
+	}
+	if s.State != "" {
+		if err := json.Unmarshal([]byte(s.State), &st); err != nil {
+			return false, 0, fmt.Errorf("retry link: session state: %w", err)
+		}
+	} else {
+		st.Escalation, st.Attempts = s.Escalation, s.Attempts
+	}
+	if st.Escalation == "alternate_method" {
+		return true, st.AlternateAttempts, nil
+	}
+	return false, st.Attempts, nil
 }

@@ -174,6 +174,9 @@ func (p *parser) check(c Config) {
 	p.hostPort("TEMPORAL_ADDRESS", c.Temporal.HostPort, true)
 
 	p.url("PUBLIC_BASE_URL", c.PublicBaseURL, "http", "https")
+	if c.ReturnURL != "" {
+		p.url("RETURN_URL", c.ReturnURL, "http", "https")
+	}
 	p.rec.setDefault("STRIPE_API_BASE", "https://api.stripe.com")
 	if c.StripeAPIBase != "" {
 		p.url("STRIPE_API_BASE", c.StripeAPIBase, "http", "https")

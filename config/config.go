@@ -43,6 +43,8 @@ type Config struct {
 	OpsEmail         string        // OPS_EMAIL
 	PublicBaseURL    string        // PUBLIC_BASE_URL: where retry links point
 	RetryLinkSecret  string        // RETRY_LINK_SECRET: signs retry links
+	ReturnURL        string        // RETURN_URL: where Stripe sends the user after a session the admin API created (default PUBLIC_BASE_URL)
+	RetryLinkTTL     time.Duration // RETRY_LINK_TTL: how long a retry link works
 	AdminAddr        string        // ADMIN_ADDR: the admin API's own listener
 	OpsAddr          string        // OPS_ADDR: health and metrics, every process; "off": none
 	AdminToken       string        // ADMIN_TOKEN: bearer token; empty disables the admin API
@@ -150,6 +152,8 @@ func load(env Env) (Config, *recorder, error) {
 		OpsEmail:         getenv("OPS_EMAIL"),
 		PublicBaseURL:    strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
 		RetryLinkSecret:  getenv("RETRY_LINK_SECRET"),
+		ReturnURL:        p.str("RETURN_URL", ""),
+		RetryLinkTTL:     p.duration("RETRY_LINK_TTL", 7*24*time.Hour),
 		AdminAddr:        p.str("ADMIN_ADDR", "127.0.0.1:8081"),
 		OpsAddr:          p.str("OPS_ADDR", "127.0.0.1:9090"),
 		AdminToken:       getenv("ADMIN_TOKEN"),

@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 
+	"identityverification/admin"
 	"identityverification/testevent"
 	"identityverification/workflows"
 )
@@ -61,6 +66,24 @@ func TestAdminAPIRegistersContactsAndDecidesReviews(t *testing.T) {
 			}
 			return nil
 		})
+		var queue struct {
+			Reviews []admin.OpenReview `json:"reviews"`
+		}
+		var queued admin.OpenReview
+		eventually(t, "the review in the queue", func() error {
+			if code := s.admin(http.MethodGet, "/admin/reviews?status=open", adminToken, nil, &queue); code != http.StatusOK {
+				return fmt.Errorf("review queue: %d; want 200", code)
+			}
+			i := slices.IndexFunc(queue.Reviews, func(r admin.OpenReview) bool { return r.SessionID == vs })
+			if i < 0 || queue.Reviews[i].DeadlineAt.IsZero() {
+				return errNotYet
+			}
+			queued = queue.Reviews[i]
+			return nil
+		})
+		if queued.Reason != "mismatch" || len(queued.MismatchedFields) == 0 {
+			t.Errorf("queued review = %+v; want a mismatch with its fields", queued)
+		}
 		var refusal map[string]string
 		code := s.admin(http.MethodPost, "/admin/sessions/"+vs+"/review", adminToken,
 			workflows.ReviewDecision{Decision: "approve"}, &refusal)
@@ -76,6 +99,55 @@ func TestAdminAPIRegistersContactsAndDecidesReviews(t *testing.T) {
 		got := waitMails(t, to, 2)
 		if got[1].Subject != "We could not verify your identity" {
 			t.Errorf("last email %q; want the rejection", got[1].Subject)
+		}
+	})
+}
+
+func TestAdminCreatesASessionAtStripeRegistersItAndStartsItsWorkflow(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *stack) {
+		to := "create-" + testevent.RandomID(8) + "@example.com"
+		body := map[string]any{"email": to, "first_name": "Ada", "last_name": "Lovelace", "dob": "1815-12-10",
+			"options": map[string]any{"require_matching_selfie": true}}
+		if code := s.admin(http.MethodPost, "/admin/sessions", "wrong-token", body, nil); code != http.StatusUnauthorized {
+			t.Errorf("wrong token: %d; want 401", code)
+		}
+		var created map[string]string
+		if code := s.admin(http.MethodPost, "/admin/sessions", adminToken, body, &created); code != http.StatusCreated {
+			t.Fatalf("create: %d %v; want 201", code, created)
+		}
+		// stripe-mock is stateless: its fixture session (one id for every
+		// create, no client_secret or url) comes back, so the answer's
+		// shape is checked, and the registration and workflow of that id.
+		vs := created["session_id"]
+		for _, k := range []string{"session_id", "client_secret", "url", "client_reference_id", "status"} {
+			if _, ok := created[k]; !ok {
+				t.Errorf("answer %v lacks %s", created, k)
+			}
+		}
+		if !strings.HasPrefix(vs, "vs_") || !strings.HasPrefix(created["client_reference_id"], "ref_") {
+			t.Fatalf("answer %v; want a vs_ id and an opaque ref_", created)
+		}
+		c, err := s.store.Contact(context.Background(), vs)
+		if err != nil || c.Email != to || c.LastName != "Lovelace" || c.ClientReferenceID != created["client_reference_id"] {
+			t.Errorf("contact = %+v, %v; want the registration", c, err)
+		}
+		var st workflows.State
+		eventually(t, "the workflow to take the created event", func() error {
+			if s.admin(http.MethodGet, "/admin/sessions/"+vs, adminToken, nil, &st) != http.StatusOK ||
+				!slices.Contains(st.ProcessedEventIDs, admin.CreatedEventID(vs)) {
+				return errNotYet
+			}
+			return nil
+		})
+		if st.SessionID != vs || st.Status == workflows.StatusNew {
+			t.Errorf("state = %+v; want the session created", st)
+		}
+		// Unauthenticated callers get the same 401 on every admin path and method.
+		for _, r := range [][2]string{{http.MethodDelete, "/admin/sessions/" + vs}, {http.MethodGet, "/admin/reviews"},
+			{http.MethodGet, "/admin/no-such-route"}, {http.MethodPatch, "/admin/sessions"}} {
+			if code := s.admin(r[0], r[1], "wrong-token", nil, nil); code != http.StatusUnauthorized {
+				t.Errorf("%s %s without the token: %d; want 401", r[0], r[1], code)
+			}
 		}
 	})
 }

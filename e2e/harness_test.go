@@ -224,6 +224,18 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	eventually(t, "the webhook is ready", func() error {
 		return devstack.HTTPOK(context.Background(), s.opsURL+"/readyz")
 	})
+	// The admin listener serves once its store is open and migrated (it may
+	// wait for the worker's migration lock): until then a test that stops
+	// the database would stop the service with it.
+	eventually(t, "the admin listener serves", func() error {
+		c := http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get(s.adminURL + "/admin/sessions/vs_ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
 	if s.store, err = store.Open(context.Background(), db.URL); err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,8 @@ func TestProductionTopology(t *testing.T) {
 			case "PUBLIC_BASE_URL":
 				v = fmt.Sprintf("http://127.0.0.1:%d", ports["listen"])
 			}
-			if strings.Contains(v, "mailpit:") || strings.Contains(v, "temporal:7233") || strings.Contains(v, "@postgresql:") {
+			if strings.Contains(v, "mailpit:") || strings.Contains(v, "temporal:7233") || strings.Contains(v, "@postgresql:") ||
+				strings.Contains(v, "stripe-mock:") {
 				t.Errorf("%s: %s=%s names a compose host this test does not map", role, k, v)
 			}
 			out = append(out, k+"="+v)
@@ -218,15 +219,18 @@ func TestProductionTopology(t *testing.T) {
 }
 
 // loadCompose loads docker-compose.yml as `docker compose --env-file
-// .env.example config` would, with the placeholder secrets replaced as an
-// operator's .env replaces them (production refuses the placeholders), and
-// nothing else from this process's environment.
+// .env.example --profile dev config` would, with the placeholder secrets
+// replaced as an operator's .env replaces them (production refuses the
+// placeholders), and nothing else from this process's environment.
 func loadCompose(t *testing.T, root string) *types.Project {
 	t.Helper()
-	secrets := []string{"STRIPE_WEBHOOK_SECRET=whsec_" + testevent.RandomID(40), "RETRY_LINK_SECRET=" + testevent.RandomID(40),
-		"POSTGRES_PASSWORD=" + testevent.RandomID(32)}
+	// And the dev profile's stripe-mock for the Stripe API, as
+	// .env.example says to set it with `--profile dev`.
+	env := []string{"STRIPE_WEBHOOK_SECRET=whsec_" + testevent.RandomID(40), "RETRY_LINK_SECRET=" + testevent.RandomID(40),
+		"POSTGRES_PASSWORD=" + testevent.RandomID(32), "STRIPE_API_BASE=http://stripe-mock:12111"}
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithEnv(secrets), cli.WithEnvFiles(filepath.Join(root, ".env.example")), cli.WithDotEnv)
+		cli.WithWorkingDirectory(root), cli.WithEnv(env), cli.WithEnvFiles(filepath.Join(root, ".env.example")), cli.WithDotEnv,
+		cli.WithProfiles([]string{"dev"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,14 +19,15 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 	"golang.org/x/sync/errgroup"
 
+	"identityverification/admin"
 	"identityverification/codec"
 	"identityverification/config"
+	"identityverification/desk"
 	"identityverification/ops"
 	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/stripeapi"
 	"identityverification/webhook"
-	"identityverification/webhook/admin"
 	"identityverification/worker"
 )
 
@@ -163,8 +164,9 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 	h := &webhook.Handler{Temporal: c, Ready: ready, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
 		Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
-	retry := &webhook.RetryHandler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
-		Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Timeout: 10 * time.Second, Log: wlog}
+	retry := &retrylink.Handler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
+		States: retrylink.TemporalStates{Client: c}, Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
+		Limiter: retrylink.NewLimiter(5, 10*time.Minute), Timeout: 10 * time.Second, Log: wlog}
 	wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
 	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, ready), cfg.ShutdownGrace, wlog)
 }
@@ -181,9 +183,18 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 			return err
 		}
 		defer st.Close()
-		api := &admin.API{Token: cfg.AdminToken, Contacts: st, Temporal: c, Policy: cfg.Policy, Log: log}
+		// The review desk: a page for reviewers, signed in with the same token.
+		dk := &desk.Desk{Token: cfg.AdminToken, Cases: st, Temporal: c, Policy: cfg.Policy, Log: log.With("component", "desk")}
+		mux.Handle(desk.Prefix, dk.Handler())
+		routes = append(routes, desk.Prefix)
+		returnURL := cfg.ReturnURL
+		if returnURL == "" {
+			returnURL = cfg.PublicBaseURL
+		}
+		api := &admin.API{Token: cfg.AdminToken, Contacts: st, Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log,
+			Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), ReturnURL: returnURL}
 		mux.Handle("/admin/", api.Handler())
-		routes = append(routes, "/admin/sessions/{vs_id}")
+		routes = append(routes, "/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews")
 	}
 	if cfg.CodecToken != "" && cfg.Codec != nil {
 		srv := &codec.Server{Codec: cfg.Codec, Token: cfg.CodecToken, Origins: cfg.CodecOrigins}

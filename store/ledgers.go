@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -159,4 +160,63 @@ FROM review_cases WHERE session_id = $1`, sessionID).
 	}
 	c.MismatchedFields, c.OpenedAt, c.DecidedAt = splitFields(fields), opened, decided.Time
 	return c, nil
+}
+
+// OpenReviewCase is an open review as the review queue shows it: why it
+// opened, which fields differed (names, never values) or which failure code
+// led to it, the attempts, and when it opened and is due. No personal data.
+type OpenReviewCase struct {
+	SessionID        string
+	Reason           string
+	MismatchedFields []string
+	LastErrorCode    string
+	Attempts         int
+	OpenedAt         time.Time
+	// DeadlineAt is the review's deadline as the workflow last stored it
+	// (re-armed each time ops are told it is overdue); zero when the
+	// stored state does not say.
+	DeadlineAt time.Time
+}
+
+// OpenReviews lists up to limit open review cases, oldest first.
+func (s *Store) OpenReviews(ctx context.Context, limit int) ([]OpenReviewCase, error) {
+	rows, err := s.db.QueryContext(ctx, `
+SELECT r.session_id, r.reason, r.mismatched_fields, r.opened_at,
+       COALESCE(s.last_error_code, ''), COALESCE(s.attempts, 0), COALESCE(s.state, '')
+FROM review_cases r LEFT JOIN sessions s ON s.session_id = r.session_id
+WHERE r.status = $1
+ORDER BY r.opened_at, r.session_id LIMIT $2`, ReviewOpen, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: open reviews: %w", classify(err))
+	}
+	defer rows.Close()
+	var out []OpenReviewCase
+	for rows.Next() {
+		var c OpenReviewCase
+		var fields, state string
+		if err := rows.Scan(&c.SessionID, &c.Reason, &fields, &c.OpenedAt, &c.LastErrorCode, &c.Attempts, &state); err != nil {
+			return nil, fmt.Errorf("store: open reviews: %w", classify(err))
+		}
+		c.MismatchedFields, c.OpenedAt = splitFields(fields), c.OpenedAt.UTC()
+		c.DeadlineAt = reviewDeadline(state)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: open reviews: %w", classify(err))
+	}
+	return out, nil
+}
+
+// reviewDeadline reads review.deadline_at from a stored workflow state
+// (workflows.State as JSON); zero when it is absent or unreadable.
+func reviewDeadline(state string) time.Time {
+	var st struct {
+		Review *struct {
+			DeadlineAt time.Time `json:"deadline_at"`
+		} `json:"review"`
+	}
+	if state == "" || json.Unmarshal([]byte(state), &st) != nil || st.Review == nil {
+		return time.Time{}
+	}
+	return st.Review.DeadlineAt.UTC()
 }

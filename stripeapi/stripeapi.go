@@ -126,3 +126,78 @@ func mapError(op string, err error) error {
 	}
 	return fmt.Errorf("stripe: %s: %w", op, err)
 }
+
+// CreateParams are what a new VerificationSession is made with. None of it
+// is personal data: ClientReferenceID is an opaque reference.
+type CreateParams struct {
+	Type              string // document (the default) or id_number
+	ReturnURL         string // where Stripe sends the user back
+	ClientReferenceID string
+	// Document options (type document only).
+	AllowedTypes          []string // driving_license, id_card, passport
+	RequireIDNumber       bool
+	RequireLiveCapture    bool
+	RequireMatchingSelfie bool
+	// IdempotencyKey makes a retried create return the same session
+	// instead of making a second one (Stripe keeps keys for 24 hours).
+	IdempotencyKey string
+}
+
+// Created is a new session. ClientSecret and URL are bearer credentials for
+// the user's front end: hand them over at once, never store or log them.
+type Created struct {
+	ID           string
+	ClientSecret string
+	URL          string
+	Status       string
+	Type         string
+	Created      int64 // Unix seconds, Stripe's clock
+	Livemode     bool
+	// Replayed is true when Stripe answered from its idempotency cache: the
+	// session was made by an earlier request with the same key.
+	Replayed bool
+}
+
+// Create makes a VerificationSession.
+func (c *Client) Create(ctx context.Context, p CreateParams) (Created, error) {
+	params := &stripe.IdentityVerificationSessionParams{Type: stripe.String(p.Type)}
+	if p.Type == "" {
+		params.Type = stripe.String("document")
+	}
+	if p.ReturnURL != "" {
+		params.ReturnURL = stripe.String(p.ReturnURL)
+	}
+	if p.ClientReferenceID != "" {
+		params.ClientReferenceID = stripe.String(p.ClientReferenceID)
+	}
+	if *params.Type == "document" && (len(p.AllowedTypes) > 0 || p.RequireIDNumber || p.RequireLiveCapture || p.RequireMatchingSelfie) {
+		doc := &stripe.IdentityVerificationSessionOptionsDocumentParams{}
+		if len(p.AllowedTypes) > 0 { // an empty list is sent as an empty value, which Stripe refuses
+			doc.AllowedTypes = stripe.StringSlice(p.AllowedTypes)
+		}
+		if p.RequireIDNumber {
+			doc.RequireIDNumber = stripe.Bool(true)
+		}
+		if p.RequireLiveCapture {
+			doc.RequireLiveCapture = stripe.Bool(true)
+		}
+		if p.RequireMatchingSelfie {
+			doc.RequireMatchingSelfie = stripe.Bool(true)
+		}
+		params.Options = &stripe.IdentityVerificationSessionOptionsParams{Document: doc}
+	}
+	if p.IdempotencyKey != "" {
+		params.SetIdempotencyKey(p.IdempotencyKey)
+	}
+	params.Context = ctx
+	vs, err := c.sessions.New(params)
+	if err != nil {
+		return Created{}, mapError("create session", err)
+	}
+	out := Created{ID: vs.ID, ClientSecret: vs.ClientSecret, URL: vs.URL, Status: string(vs.Status),
+		Type: string(vs.Type), Created: vs.Created, Livemode: vs.Livemode}
+	if r := vs.LastResponse; r != nil && r.Header != nil {
+		out.Replayed = r.Header.Get("Idempotent-Replayed") == "true"
+	}
+	return out, nil
+}

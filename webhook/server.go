@@ -22,12 +22,12 @@ type HealthChecker interface {
 	CheckHealth(ctx context.Context, req *client.CheckHealthRequest) (*client.CheckHealthResponse, error)
 }
 
-// NewRouter wires the public listener: the webhook, retry links (retry may
-// be nil: none served) and, for load balancers that probe this port (the
-// external contract keeps them), /livez and /readyz from the cached
-// readiness (ready may be nil: not served). Metrics are only on the ops
+// NewRouter wires the public listener: the webhook, retry links (retry, a
+// retrylink.Handler; nil: none served) and, for load balancers that probe
+// this port (the external contract keeps them), /livez and /readyz from the
+// cached readiness (ready may be nil: not served). Metrics are only on the ops
 // listener (package ops).
-func NewRouter(h *Handler, retry *RetryHandler, ready *Readiness) http.Handler {
+func NewRouter(h *Handler, retry http.Handler, ready *Readiness) http.Handler {
 	r := mux.NewRouter()
 	r.Handle(Route, h).Methods(http.MethodPost)
 	if retry != nil {

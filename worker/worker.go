@@ -49,7 +49,7 @@ func NewActivities(ctx context.Context, cfg config.Config) (*activities.Activiti
 		Store:    st,
 		Mailer:   mailer,
 		Stripe:   stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
-		Links:    retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
+		Links:    retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret).WithTTL(cfg.RetryLinkTTL),
 		OpsEmail: cfg.OpsEmail,
 	}, st, nil
 }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"identityverification/admin"
 	"identityverification/store"
-	"identityverification/webhook/admin"
 )
 
 // contacts keeps what the API stores, and refuses redacted sessions as the

@@ -1,7 +1,8 @@
 // Package admin is the small admin API, on its own listener and behind a
-// bearer token: the business registers a session's contact and expected
-// values before the user verifies, and ops read a session's state and decide
-// reviews without the Temporal UI.
+// bearer token: the business creates a session (or registers the contact
+// and expected values of one it created itself) before the user verifies,
+// and ops list open reviews, read a session's state and decide reviews
+// without the Temporal UI.
 package admin
 
 import (
@@ -27,6 +28,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"identityverification/store"
+	"identityverification/stripeapi"
 	"identityverification/workflows"
 )
 
@@ -42,13 +44,34 @@ type Temporal interface {
 	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
 	NewWithStartWorkflowOperation(options client.StartWorkflowOptions, workflow any, args ...any) client.WithStartWorkflowOperation
 	UpdateWithStartWorkflow(ctx context.Context, options client.UpdateWithStartWorkflowOptions) (client.WorkflowUpdateHandle, error)
+	SignalWithStartWorkflow(ctx context.Context, workflowID, signalName string, signalArg any,
+		options client.StartWorkflowOptions, workflow any, workflowArgs ...any) (client.WorkflowRun, error)
 }
 
-// API serves /admin/sessions/{id}.
+// Reviews lists the open review cases.
+type Reviews interface {
+	OpenReviews(ctx context.Context, limit int) ([]store.OpenReviewCase, error)
+}
+
+// Stripe creates VerificationSessions (and cancels one that could not be
+// registered).
+type Stripe interface {
+	Create(ctx context.Context, p stripeapi.CreateParams) (stripeapi.Created, error)
+	Cancel(ctx context.Context, sessionID string) error
+	Status(ctx context.Context, sessionID string) (string, error)
+}
+
+// API serves /admin/sessions, /admin/sessions/{id} and /admin/reviews.
 type API struct {
 	Token    string // required bearer token
 	Contacts Contacts
-	Temporal Temporal
+	Reviews  Reviews
+	// Stripe and ReturnURL serve POST /admin/sessions.
+	Stripe    Stripe
+	ReturnURL string
+	Temporal  Temporal
+	// Now is the clock for review ages; nil is time.Now.
+	Now func() time.Time
 	// Policy starts a new run when a decision comes for a session whose run
 	// has closed (an operator terminated it): the run restores the stored
 	// state, open review included, and takes the decision.
@@ -108,24 +131,40 @@ func plainText(s string, max int) bool {
 		!strings.ContainsFunc(s, workflows.Unprintable)
 }
 
-// Handler returns the routes.
+// Handler returns the routes. Authentication comes before routing: a
+// caller without the token gets the same 401 for every path and method, so
+// the answer tells nothing about which routes exist.
 func (a *API) Handler() http.Handler {
 	r := mux.NewRouter()
-	s := r.PathPrefix("/admin/sessions/{id}").Subrouter()
-	s.HandleFunc("", a.register).Methods(http.MethodPut)
-	s.HandleFunc("", a.state).Methods(http.MethodGet)
-	s.HandleFunc("/review", a.review).Methods(http.MethodPost)
-	r.Use(a.authenticate)
-	return r
+	r.HandleFunc("/admin/sessions", a.create).Methods(http.MethodPost)
+	r.HandleFunc("/admin/reviews", a.reviews).Methods(http.MethodGet)
+	r.Handle("/admin/sessions/{id}", validSessionID(a.register)).Methods(http.MethodPut)
+	r.Handle("/admin/sessions/{id}", validSessionID(a.state)).Methods(http.MethodGet)
+	r.Handle("/admin/sessions/{id}/review", validSessionID(a.review)).Methods(http.MethodPost)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, http.StatusNotFound, map[string]string{"error": "no such route"})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+	})
+	return a.authenticate(r)
 }
 
 func (a *API) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
+		if !ok || a.Token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="admin"`)
 			reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 			return
 		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// validSessionID refuses a path whose {id} is not a VerificationSession id.
+func validSessionID(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !sessionID.MatchString(mux.Vars(r)["id"]) {
 			reply(w, http.StatusBadRequest, map[string]string{"error": "invalid session id"})
 			return
