@@ -260,19 +260,36 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 // updateID, when the client sent an Idempotency-Key, makes a retried request
 // (after a timeout) wait for the same decision instead of being refused.
 func (a *API) decide(ctx context.Context, id, updateID string, d workflows.ReviewDecision) (workflows.State, error) {
+	return Decide(ctx, a.Temporal, a.Policy, id, updateID, d)
+}
+
+// Decider is the part of the Temporal client a review decision uses.
+type Decider interface {
+	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
+	NewWithStartWorkflowOperation(options client.StartWorkflowOptions, workflow any, args ...any) client.WithStartWorkflowOperation
+	UpdateWithStartWorkflow(ctx context.Context, options client.UpdateWithStartWorkflowOptions) (client.WorkflowUpdateHandle, error)
+}
+
+// Decide sends a review decision to the session's workflow and waits until
+// it is applied; the admin API and the review desk both decide through it.
+// When the workflow's last run has closed (an operator terminated it), a new
+// run starts with the decision (policy for it) and restores the stored state.
+// updateID, when not empty, makes a retry wait for the same decision.
+func Decide(ctx context.Context, c Decider, policy workflows.Policy, id, updateID string, d workflows.ReviewDecision) (workflows.State, error) {
 	update := client.UpdateWorkflowOptions{UpdateID: updateID, WorkflowID: workflows.WorkflowID(id),
 		UpdateName: workflows.UpdateReviewDecision, Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted}
-	h, err := a.Temporal.UpdateWorkflow(ctx, update)
+	h, err := c.UpdateWorkflow(ctx, update)
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
-		if _, derr := a.Temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), ""); derr != nil {
+		if _, derr := c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), ""); derr != nil {
 			return workflows.State{}, derr // NotFound: no workflow ever ran for this session
 		}
-		start := a.Temporal.NewWithStartWorkflowOperation(client.StartWorkflowOptions{
+		start := c.NewWithStartWorkflowOperation(client.StartWorkflowOptions{
 			ID: workflows.WorkflowID(id), TaskQueue: workflows.TaskQueue,
 			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-		}, workflows.WorkflowName, workflows.Input{SessionID: id, Policy: a.Policy})
-		h, err = a.Temporal.UpdateWithStartWorkflow(ctx, client.UpdateWithStartWorkflowOptions{
+		}, workflows.WorkflowName, workflows.Input{SessionID: id, Policy: policy})
+		h, err = c.UpdateWithStartWorkflow(ctx, client.UpdateWithStartWorkflowOptions{
 			StartWorkflowOperation: start, UpdateOptions: update})
 	}
 	var st workflows.State

@@ -32,12 +32,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/api/workflowservice/v1"
-	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"identityverification/admin"
 	"identityverification/store"
 	"identityverification/workflows"
 )
@@ -78,12 +76,7 @@ type Cases interface {
 }
 
 // Temporal is the part of the client the desk uses.
-type Temporal interface {
-	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
-	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
-	NewWithStartWorkflowOperation(options client.StartWorkflowOptions, workflow any, args ...any) client.WithStartWorkflowOperation
-	UpdateWithStartWorkflow(ctx context.Context, options client.UpdateWithStartWorkflowOptions) (client.WorkflowUpdateHandle, error)
-}
+type Temporal = admin.Decider
 
 // Desk serves the review desk. Set the exported fields, then call Handler.
 type Desk struct {
@@ -437,7 +430,7 @@ func (d *Desk) decide(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	st, err := d.send(ctx, id, dec)
+	st, err := admin.Decide(ctx, d.Temporal, d.Policy, id, "", dec)
 	var appErr *temporal.ApplicationError
 	var notFound *serviceerror.NotFound
 	switch {
@@ -457,32 +450,6 @@ func (d *Desk) decide(w http.ResponseWriter, r *http.Request, s *session) {
 	s.flash = "Decided: " + dec.Decision + ". The session is now " + string(st.Status) + "."
 	d.mu.Unlock()
 	http.Redirect(w, r, Prefix+"reviews/"+url.PathEscape(id), http.StatusSeeOther)
-}
-
-// send is the admin API's decision: the review Update, waited for until it
-// is applied; when the session's last run has closed, a new run starts with
-// the decision and restores the stored state.
-func (d *Desk) send(ctx context.Context, id string, dec workflows.ReviewDecision) (workflows.State, error) {
-	update := client.UpdateWorkflowOptions{WorkflowID: workflows.WorkflowID(id),
-		UpdateName: workflows.UpdateReviewDecision, Args: []any{dec}, WaitForStage: client.WorkflowUpdateStageCompleted}
-	h, err := d.Temporal.UpdateWorkflow(ctx, update)
-	var notFound *serviceerror.NotFound
-	if errors.As(err, &notFound) {
-		if _, derr := d.Temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), ""); derr != nil {
-			return workflows.State{}, derr
-		}
-		start := d.Temporal.NewWithStartWorkflowOperation(client.StartWorkflowOptions{
-			ID: workflows.WorkflowID(id), TaskQueue: workflows.TaskQueue,
-			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-		}, workflows.WorkflowName, workflows.Input{SessionID: id, Policy: d.Policy})
-		h, err = d.Temporal.UpdateWithStartWorkflow(ctx, client.UpdateWithStartWorkflowOptions{
-			StartWorkflowOperation: start, UpdateOptions: update})
-	}
-	var st workflows.State
-	if err == nil {
-		err = h.Get(ctx, &st)
-	}
-	return st, err
 }
 
 // sameToken compares in constant time; an empty value never matches.
