@@ -247,8 +247,17 @@ func (s *stack) runLoad(cfg loadgen.Config) (wait func() loadgen.Result) {
 	}
 	done := make(chan loadgen.Result, 1)
 	errc := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { // a stack that stopped answers nothing more: stop the load
+		select {
+		case <-s.stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
-		res, err := loadgen.Run(context.Background(), cfg)
+		defer cancel()
+		res, err := loadgen.Run(ctx, cfg)
 		errc <- err
 		done <- res
 	}()

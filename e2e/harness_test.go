@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -139,7 +140,8 @@ type stack struct {
 	store      *store.Store
 	temporal   client.Client
 	namespace  string
-	env        config.Map // the configuration it runs with
+	env        config.Map    // the configuration it runs with
+	stopped    chan struct{} // closed when the service returns
 }
 
 // forEachDatabase starts the service (webhook and worker, in process) once
@@ -207,10 +209,20 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
-		log = service.NewLogger("warn")
+		log = service.NewLogger(cmp.Or(os.Getenv("E2E_LOG_LEVEL"), "warn"))
 	}
+	// stopped is closed when the service returns: before the test's end
+	// that is a failure reported at once, and load against it stops,
+	// instead of resending to a closed port until its redelivery window ends.
+	stopped := make(chan struct{})
 	go func() {
-		done <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Listener: ln, AdminListener: adminLn, OpsListener: opsLn}, log)
+		err := service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Listener: ln, AdminListener: adminLn, OpsListener: opsLn}, log)
+		if ctx.Err() == nil {
+			t.Errorf("the service stopped during the test: %v", err)
+			err = nil // reported
+		}
+		close(stopped)
+		done <- err
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -220,7 +232,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	})
 	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
 		adminURL: "http://" + adminLn.Addr().String(), opsURL: "http://" + opsLn.Addr().String(),
-		namespace: base["TEMPORAL_NAMESPACE"], env: base}
+		namespace: base["TEMPORAL_NAMESPACE"], env: base, stopped: stopped}
 	eventually(t, "the webhook is ready", func() error {
 		return devstack.HTTPOK(context.Background(), s.opsURL+"/readyz")
 	})

@@ -105,28 +105,40 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	}
 	defer c.Close()
 	g, ctx := errgroup.WithContext(ctx)
+	// run starts a role; the first to fail stops the others, and says so
+	// in the log at once (before, a worker that failed to start stopped
+	// the webhook beside it without a word until the process exited).
+	run := func(role string, fn func() error) {
+		g.Go(func() error {
+			err := fn()
+			if err != nil && ctx.Err() == nil {
+				log.Error("stopping the process: "+role+" failed", "error", err)
+			}
+			return err
+		})
+	}
 	ready := &webhook.Readiness{Temporal: c, Log: log.With("component", "readiness")}
 	g.Go(func() error { ready.Run(ctx); return nil })
 	if cfg.OpsAddr != config.OpsOff || roles.OpsListener != nil {
-		g.Go(func() error {
+		run("ops listener", func() error {
 			return runOps(ctx, cfg, roles.OpsListener, ops.Handler(ready.Ready, reg), log.With("component", "ops"))
 		})
 	} else {
 		log.Info("ops listener off (OPS_ADDR=off): no metrics; health only on the webhook's listener, where this process runs it")
 	}
 	if roles.Worker {
-		g.Go(func() error { return worker.Run(ctx, cfg, c, log.With("component", "worker")) })
+		run("worker", func() error { return worker.Run(ctx, cfg, c, log.With("component", "worker")) })
 		g.Go(func() error {
 			worker.WatchIssues(ctx, c, cfg.Temporal.Namespace, reg, log.With("component", "worker"))
 			return nil
 		})
 	}
 	if roles.Webhook {
-		g.Go(func() error {
+		run("webhook", func() error {
 			return runWebhook(ctx, cfg, roles.Listener, c, reg, ready, log.With("component", "webhook"))
 		})
 		if cfg.AdminToken != "" || cfg.CodecToken != "" {
-			g.Go(func() error { return runAdmin(ctx, cfg, roles.AdminListener, c, log.With("component", "admin")) })
+			run("admin listener", func() error { return runAdmin(ctx, cfg, roles.AdminListener, c, log.With("component", "admin")) })
 		} else {
 			log.Info("admin listener off (set ADMIN_TOKEN for the admin API, CODEC_TOKEN for the codec server)")
 		}
@@ -178,7 +190,7 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 	mux := http.NewServeMux()
 	var routes []string
 	if cfg.AdminToken != "" {
-		st, err := store.Open(ctx, cfg.DatabaseURL)
+		st, err := store.OpenRetrying(ctx, cfg.DatabaseURL, log)
 		if err != nil {
 			return err
 		}

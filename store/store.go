@@ -13,6 +13,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,7 +125,11 @@ func sqliteDSN(u string) (dsn, path string, err error) {
 			return "", "", err
 		}
 	}
-	opts := "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate&_time_format=sqlite"
+	// journal_mode is not here: switching a new file to WAL needs a lock
+	// SQLite does not wait for (busy_timeout does not apply), so processes
+	// opening a new file together failed at once with SQLITE_BUSY. Migrate
+	// switches it under the migration lock; the mode stays with the file.
+	opts := "_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate&_time_format=sqlite"
 	if query != "" {
 		opts += "&" + query
 	}
@@ -153,6 +158,15 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 	}
 	var res []*goose.MigrationResult
 	err = withFileLock(s.sqlitePath, func() error {
+		if s.sqlitePath != "" && s.sqlitePath != ":memory:" {
+			var mode string
+			if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+				return fmt.Errorf("journal mode: %w", err)
+			}
+			if !strings.EqualFold(mode, "wal") {
+				return fmt.Errorf("journal mode: SQLite kept %q, not WAL", mode)
+			}
+		}
 		res, err = p.Up(ctx)
 		return err
 	})
@@ -258,4 +272,28 @@ func clean(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+}
+
+// OpenRetrying opens the store as Open does and, while that fails, logs
+// the failure and tries again after a growing pause (1 s, doubling to 30 s)
+// until it opens or ctx is done. A worker or admin API started while the
+// database is down, or while another process holds its migration lock,
+// waits for it instead of stopping the process (and a webhook beside it,
+// which does not need the database).
+func OpenRetrying(ctx context.Context, databaseURL string, log *slog.Logger) (*Store, error) {
+	for pause := time.Second; ; pause = min(2*pause, 30*time.Second) {
+		s, err := Open(ctx, databaseURL)
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.Error("database not ready: trying again", "retry_in", pause.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pause):
+		}
+	}
 }

@@ -35,8 +35,8 @@ func Register(r sdkworker.Registry, acts *activities.Activities) {
 
 // NewActivities builds the activities' dependencies from configuration. The
 // caller closes the returned store.
-func NewActivities(ctx context.Context, cfg config.Config) (*activities.Activities, *store.Store, error) {
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+func NewActivities(ctx context.Context, cfg config.Config, log *slog.Logger) (*activities.Activities, *store.Store, error) {
+	st, err := store.OpenRetrying(ctx, cfg.DatabaseURL, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 		// Some deployments do not let workers list them: carry on.
 		log.Warn("could not check the search attributes", "error", err)
 	}
-	acts, st, err := NewActivities(ctx, cfg)
+	acts, st, err := NewActivities(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
