@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -23,6 +25,7 @@ import (
 	"identityverification/config"
 	"identityverification/devstack"
 	"identityverification/loadgen"
+	"identityverification/service"
 	"identityverification/store"
 	"identityverification/store/storetest"
 	"identityverification/testevent"
@@ -353,11 +356,18 @@ func TestFaultTemporalDown(t *testing.T) {
 			portClosed(t, temporal.Address)
 			outage := size(5*time.Second, 30*time.Second)
 			wait := s.runLoad(loadgen.Config{Sessions: size(30, 200), Concurrency: 8, Redeliver: outage + 2*time.Minute})
+			// A process (webhook and worker) started while Temporal is down
+			// runs: live, not ready, and ready once Temporal is back.
+			late := startLate(t, s.env)
+			late.answers(t, late.opsURL+"/readyz", http.StatusServiceUnavailable)
 			time.Sleep(outage)
+			late.running(t)
 			if temporal, err = devstack.StartTemporal(ctx, components.bins["temporal"], dir, port, uiPort, ns); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { temporal.Stop() })
+			late.answers(t, late.opsURL+"/readyz", http.StatusOK)
+			late.polls(t)
 			res := wait()
 			res.Plan = append(res.Plan, before.Plan...)
 			b := s.count("Temporal down", components.mailpit, res, s.settle(res.Plan, 3*time.Minute))
@@ -426,10 +436,22 @@ func TestFaultDatabaseDown(t *testing.T) {
 	s.waitState(res.Plan[len(res.Plan)-1].ID, "the outage shown to ops", func(st workflows.State) bool {
 		return slices.ContainsFunc(st.Issues, func(is workflows.Issue) bool { return is.Code == workflows.IssueDatabaseUnavailable })
 	})
+	// A second process (webhook and worker) started while the database is
+	// down runs: its webhook is ready, its admin API answers 503 until the
+	// database is back, then serves (its worker starts polling once it can
+	// open the database).
+	late := startLate(t, s.env)
+	late.answers(t, late.opsURL+"/readyz", http.StatusOK)
+	if code, body := late.get(t, late.adminURL+"/admin/reviews"); code != http.StatusServiceUnavailable || strings.Contains(body, "127.0.0.1") {
+		t.Errorf("admin API with its database down: %d %q; want 503 without internals", code, body)
+	}
 	time.Sleep(time.Until(down.Add(size(5*time.Second, time.Minute))))
+	late.running(t)
 	if err := pg.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	late.answers(t, late.adminURL+"/admin/reviews", http.StatusUnauthorized) // served: no token
+	late.polls(t)
 	res.Plan = append(res.Plan, before.Plan...)
 	b := s.count("database down", components.mailpit, res, s.settle(res.Plan, 3*time.Minute))
 	b.faults = 1
@@ -545,4 +567,96 @@ func forEachDatabaseWithStripe(t *testing.T, fn func(t *testing.T, s *stack, str
 			fn(t, startStack(t, db, config.Map{"STRIPE_API_BASE": stripe.url}), stripe)
 		})
 	}
+}
+
+// lateProcess is a service process (webhook, worker and admin API) started
+// during an outage: it must run through it, not stop.
+type lateProcess struct {
+	adminURL, opsURL string
+	done             chan error
+}
+
+// startLate starts the service with env, beside the stack's own process.
+func startLate(t *testing.T, env config.Map) *lateProcess {
+	t.Helper()
+	cfg := config.Map{}
+	for k, v := range env {
+		cfg[k] = v
+	}
+	cfg["OPS_ADDR"] = "127.0.0.1:0"
+	loaded, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lns [3]net.Listener
+	for i := range lns {
+		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &lateProcess{adminURL: "http://" + lns[1].Addr().String(), opsURL: "http://" + lns[2].Addr().String(),
+		done: make(chan error, 1)}
+	go func() {
+		p.done <- service.Run(ctx, loaded, service.Roles{Webhook: true, Worker: true, Listener: lns[0], AdminListener: lns[1],
+			OpsListener: lns[2]}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-p.done; err != nil {
+			t.Errorf("the process started during the outage stopped with: %v", err)
+		}
+	})
+	eventually(t, "the late process is live", func() error {
+		return devstack.HTTPOK(context.Background(), p.opsURL+"/livez")
+	})
+	return p
+}
+
+// running fails the test if the process has stopped.
+func (p *lateProcess) running(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		t.Fatalf("the process started during the outage stopped: %v", err)
+	default:
+	}
+}
+
+// get answers a GET's status and body.
+func (p *lateProcess) get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// answers waits until url answers want.
+func (p *lateProcess) answers(t *testing.T, url string, want int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%s to answer %d", url, want), func() error {
+		p.running(t)
+		if code, _ := p.get(t, url); code != want {
+			return fmt.Errorf("status %d", code)
+		}
+		return nil
+	})
+}
+
+// polls waits until the process's worker has started: the SDK counts a
+// worker start in its metrics, on the process's own ops listener.
+func (p *lateProcess) polls(t *testing.T) {
+	t.Helper()
+	eventually(t, "the late process's worker to start", func() error {
+		p.running(t)
+		if _, m := p.get(t, p.opsURL+"/metrics"); !strings.Contains(m, "temporal_worker_start") {
+			return errors.New("no temporal_worker_start yet")
+		}
+		return nil
+	})
 }

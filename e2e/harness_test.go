@@ -233,19 +233,30 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
 		adminURL: "http://" + adminLn.Addr().String(), opsURL: "http://" + opsLn.Addr().String(),
 		namespace: base["TEMPORAL_NAMESPACE"], env: base, stopped: stopped}
+	up := func() {
+		select {
+		case <-stopped:
+			t.Fatal("the service stopped while starting")
+		default:
+		}
+	}
 	eventually(t, "the webhook is ready", func() error {
+		up()
 		return devstack.HTTPOK(context.Background(), s.opsURL+"/readyz")
 	})
-	// The admin listener serves once its store is open and migrated (it may
-	// wait for the worker's migration lock): until then a test that stops
-	// the database would stop the service with it.
-	eventually(t, "the admin listener serves", func() error {
+	// The admin API answers 503 until its store is open and migrated (it
+	// may wait for the worker's migration lock): a test starts once it has.
+	eventually(t, "the admin API serves", func() error {
+		up()
 		c := http.Client{Timeout: 2 * time.Second}
 		resp, err := c.Get(s.adminURL + "/admin/sessions/vs_ready")
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return errors.New("its database is not ready")
+		}
 		return nil
 	})
 	if s.store, err = store.Open(context.Background(), db.URL); err != nil {

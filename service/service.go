@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,9 +57,9 @@ func NewLogger(level string) *slog.Logger {
 }
 
 // Dial connects to Temporal with the configured options and logger. With
-// lazy, the connection is made on first use: a webhook-only process starts
-// while Temporal is down, answers 503 (so Stripe retries) and reports not
-// ready until Temporal is back.
+// lazy, the connection is made on first use: a process starts while
+// Temporal is down (Run's always are), its webhook answers 503 (so Stripe
+// retries) and reports not ready, its worker waits, until Temporal is back.
 func Dial(ctx context.Context, cfg config.Config, lazy bool, log *slog.Logger) (client.Client, error) {
 	opts := cfg.Temporal
 	opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal"))
@@ -99,7 +101,7 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	metrics, closeMetrics := ops.TemporalMetrics(reg, log.With("component", "metrics"))
 	defer closeMetrics.Close()
 	cfg.Temporal.MetricsHandler = metrics
-	c, err := Dial(ctx, cfg, !roles.Worker, log)
+	c, err := Dial(ctx, cfg, true, log)
 	if err != nil {
 		return err
 	}
@@ -108,11 +110,12 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	// run starts a role; the first to fail stops the others, and says so
 	// in the log at once (before, a worker that failed to start stopped
 	// the webhook beside it without a word until the process exited).
+	var first sync.Once
 	run := func(role string, fn func() error) {
 		g.Go(func() error {
 			err := fn()
 			if err != nil && ctx.Err() == nil {
-				log.Error("stopping the process: "+role+" failed", "error", err)
+				first.Do(func() { log.Error("stopping the process: "+role+" failed", "error", err) })
 			}
 			return err
 		})
@@ -189,24 +192,48 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	var routes []string
+	// The admin API and the review desk need the database; the codec server
+	// does not. The listener serves at once, and the first two answer 503
+	// until their store is open (store.OpenRetrying waits while the
+	// database is down; an error no wait can mend stops the process).
+	var adminAPI atomic.Pointer[http.ServeMux]
+	openErr := make(chan error, 1)
+	opened := make(chan *store.Store, 1)
 	if cfg.AdminToken != "" {
-		st, err := store.OpenRetrying(ctx, cfg.DatabaseURL, log)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		// The review desk: a page for reviewers, signed in with the same token.
-		dk := &desk.Desk{Token: cfg.AdminToken, Cases: st, Temporal: c, Policy: cfg.Policy, Log: log.With("component", "desk")}
-		mux.Handle(desk.Prefix, dk.Handler())
-		routes = append(routes, desk.Prefix)
-		returnURL := cfg.ReturnURL
-		if returnURL == "" {
-			returnURL = cfg.PublicBaseURL
-		}
-		api := &admin.API{Token: cfg.AdminToken, Contacts: st, Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log,
-			Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), ReturnURL: returnURL}
-		mux.Handle("/admin/", api.Handler())
-		routes = append(routes, "/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews")
+		waiting := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if m := adminAPI.Load(); m != nil {
+				m.ServeHTTP(w, r)
+				return
+			}
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "the database is not ready; try again shortly", http.StatusServiceUnavailable)
+		})
+		mux.Handle(desk.Prefix, waiting)
+		mux.Handle("/admin/", waiting)
+		routes = append(routes, desk.Prefix, "/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews")
+		go func() {
+			st, err := store.OpenRetrying(ctx, cfg.DatabaseURL, log)
+			if err != nil {
+				openErr <- err
+				opened <- nil
+				return
+			}
+			opened <- st
+			inner := http.NewServeMux()
+			// The review desk: a page for reviewers, signed in with the same token.
+			dk := &desk.Desk{Token: cfg.AdminToken, Cases: st, Temporal: c, Policy: cfg.Policy, Log: log.With("component", "desk")}
+			inner.Handle(desk.Prefix, dk.Handler())
+			returnURL := cfg.ReturnURL
+			if returnURL == "" {
+				returnURL = cfg.PublicBaseURL
+			}
+			api := &admin.API{Token: cfg.AdminToken, Contacts: st, Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log,
+				Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), ReturnURL: returnURL}
+			inner.Handle("/admin/", api.Handler())
+			adminAPI.Store(inner)
+		}()
+	} else {
+		opened <- nil
 	}
 	if cfg.CodecToken != "" && cfg.Codec != nil {
 		srv := &codec.Server{Codec: cfg.Codec, Token: cfg.CodecToken, Origins: cfg.CodecOrigins}
@@ -220,7 +247,21 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 		}
 	}
 	log.Info("admin listener listening", "addr", ln.Addr().String(), "routes", routes)
-	return webhook.Serve(ctx, ln, mux, cfg.ShutdownGrace, log)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- webhook.Serve(sctx, ln, mux, cfg.ShutdownGrace, log) }()
+	var err error
+	select {
+	case err = <-served:
+	case err = <-openErr:
+		stop()
+		<-served
+	}
+	if st := <-opened; st != nil { // the store outlives the requests that use it
+		st.Close()
+	}
+	return err
 }
 
 // ParseRoles reads "webhook", "worker" or "all".

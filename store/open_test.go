@@ -3,8 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
-	"errors"
+	"database/sql"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,19 +47,32 @@ func TestStoresOpenedTogetherOnANewSQLiteFileAllOpen(t *testing.T) {
 	}
 }
 
-// A process whose database is not there yet waits for it: OpenRetrying
-// logs each failure and opens once the database can be opened.
-func TestOpenRetryingWaitsForTheDatabase(t *testing.T) {
+// A process whose database is busy waits for it: OpenRetrying logs each
+// failure and opens once the lock is gone. An error no wait can mend (here
+// a folder that cannot be made) is returned at once, so the process stops
+// and says why instead of waiting forever.
+func TestOpenRetryingWaitsForABusyDatabaseOnly(t *testing.T) {
 	dir := t.TempDir()
-	blocker := filepath.Join(dir, "data") // a file where the database's folder must go
-	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+	path := filepath.Join(dir, "identity.db")
+	// Another process holds the new file's lock: the switch to WAL is
+	// refused (a short busy_timeout, so the test waits 50 ms, not 10 s).
+	holder, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	tx, err := holder.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("CREATE TABLE held (x INTEGER)"); err != nil {
 		t.Fatal(err)
 	}
 	var logged bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	opened := make(chan error, 1)
 	go func() {
-		s, err := OpenRetrying(context.Background(), "sqlite:"+filepath.Join(blocker, "identity.db"), log)
+		s, err := OpenRetrying(context.Background(), "sqlite:"+path+"?_pragma=busy_timeout(50)", log)
 		if err == nil {
 			s.Close()
 		}
@@ -66,25 +80,65 @@ func TestOpenRetryingWaitsForTheDatabase(t *testing.T) {
 	}()
 	select {
 	case err := <-opened:
-		t.Fatalf("opened while the database could not be: %v", err)
+		t.Fatalf("opened while another held the database: %v", err)
 	case <-time.After(500 * time.Millisecond):
 	}
-	os.Remove(blocker)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-opened; err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logged.String(), "database not ready") {
-		t.Errorf("no failure logged: %q", logged.String())
+	if !strings.Contains(logged.String(), "database not ready") || !strings.Contains(logged.String(), "SQLITE_BUSY") {
+		t.Errorf("the wait was not logged: %q", logged.String())
 	}
 
-	// Stopped by its context while the database stays away.
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	blocker = filepath.Join(dir, "other")
+	// A permanent error: returned at once, nothing logged as a wait.
+	logged.Reset()
+	blocker := filepath.Join(dir, "data") // a file where the database's folder must go
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenRetrying(ctx, "sqlite:"+filepath.Join(blocker, "identity.db"), log); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("got %v, want the context's error", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := OpenRetrying(ctx, "sqlite:"+filepath.Join(blocker, "identity.db"), log); err == nil || ctx.Err() != nil {
+		t.Errorf("got %v after %v; want the error at once", err, ctx.Err())
+	}
+	if logged.Len() > 0 {
+		t.Errorf("a permanent error was waited for: %q", logged.String())
+	}
+}
+
+// In-memory databases open (no file to lock, no WAL to switch to).
+func TestInMemorySQLiteOpens(t *testing.T) {
+	for _, url := range []string{"sqlite::memory:", "sqlite:" + filepath.Join(t.TempDir(), "m.db") + "?mode=memory&cache=shared"} {
+		s, err := Open(context.Background(), url)
+		if err != nil {
+			t.Errorf("%s: %v", url, err)
+			continue
+		}
+		s.Close()
+	}
+	if matches, _ := filepath.Glob(filepath.Join(t.TempDir(), "*")); len(matches) > 0 {
+		t.Errorf("an in-memory database left files: %v", matches)
+	}
+}
+
+// What OpenRetrying waits for: a PostgreSQL that refuses connections is
+// unavailable; a URL it cannot parse is not.
+func TestUnavailableIsAboutReachingTheDatabase(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, err = Open(context.Background(), "postgres://postgres@"+addr+"/test?sslmode=disable&connect_timeout=2")
+	if err == nil || !Unavailable(err) {
+		t.Errorf("refused connection: Unavailable(%v) = false", err)
+	}
+	_, err = Open(context.Background(), "postgres://postgres@127.0.0.1:5432/test?sslmode=bogus")
+	if err == nil || Unavailable(err) {
+		t.Errorf("bad URL: Unavailable(%v) = true", err)
 	}
 }

@@ -13,7 +13,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +59,8 @@ const DefaultURL = "sqlite:identity-verification.db"
 type Store struct {
 	db      *sql.DB
 	dialect goose.Dialect
-	// sqlitePath is the SQLite file, locked while migrating.
+	// sqlitePath is the SQLite file, locked while migrating and switched
+	// to WAL; empty for PostgreSQL and an in-memory SQLite.
 	sqlitePath string
 }
 
@@ -106,8 +109,9 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	return &s, nil
 }
 
-// sqliteDSN turns a SQLite DATABASE_URL into a modernc DSN with WAL, a busy
-// timeout and immediate write transactions, creating the file's folder.
+// sqliteDSN turns a SQLite DATABASE_URL into a modernc DSN with a busy
+// timeout and immediate write transactions, creating the file's folder, and
+// returns the file's path ("" in memory).
 func sqliteDSN(u string) (dsn, path string, err error) {
 	path = u
 	for _, p := range []string{"sqlite://", "sqlite:", "file:"} {
@@ -128,12 +132,19 @@ func sqliteDSN(u string) (dsn, path string, err error) {
 	// journal_mode is not here: switching a new file to WAL needs a lock
 	// SQLite does not wait for (busy_timeout does not apply), so processes
 	// opening a new file together failed at once with SQLITE_BUSY. Migrate
-	// switches it under the migration lock; the mode stays with the file.
+	// switches it under the migration lock; the mode stays with the file,
+	// and a connection opened before the switch reads it from the file.
+	// (Switched back to DELETE from outside while the service runs, the
+	// service's connections stay so until it restarts.)
 	opts := "_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate&_time_format=sqlite"
 	if query != "" {
 		opts += "&" + query
 	}
-	return "file:" + path + "?" + opts, path, nil
+	dsn = "file:" + path + "?" + opts
+	if path == ":memory:" || strings.Contains("&"+query+"&", "&mode=memory&") {
+		return dsn, "", nil // in memory: no file to lock, no WAL
+	}
+	return dsn, path, nil
 }
 
 // Migrate applies pending migrations and returns how many it applied; a
@@ -157,8 +168,8 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("store: migrations: %w", err)
 	}
 	var res []*goose.MigrationResult
-	err = withFileLock(s.sqlitePath, func() error {
-		if s.sqlitePath != "" && s.sqlitePath != ":memory:" {
+	err = withFileLock(ctx, s.sqlitePath, func() error {
+		if s.sqlitePath != "" {
 			var mode string
 			if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
 				return fmt.Errorf("journal mode: %w", err)
@@ -177,9 +188,10 @@ func (s *Store) Migrate(ctx context.Context) (int, error) {
 }
 
 // withFileLock runs fn holding an exclusive flock on path+".lock"; with no
-// path (PostgreSQL, in-memory SQLite) it just runs fn.
-func withFileLock(path string, fn func() error) error {
-	if path == "" || path == ":memory:" {
+// path (PostgreSQL, in-memory SQLite) it just runs fn. It waits for the
+// lock until ctx is done.
+func withFileLock(ctx context.Context, path string, fn func() error) error {
+	if path == "" {
 		return fn()
 	}
 	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
@@ -187,8 +199,19 @@ func withFileLock(path string, fn func() error) error {
 		return err
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return err
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	return fn()
@@ -274,12 +297,14 @@ func clean(s string) string {
 	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
 }
 
-// OpenRetrying opens the store as Open does and, while that fails, logs
-// the failure and tries again after a growing pause (1 s, doubling to 30 s)
+// OpenRetrying opens the store as Open does and, while it fails because
+// the database cannot be reached or is busy (Unavailable), logs the
+// failure and tries again after a growing pause (1 s, doubling to 30 s)
 // until it opens or ctx is done. A worker or admin API started while the
-// database is down, or while another process holds its migration lock,
-// waits for it instead of stopping the process (and a webhook beside it,
-// which does not need the database).
+// database is down, or while another process migrates it, waits for it
+// instead of stopping the process (and a webhook beside it, which does not
+// need the database). Any other error (a bad URL, a folder that cannot be
+// made, a migration that fails) is returned at once: waiting cannot mend it.
 func OpenRetrying(ctx context.Context, databaseURL string, log *slog.Logger) (*Store, error) {
 	for pause := time.Second; ; pause = min(2*pause, 30*time.Second) {
 		s, err := Open(ctx, databaseURL)
@@ -289,6 +314,9 @@ func OpenRetrying(ctx context.Context, databaseURL string, log *slog.Logger) (*S
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if !Unavailable(err) {
+			return nil, err
+		}
 		log.Error("database not ready: trying again", "retry_in", pause.String(), "error", err)
 		select {
 		case <-ctx.Done():
@@ -296,4 +324,30 @@ func OpenRetrying(ctx context.Context, databaseURL string, log *slog.Logger) (*S
 		case <-time.After(pause):
 		}
 	}
+}
+
+// Unavailable reports whether err says the database cannot be used now
+// but may be soon: no connection (refused, reset, timed out), a server
+// starting, stopping or out of connections (SQLSTATE classes 08, 53, 57P),
+// or a lock held by someone else (SQLite BUSY and LOCKED, 55P03).
+func Unavailable(err error) bool {
+	var connect *pgconn.ConnectError
+	var netErr *net.OpError // not net.Error: every syscall.Errno is one
+	if errors.As(err, &connect) || errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		c := pgErr.Code
+		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "53") || strings.HasPrefix(c, "57P") || c == "55P03"
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		switch liteErr.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
 }

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"identityverification/activities"
 	"identityverification/config"
@@ -55,25 +58,48 @@ func NewActivities(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 }
 
 // Run polls the task queue until ctx is done, then stops gracefully. The
-// caller has checked cfg (config.CheckWorker).
+// caller has checked cfg (config.CheckWorker). While Temporal or the
+// database cannot be reached it waits for them, saying so in the log,
+// instead of stopping the process (and a webhook beside it): a worker
+// started during an outage, or whose start an outage cut short, starts
+// when it ends. Missing search attributes, or an error no wait can mend,
+// stop it.
 func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logger) error {
-	if err := CheckSearchAttributes(ctx, c, cfg.Temporal.Namespace); errors.Is(err, ErrSearchAttributesMissing) {
+	err := untilReachable(ctx, log, "checking the search attributes", func() error {
+		return CheckSearchAttributes(ctx, c, cfg.Temporal.Namespace)
+	})
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case errors.Is(err, ErrSearchAttributesMissing):
 		return err
-	} else if err != nil {
+	case err != nil:
 		// Some deployments do not let workers list them: carry on.
 		log.Warn("could not check the search attributes", "error", err)
 	}
 	acts, st, err := NewActivities(ctx, cfg, log)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	sdkworker.SetStickyWorkflowCacheSize(cfg.Worker.StickyCacheSize)
-	w := sdkworker.New(c, workflows.TaskQueue, Options(cfg.Worker))
-	Register(w, acts)
-	reconcile.Register(w, &reconcile.Activities{Events: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Store: st,
-		Temporal: c, Policy: cfg.Policy, Overlap: cfg.Reconcile.Overlap})
-	if err := w.Start(); err != nil {
+	var w sdkworker.Worker
+	err = untilReachable(ctx, log, "starting the worker", func() error {
+		// A worker's Start runs once, so each try is a new worker. A try
+		// that failed to reach the server had started nothing.
+		w = sdkworker.New(c, workflows.TaskQueue, Options(cfg.Worker))
+		Register(w, acts)
+		reconcile.Register(w, &reconcile.Activities{Events: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Store: st,
+			Temporal: c, Policy: cfg.Policy, Overlap: cfg.Reconcile.Overlap})
+		return w.Start()
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
 	log.Info("worker polling", "task_queue", workflows.TaskQueue, "namespace", cfg.Temporal.Namespace, "database", st.Dialect())
@@ -81,6 +107,38 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 	<-ctx.Done()
 	w.Stop()
 	return nil
+}
+
+// untilReachable runs fn until it succeeds, fails for another reason than
+// an unreachable Temporal, or ctx is done, pausing 1 s, doubling to 30 s,
+// between tries, and logging each.
+func untilReachable(ctx context.Context, log *slog.Logger, doing string, fn func() error) error {
+	for pause := time.Second; ; pause = min(2*pause, 30*time.Second) {
+		err := fn()
+		if err == nil || !Unreachable(err) || ctx.Err() != nil {
+			return err
+		}
+		log.Error("Temporal not reachable while "+doing+": trying again", "retry_in", pause.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// Unreachable reports whether err says Temporal did not answer (refused,
+// unavailable, timed out) rather than refused the request.
+func Unreachable(err error) bool {
+	var unavailable *serviceerror.Unavailable
+	var deadline *serviceerror.DeadlineExceeded
+	if errors.As(err, &unavailable) || errors.As(err, &deadline) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded
+	}
+	return false
 }
 
 // keepSchedule sets the missed-events schedule up as configured (package
