@@ -211,8 +211,23 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 		mux.Handle(desk.Prefix, waiting)
 		mux.Handle("/admin/", waiting)
 		routes = append(routes, desk.Prefix, "/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews")
+	}
+	if cfg.CodecToken != "" && cfg.Codec != nil {
+		srv := &codec.Server{Codec: cfg.Codec, Token: cfg.CodecToken, Origins: cfg.CodecOrigins}
+		mux.Handle(codec.Prefix, srv.Handler())
+		routes = append(routes, codec.Prefix+"encode", codec.Prefix+"decode")
+	}
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return fmt.Errorf("admin: listen: %w", err)
+		}
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if cfg.AdminToken != "" {
 		go func() {
-			st, err := store.OpenRetrying(ctx, cfg.DatabaseURL, log)
+			st, err := store.OpenRetrying(sctx, cfg.DatabaseURL, log)
 			if err != nil {
 				openErr <- err
 				opened <- nil
@@ -235,31 +250,19 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 	} else {
 		opened <- nil
 	}
-	if cfg.CodecToken != "" && cfg.Codec != nil {
-		srv := &codec.Server{Codec: cfg.Codec, Token: cfg.CodecToken, Origins: cfg.CodecOrigins}
-		mux.Handle(codec.Prefix, srv.Handler())
-		routes = append(routes, codec.Prefix+"encode", codec.Prefix+"decode")
-	}
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
-			return fmt.Errorf("admin: listen: %w", err)
-		}
-	}
 	log.Info("admin listener listening", "addr", ln.Addr().String(), "routes", routes)
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- webhook.Serve(sctx, ln, mux, cfg.ShutdownGrace, log) }()
 	var err error
 	select {
 	case err = <-served:
-	case err = <-openErr:
+	case err = <-openErr: // an error no wait mends: stop serving, and say why
 		stop()
 		<-served
 	}
-	if st := <-opened; st != nil { // the store outlives the requests that use it
-		st.Close()
+	stop() // the opener gives up, if it still waits
+	if st := <-opened; st != nil {
+		st.Close() // after Serve: its requests have ended, or outlived the grace
 	}
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,7 +112,8 @@ func TestOpenRetryingWaitsForABusyDatabaseOnly(t *testing.T) {
 
 // In-memory databases open (no file to lock, no WAL to switch to).
 func TestInMemorySQLiteOpens(t *testing.T) {
-	for _, url := range []string{"sqlite::memory:", "sqlite:" + filepath.Join(t.TempDir(), "m.db") + "?mode=memory&cache=shared"} {
+	dir := t.TempDir()
+	for _, url := range []string{"sqlite::memory:", "sqlite:" + filepath.Join(dir, "m.db") + "?mode=memory&cache=shared"} {
 		s, err := Open(context.Background(), url)
 		if err != nil {
 			t.Errorf("%s: %v", url, err)
@@ -119,7 +121,7 @@ func TestInMemorySQLiteOpens(t *testing.T) {
 		}
 		s.Close()
 	}
-	if matches, _ := filepath.Glob(filepath.Join(t.TempDir(), "*")); len(matches) > 0 {
+	if matches, _ := filepath.Glob(filepath.Join(dir, "*")); len(matches) > 0 {
 		t.Errorf("an in-memory database left files: %v", matches)
 	}
 }
@@ -140,5 +142,18 @@ func TestUnavailableIsAboutReachingTheDatabase(t *testing.T) {
 	_, err = Open(context.Background(), "postgres://postgres@127.0.0.1:5432/test?sslmode=bogus")
 	if err == nil || Unavailable(err) {
 		t.Errorf("bad URL: Unavailable(%v) = true", err)
+	}
+	// A server that answers "no such database" (pgx wraps it in the same
+	// ConnectError as a refused connection): nothing to wait for.
+	if base := os.Getenv("TEST_DATABASE_URL"); base != "" {
+		u, err := neturl.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/no_such_database_" + strings.ReplaceAll(t.Name(), "/", "_")
+		_, err = Open(context.Background(), u.String())
+		if err == nil || Unavailable(err) {
+			t.Errorf("missing database: Unavailable(%v) = true", err)
+		}
 	}
 }

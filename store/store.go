@@ -327,16 +327,14 @@ func OpenRetrying(ctx context.Context, databaseURL string, log *slog.Logger) (*S
 }
 
 // Unavailable reports whether err says the database cannot be used now
-// but may be soon: no connection (refused, reset, timed out), a server
+// but may be soon: no connection (refused, reset, timed out, cut), a server
 // starting, stopping or out of connections (SQLSTATE classes 08, 53, 57P),
-// or a lock held by someone else (SQLite BUSY and LOCKED, 55P03).
+// or a lock held by someone else (SQLite BUSY and LOCKED, 55P03). A host
+// name that does not resolve counts as no connection (DNS may be late).
 func Unavailable(err error) bool {
-	var connect *pgconn.ConnectError
-	var netErr *net.OpError // not net.Error: every syscall.Errno is one
-	if errors.As(err, &connect) || errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return true
-	}
+	// The server's own answer decides first: pgx wraps every failure while
+	// connecting in a ConnectError, a wrong password (28P01) or a missing
+	// database (3D000) too, and those no wait mends.
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		c := pgErr.Code
@@ -348,6 +346,10 @@ func Unavailable(err error) bool {
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 			return true
 		}
+		return false
 	}
-	return false
+	var netErr *net.OpError // not net.Error: every syscall.Errno is one
+	return errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+		pgconn.Timeout(err)
 }

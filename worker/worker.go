@@ -65,8 +65,11 @@ func NewActivities(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 // when it ends. Missing search attributes, or an error no wait can mend,
 // stop it.
 func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logger) error {
+	log = log.With("temporal", cfg.Temporal.HostPort)
 	err := untilReachable(ctx, log, "checking the search attributes", func() error {
-		return CheckSearchAttributes(ctx, c, cfg.Temporal.Namespace)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return CheckSearchAttributes(cctx, c, cfg.Temporal.Namespace)
 	})
 	switch {
 	case ctx.Err() != nil:
@@ -78,24 +81,35 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 		log.Warn("could not check the search attributes", "error", err)
 	}
 	acts, st, err := NewActivities(ctx, cfg, log)
+	if st != nil {
+		defer st.Close()
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer st.Close()
 	sdkworker.SetStickyWorkflowCacheSize(cfg.Worker.StickyCacheSize)
 	var w sdkworker.Worker
+	started := false
 	err = untilReachable(ctx, log, "starting the worker", func() error {
 		// A worker's Start runs once, so each try is a new worker. A try
-		// that failed to reach the server had started nothing.
+		// that failed to reach the server (GetSystemInfo, DescribeNamespace)
+		// had started nothing, so it is dropped, not stopped. (This holds
+		// for the workflow and activity workers here; with sessions, Nexus
+		// or plugins, check the SDK's AggregatedWorker.start again.)
 		w = sdkworker.New(c, workflows.TaskQueue, Options(cfg.Worker))
 		Register(w, acts)
 		reconcile.Register(w, &reconcile.Activities{Events: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Store: st,
 			Temporal: c, Policy: cfg.Policy, Overlap: cfg.Reconcile.Overlap})
-		return w.Start()
+		err := w.Start()
+		started = err == nil
+		return err
 	})
+	if started {
+		defer w.Stop() // before the store closes
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -105,7 +119,6 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 	log.Info("worker polling", "task_queue", workflows.TaskQueue, "namespace", cfg.Temporal.Namespace, "database", st.Dialect())
 	go keepSchedule(ctx, c, cfg.Reconcile.Every, log)
 	<-ctx.Done()
-	w.Stop()
 	return nil
 }
 
@@ -128,15 +141,22 @@ func untilReachable(ctx context.Context, log *slog.Logger, doing string, fn func
 }
 
 // Unreachable reports whether err says Temporal did not answer (refused,
-// unavailable, timed out) rather than refused the request.
+// unavailable, timed out) or is overloaded, rather than refused the
+// request. A TEMPORAL_ADDRESS that names no server looks the same: the
+// worker waits, logging the address, and /readyz says temporal_unreachable.
 func Unreachable(err error) bool {
 	var unavailable *serviceerror.Unavailable
 	var deadline *serviceerror.DeadlineExceeded
-	if errors.As(err, &unavailable) || errors.As(err, &deadline) || errors.Is(err, context.DeadlineExceeded) {
+	var exhausted *serviceerror.ResourceExhausted
+	if errors.As(err, &unavailable) || errors.As(err, &deadline) || errors.As(err, &exhausted) ||
+		errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
 	if st, ok := status.FromError(err); ok {
-		return st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded
+		switch st.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+			return true
+		}
 	}
 	return false
 }
