@@ -134,6 +134,11 @@ type Result struct {
 	Persisted int
 	EndToEnd  Latencies
 	Completed time.Duration
+	// Written is the same span measured on the service's clock: from the
+	// send until the transition to the final status was recorded (its
+	// recorded_at), without the tool's polling. EndToEnd minus Written is
+	// what the tool's watching adds.
+	Written Latencies
 	// Void says why the run does not count, when it does not.
 	Void string
 }
@@ -292,10 +297,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// The database is watched from the first send, so a session's time is
 	// when its row changed, not when the last event went out.
 	type persisted struct {
-		done int
-		e2e  []time.Duration
-		last time.Time
-		err  error
+		done     int
+		e2e, wrt []time.Duration
+		last     time.Time
+		err      error
 	}
 	sent := make(chan struct{})
 	watched := make(chan persisted, 1)
@@ -303,7 +308,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.DB != nil {
 		go func() {
 			var p persisted
-			p.done, p.e2e, p.last, p.err = waitPersisted(ctx, cfg.DB, prefix, sessions, lastSend, &mu, sent, cfg.Settle)
+			p.done, p.e2e, p.wrt, p.last, p.err = waitPersisted(ctx, cfg.DB, prefix, sessions, lastSend, &mu, sent, cfg.Settle)
 			watched <- p
 		}()
 	}
@@ -342,7 +347,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if p.err != nil {
 			return res, p.err
 		}
-		res.Persisted, res.EndToEnd = p.done, summarize(p.e2e)
+		res.Persisted, res.EndToEnd, res.Written = p.done, summarize(p.e2e), summarize(p.wrt)
 		if !p.last.IsZero() {
 			res.Completed = p.last.Sub(start)
 		}
@@ -499,7 +504,7 @@ func closedModel(ctx context.Context, sessions [][]int, concurrency int, send fu
 // It returns how many do, each one's time from its last event's send until
 // its row first showed the status, and when the last one did.
 func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []Session, lastSend []time.Time,
-	mu *sync.Mutex, sent <-chan struct{}, settle time.Duration) (int, []time.Duration, time.Time, error) {
+	mu *sync.Mutex, sent <-chan struct{}, settle time.Duration) (int, []time.Duration, []time.Duration, time.Time, error) {
 	if settle <= 0 {
 		settle = 2 * time.Minute
 	}
@@ -527,6 +532,7 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []Se
 		return out, rows.Err()
 	}
 	seen := make([]bool, len(sessions))
+	sentAt := make([]time.Time, len(sessions)) // the send its e2e counts from
 	var e2e []time.Duration
 	var last time.Time
 	deadline := time.Now().Add(24 * time.Hour)
@@ -538,13 +544,13 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []Se
 		}
 		rows, err := read()
 		if err != nil {
-			return 0, nil, last, err
+			return 0, nil, nil, last, err
 		}
 		now := time.Now()
 		mu.Lock()
 		for _, r := range rows {
 			if i, ok := index[r.id]; ok && !seen[i] && r.status == sessions[i].Final {
-				seen[i], last = true, now
+				seen[i], last, sentAt[i] = true, now, lastSend[i]
 				e2e = append(e2e, now.Sub(lastSend[i]))
 			}
 		}
@@ -558,7 +564,7 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []Se
 	}
 	rows, err := read()
 	if err != nil {
-		return 0, nil, last, err
+		return 0, nil, nil, last, err
 	}
 	holding := 0
 	for _, r := range rows {
@@ -566,7 +572,35 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []Se
 			holding++
 		}
 	}
-	return holding, e2e, last, nil
+	// The service's own clock: when the transition to the final status was
+	// recorded (the first such, for a session that came back to it).
+	trs, err := db.QueryContext(ctx, `SELECT session_id, to_status, recorded_at FROM status_transitions
+WHERE session_id >= $1 AND session_id < $2`, prefix, prefix+"~")
+	if err != nil {
+		return 0, nil, nil, last, fmt.Errorf("loadgen: read transitions: %w", err)
+	}
+	defer trs.Close()
+	first := make([]time.Time, len(sessions))
+	for trs.Next() {
+		var id, to string
+		var at time.Time
+		if err := trs.Scan(&id, &to, &at); err != nil {
+			return 0, nil, nil, last, fmt.Errorf("loadgen: read transitions: %w", err)
+		}
+		if i, ok := index[id]; ok && seen[i] && to == sessions[i].Final && (first[i].IsZero() || at.Before(first[i])) {
+			first[i] = at
+		}
+	}
+	if err := trs.Err(); err != nil {
+		return 0, nil, nil, last, fmt.Errorf("loadgen: read transitions: %w", err)
+	}
+	var written []time.Duration
+	for i, at := range first {
+		if !at.IsZero() {
+			written = append(written, max(at.Sub(sentAt[i]), 0))
+		}
+	}
+	return holding, e2e, written, last, nil
 }
 
 // transportError names a failed request without its addresses.
@@ -589,6 +623,7 @@ func Report(w io.Writer, res Result, ack, e2e *BareResult) {
 	if res.Completed > 0 {
 		fmt.Fprintf(w, "service end to end: %d of %d sessions persisted; %.1f sessions/s; from the last event's send %s\n",
 			res.Persisted, res.Sessions, res.SessionsPerSecond(), res.EndToEnd)
+		fmt.Fprintf(w, "  on its own clock: until the final transition's recorded_at %s\n", res.Written)
 	}
 	if ack != nil && e2e != nil && ack.AckPerSecond() > 0 && e2e.SessionsPerSecond() > 0 {
 		fmt.Fprintf(w, "bare ack:           %d SignalWithStart, no worker; %.1f/s; %s\n", ack.Accepted, ack.AckPerSecond(), ack.Ack)
