@@ -63,7 +63,7 @@ func TestWorkerTuningFromTheEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := config.WorkerTuning{WorkflowPollers: 8, ActivityPollers: 2, WorkflowTasks: 1000, Activities: 100,
+	want := config.WorkerTuning{WorkflowPollers: 8, ActivityPollers: 8, WorkflowTasks: 1000, Activities: 100,
 		LocalActivities: 1000, StickyCacheSize: 500}
 	if c.Worker != want {
 		t.Errorf("worker = %+v; want %+v", c.Worker, want)
