@@ -259,6 +259,25 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		}
 		return nil
 	})
+	if worker {
+		// The worker polls: a test's first sessions do not wait for its
+		// start (on PostgreSQL it may wait a second for the migration
+		// lock, which made the first sessions of a load run the tail).
+		eventually(t, "the worker polls", func() error {
+			up()
+			c := http.Client{Timeout: 2 * time.Second}
+			resp, err := c.Get(s.opsURL + "/metrics")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			m, _ := io.ReadAll(resp.Body)
+			if !strings.Contains(string(m), "temporal_worker_start") {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+	}
 	if s.store, err = store.Open(context.Background(), db.URL); err != nil {
 		t.Fatal(err)
 	}
