@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
 
 	"identityverification/workflows"
 )
@@ -265,7 +267,7 @@ func startTemporal(ctx context.Context, bin, dir, dbFile string, port, uiPort in
 // again until the server's start timeout.
 func (t *Temporal) waitAndRegister(ctx context.Context, cli, logPath string, createNamespaces bool, namespaces []string) error {
 	err := waitFor(ctx, t.Process, logPath, func(ctx context.Context) error {
-		c, err := client.Dial(client.Options{HostPort: t.Address, Logger: quietLogger{}})
+		c, err := client.Dial(client.Options{HostPort: t.Address, Logger: QuietLogger})
 		if err != nil {
 			return err
 		}
@@ -372,13 +374,9 @@ func HTTPOK(ctx context.Context, url string) error {
 	return nil
 }
 
-// quietLogger drops the SDK's logs while polling for readiness.
-type quietLogger struct{}
-
-func (quietLogger) Debug(string, ...any) {}
-func (quietLogger) Info(string, ...any)  {}
-func (quietLogger) Warn(string, ...any)  {}
-func (quietLogger) Error(string, ...any) {}
+// QuietLogger drops the Temporal SDK's logs: for clients that poll for
+// readiness, and for tests.
+var QuietLogger = sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))
 
 // Message is an email as Mailpit's API shows it.
 type Message struct {

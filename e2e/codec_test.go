@@ -23,6 +23,7 @@ import (
 
 	"identityverification/codec"
 	"identityverification/config"
+	"identityverification/devstack"
 	"identityverification/replay"
 	"identityverification/store/storetest"
 	"identityverification/testevent"
@@ -82,7 +83,7 @@ func TestCodecEncryptsEveryPayloadInHistory(t *testing.T) {
 	}
 	s.waitRow(vs, workflows.StatusRejected)
 
-	raw, err := client.Dial(client.Options{HostPort: s.env["TEMPORAL_ADDRESS"], Namespace: s.namespace, Logger: quiet{}})
+	raw, err := client.Dial(client.Options{HostPort: s.env["TEMPORAL_ADDRESS"], Namespace: s.namespace, Logger: devstack.QuietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +289,7 @@ func checkUIDecodes(t *testing.T, temporalPort, uiPort, adminPort int, sessionID
 		t.Fatalf("the UI's codec endpoint is %q (%v); want the codec server on the admin listener", endpoint, err)
 	}
 
-	raw, err := client.Dial(client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", temporalPort), Logger: quiet{}})
+	raw, err := client.Dial(client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", temporalPort), Logger: devstack.QuietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}

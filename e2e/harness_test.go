@@ -282,7 +282,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.store.Close() })
-	topts := client.Options{HostPort: base["TEMPORAL_ADDRESS"], Namespace: s.namespace, Logger: quiet{}}
+	topts := client.Options{HostPort: base["TEMPORAL_ADDRESS"], Namespace: s.namespace, Logger: devstack.QuietLogger}
 	if cfg.Codec != nil { // the stack encrypts payloads: the test reads them as the service does
 		topts.DataConverter, topts.FailureConverter = cfg.Codec.DataConverter(), cfg.Codec.FailureConverter()
 	}
@@ -432,10 +432,3 @@ func fixture(t *testing.T, name, sessionID, eventID string) []byte {
 	out, _ := json.Marshal(ev)
 	return out
 }
-
-type quiet struct{}
-
-func (quiet) Debug(string, ...any) {}
-func (quiet) Info(string, ...any)  {}
-func (quiet) Warn(string, ...any)  {}
-func (quiet) Error(string, ...any) {}

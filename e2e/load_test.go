@@ -12,6 +12,7 @@ import (
 	sdkworker "go.temporal.io/sdk/worker"
 
 	"identityverification/config"
+	"identityverification/devstack"
 	"identityverification/loadgen"
 	"identityverification/store/storetest"
 	"identityverification/worker"
@@ -136,7 +137,7 @@ func TestWebhookAckOverhead(t *testing.T) {
 		t.Skip("set LOAD_ACK_EVENTS (make load)")
 	}
 	s := startRoles(t, storetest.Databases(t)[0], config.Map{"LOG_LEVEL": "error", "TEMPORAL_NAMESPACE": namespaces["ack"]}, false)
-	c, err := client.Dial(client.Options{HostPort: components.temporal.Address, Namespace: namespaces["ack"], Logger: quiet{}})
+	c, err := client.Dial(client.Options{HostPort: components.temporal.Address, Namespace: namespaces["ack"], Logger: devstack.QuietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"identityverification/devstack"
 	"identityverification/worker"
 )
 
@@ -21,7 +22,7 @@ func TestWorkerRefusesANamespaceWithoutSearchAttributes(t *testing.T) {
 	if err != nil && !strings.Contains(string(out), "already") {
 		t.Fatalf("create namespace: %v\n%s", err, out)
 	}
-	c, err := client.Dial(client.Options{HostPort: components.temporal.Address, Namespace: "e2e-bare", Logger: quiet{}})
+	c, err := client.Dial(client.Options{HostPort: components.temporal.Address, Namespace: "e2e-bare", Logger: devstack.QuietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}

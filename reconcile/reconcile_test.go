@@ -25,6 +25,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"identityverification/activities"
+	"identityverification/devstack"
 	"identityverification/reconcile"
 	"identityverification/reconcile/reconciletest"
 	"identityverification/store"
@@ -126,7 +127,7 @@ func forEachDatabase(t *testing.T, fn func(t *testing.T, e *env)) {
 func (e *env) run() (reconcile.Result, error) {
 	e.t.Helper()
 	var s testsuite.WorkflowTestSuite
-	s.SetLogger(quiet{})
+	s.SetLogger(devstack.QuietLogger)
 	tenv := s.NewTestActivityEnvironment()
 	tenv.RegisterActivity(e.acts)
 	v, err := tenv.ExecuteActivity(e.acts.ReconcileEvents)
@@ -142,7 +143,7 @@ func (e *env) run() (reconcile.Result, error) {
 func (e *env) runWorkflow() (reconcile.Result, error) {
 	e.t.Helper()
 	var s testsuite.WorkflowTestSuite
-	s.SetLogger(quiet{})
+	s.SetLogger(devstack.QuietLogger)
 	wenv := s.NewTestWorkflowEnvironment()
 	reconcile.Register(wenv, e.acts)
 	wenv.ExecuteWorkflow(reconcile.Workflow)
@@ -602,10 +603,3 @@ func queries(t *testing.T, raw []string) []url.Values {
 	}
 	return out
 }
-
-type quiet struct{}
-
-func (quiet) Debug(string, ...any) {}
-func (quiet) Info(string, ...any)  {}
-func (quiet) Warn(string, ...any)  {}
-func (quiet) Error(string, ...any) {}
