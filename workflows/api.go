@@ -181,7 +181,16 @@ type Policy struct {
 	// the session closed as verified: LateFraudReview (the default) reopens
 	// the session as a manual review, LateFraudRecord only records it.
 	LateFraud LateFraudPolicy `json:"late_fraud,omitempty"`
+	// ReviewApprovalsHighRisk is how many distinct people must approve a
+	// high-risk review (one opened for a fraud code or a name or date of
+	// birth mismatch) before it is approved (REVIEW_APPROVALS_HIGH_RISK;
+	// 0: DefaultHighRiskApprovals). Other reviews need one; a reject
+	// always needs one.
+	ReviewApprovalsHighRisk int `json:"review_approvals_high_risk,omitempty"`
 }
+
+// DefaultHighRiskApprovals is REVIEW_APPROVALS_HIGH_RISK's default: four eyes.
+const DefaultHighRiskApprovals = 2
 
 // LateFraudPolicy is the LATE_FRAUD_POLICY setting.
 type LateFraudPolicy string
@@ -256,9 +265,25 @@ type Review struct {
 	OpenedAt         time.Time `json:"opened_at"`
 	DeadlineAt       time.Time `json:"deadline_at"`
 	Overdue          int       `json:"overdue,omitempty"` // ops notices sent
-	Decision         string    `json:"decision,omitempty"`
-	Reviewer         string    `json:"reviewer,omitempty"`
-	DecidedAt        time.Time `json:"decided_at,omitzero"`
+	// ApprovalsNeeded is how many distinct subjects must approve (0 in a
+	// review opened before four eyes: one).
+	ApprovalsNeeded int `json:"approvals_needed,omitempty"`
+	// Approvals are the approvals given so far, oldest first, while the
+	// review waits for more; the last one decides.
+	Approvals []Approval `json:"approvals,omitempty"`
+	Decision  string     `json:"decision,omitempty"`
+	Reviewer  string     `json:"reviewer,omitempty"`
+	// Subject is the authenticated principal who decided (see
+	// ReviewDecision.Subject).
+	Subject   string    `json:"subject,omitempty"`
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+}
+
+// Approval is one person's approval of a review that needs several.
+type Approval struct {
+	Subject  string    `json:"subject"`
+	Reviewer string    `json:"reviewer"`
+	At       time.Time `json:"at"`
 }
 
 // Open reports whether the case waits for a decision.
@@ -277,16 +302,32 @@ const (
 // reviewer); its message says why.
 const ErrTypeReviewRefused = "ReviewRefused"
 
-// Reviewer bounds: an ops identifier, not free text.
-const MaxReviewerLen = 64
+// Reviewer bounds: an ops identifier (a username, a work email address as
+// the OpenID Provider verified it), not free text.
+const MaxReviewerLen = 254
 
 // ReviewDecision is the UpdateReviewDecision payload. It has no free-text
 // note on purpose: update arguments are kept in workflow history, which must
-// not hold personal data.
+// not hold a verified user's personal data.
 type ReviewDecision struct {
 	Decision string `json:"decision"` // approve or reject
-	Reviewer string `json:"reviewer"` // an ops identifier, e.g. a username
+	// Reviewer names who decided, for people: the email address the OpenID
+	// Provider verified (review desk), or what a machine caller says (admin
+	// API).
+	Reviewer string `json:"reviewer"`
+	// Subject is the authenticated principal that sent the decision, which
+	// four eyes counts: "oidc:<sub>" for a person signed in at the review
+	// desk, "key:<id>" for a scoped API key, SubjectAdminToken for
+	// ADMIN_TOKEN. Empty (a caller from before): the reviewer.
+	Subject string `json:"subject,omitempty"`
 }
+
+// SubjectAdminToken is the subject of decisions sent with ADMIN_TOKEN.
+const SubjectAdminToken = "token:admin"
+
+// MaxSubjectLen bounds a subject: "oidc:" and the provider's sub (at most
+// 255 characters by OpenID Connect Core).
+const MaxSubjectLen = 300
 
 // State is what the `state` query answers, what continue-as-new carries and,
 // without ProcessedEventIDs (the database's ledger keeps those), the snapshot

@@ -114,6 +114,11 @@ var (
 	// applied (say, while the database is slow); its outcome will show in
 	// the state.
 	ErrDecisionUnderWay = errors.New("a decision for this review is being applied")
+	// ErrSameApprover: four eyes; the subject approved this review already
+	// and a different person must give the next approval.
+	ErrSameApprover = errors.New("you approved this review already: it needs another person's approval")
+	// ErrBadSubject: a subject that is too long or not printable.
+	ErrBadSubject = fmt.Errorf("subject must be at most %d characters, without control characters", MaxSubjectLen)
 )
 
 // refuse makes a refusal a typed application error: callers match its type
