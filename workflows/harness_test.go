@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +171,8 @@ func (h *harness) reset() {
 			rec("FetchSessionStatus", id)
 			return h.stripeStatus, nil
 		})
+	h.env.OnActivity(a.RecordEventID, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, r activities.EventRecord) error { rec("RecordEventID", r); return nil })
 	h.env.OnActivity(a.OpenReview, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.ReviewInput) error { rec("OpenReview", in); return nil })
 	h.env.OnActivity(a.DecideReview, mock.Anything, mock.Anything).Return(
@@ -302,6 +305,8 @@ func (h *harness) deliverAcrossRuns(events []workflows.Event, decideAt time.Dura
 		}
 		h.snapshotAt(time.Duration(len(rest))*time.Minute, "end")
 		h.decide(decideAt, "close", workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops"})
+		// A second person, for a review that needs four eyes.
+		h.decide(decideAt+time.Minute, "close 2", workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2"})
 		final = h.run(workflows.Input{})
 		if rest = rest[delivered:]; len(rest) > 0 {
 			h.restoreFromTransitions()
@@ -341,6 +346,31 @@ func (h *harness) names() []string {
 			n += ":" + string(in.Kind)
 		}
 		out = append(out, n)
+	}
+	return out
+}
+
+// lanes splits names into what the main loop and the email lane did, in
+// order, and the Stripe lane's cancels, whose place among the others is not
+// fixed: each must come after the transition (named owedBy) that owed it.
+func (h *harness) lanes(owedBy ...string) []string {
+	h.t.Helper()
+	var out []string
+	cancels := 0
+	for _, n := range h.names() {
+		if n != "CancelSession" {
+			out = append(out, n)
+			continue
+		}
+		if cancels >= len(owedBy) {
+			h.t.Errorf("cancel #%d: not owed (%v)", cancels+1, h.names())
+		} else if !slices.Contains(out, owedBy[cancels]) {
+			h.t.Errorf("cancel #%d before %s, which owes it: %v", cancels+1, owedBy[cancels], h.names())
+		}
+		cancels++
+	}
+	if cancels != len(owedBy) {
+		h.t.Errorf("%d cancels; want %d (owed by %v)", cancels, len(owedBy), owedBy)
 	}
 	return out
 }

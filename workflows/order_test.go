@@ -181,17 +181,20 @@ func summary(h *harness, st workflows.State) string {
 		keys[r.Key()] = true
 	}
 	h.calls = h.calls[:h.callsAt["end"]]
-	sent := h.emails()
+	var sent []email.Kind
+	for _, r := range h.emails() {
+		sent = append(sent, r.Kind)
+	}
 	for _, e := range st.Owed {
 		if e.Email != nil {
-			sent = append(sent, *e.Email)
+			sent = append(sent, email.Kind(e.Email.Kind))
 		}
 	}
-	for _, r := range sent {
-		if outcomeKinds[r.Kind] {
-			last = string(r.Kind)
+	for _, k := range sent {
+		if outcomeKinds[k] {
+			last = string(k)
 		}
-		if r.Kind == email.KindOpsReviewOpened {
+		if k == email.KindOpsReviewOpened {
 			ops++
 		}
 	}
