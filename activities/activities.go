@@ -72,9 +72,9 @@ const (
 	// 403, an expired or rotated key). Retryable: it is a deployment
 	// fault that ops mend, never a verdict on the user.
 	ErrTypeStripeUnauthorized = "StripeUnauthorized"
-	ErrTypeEmailRefused  = "EmailRefused"
-	ErrTypeEmailTemplate = "EmailTemplate"
-	ErrTypeReviewClosed  = "ReviewNotOpen"
+	ErrTypeEmailRefused       = "EmailRefused"
+	ErrTypeEmailTemplate      = "EmailTemplate"
+	ErrTypeReviewClosed       = "ReviewNotOpen"
 	// ErrTypeStoreRejected: the database refused the data for good (a
 	// constraint, a data error); the same write would fail again.
 	ErrTypeStoreRejected = "StoreRejected"

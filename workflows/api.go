@@ -350,7 +350,7 @@ type Review struct {
 	// CodeCreated is Stripe's `created` of the failure whose non-retryable
 	// code opened the review (0 for other reasons).
 	CodeCreated int64 `json:"code_created,omitempty"`
-	Overdue          int       `json:"overdue,omitempty"` // ops notices sent
+	Overdue     int   `json:"overdue,omitempty"` // ops notices sent
 	// ApprovalsNeeded is how many distinct subjects must approve (0 in a
 	// review opened before four eyes: one).
 	ApprovalsNeeded int `json:"approvals_needed,omitempty"`
