@@ -89,6 +89,10 @@ func (w *verification) callStripe(ctx workflow.Context, summary string, budget t
 		patient := patientRetry
 		patient.MaximumInterval = time.Minute // Stripe asks for backoff on 429s
 		err = run(patient, budget)
+		for budget == 0 && w.v3 && retryable(err) && ctx.Err() == nil { // without a limit: never given up
+			w.pause(ctx, err)
+			err = run(patient, budget)
+		}
 	}
 	if !retryable(err) {
 		w.clear(ctx, IssueStripeUnavailable)
@@ -250,9 +254,10 @@ func (w *verification) sendEmail(ctx workflow.Context, e Email) {
 	if req.Attempt > 0 {
 		summary += fmt.Sprintf(" #%d", req.Attempt)
 	}
+	actx := ctx // the activity's: canceled when the email turns stale
 	if w.v3 {
 		var cancel workflow.CancelFunc
-		ctx, cancel = workflow.WithCancel(ctx)
+		actx, cancel = workflow.WithCancel(ctx)
 		w.cancelSend, w.sending = cancel, &e
 		defer func() { cancel(); w.cancelSend, w.sending = nil, nil }()
 	}
@@ -260,21 +265,21 @@ func (w *verification) sendEmail(ctx workflow.Context, e Email) {
 		// The SMTP conversation is bounded at 20 s, the ledger's read and
 		// write take milliseconds: 30 s also bounds how long an email waits
 		// when its worker dies mid-send before another worker retries it.
-		ectx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		ectx := workflow.WithActivityOptions(actx, workflow.ActivityOptions{
 			Summary: summary, StartToCloseTimeout: 30 * time.Second, RetryPolicy: &p})
 		var res activities.EmailResult
-		err := workflow.ExecuteActivity(ectx, a.SendEmail, req).Get(ctx, &res)
+		err := workflow.ExecuteActivity(ectx, a.SendEmail, req).Get(actx, &res)
 		return res, err
 	}
 	res, err := run(quickRetry)
-	for retryable(err) && ctx.Err() == nil {
+	for retryable(err) && actx.Err() == nil {
 		w.raise(ctx, IssueEmailDelayed, errText(err))
 		res, err = run(patientRetry)
-		w.pause(ctx, err)
+		w.pause(actx, err)
 	}
 	w.clear(ctx, IssueEmailDelayed)
 	switch {
-	case temporal.IsCanceledError(err) && w.stale(&e):
+	case actx.Err() != nil && ctx.Err() == nil && w.stale(&e):
 		w.dropped(ctx, e)
 	case err != nil:
 		w.log.Warn("Email not sent", "Kind", req.Kind, "Error", err)

@@ -35,6 +35,7 @@ var t0 = time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
 type call struct {
 	Name  string
 	Input any
+	At    time.Time // on the virtual clock
 }
 
 func (c call) String() string { return fmt.Sprintf("%s %+v", c.Name, c.Input) }
@@ -72,6 +73,21 @@ type harness struct {
 	// switchRefusedUnless, when set, makes SwitchSessionType refused unless
 	// stripeStatus is this (Stripe switches only a session waiting for input).
 	switchRefusedUnless string
+	// stripeErr is what a Stripe activity fails with while stripeDown says
+	// so (default errStripeDown, a 503); cancelErr what CancelSession
+	// answers when Stripe is up.
+	stripeErr, cancelErr error
+	// legacy runs the workflow as a run started before workflow v3 does
+	// (its GetVersion answers DefaultVersion), for the old path's tests.
+	legacy bool
+}
+
+// beforeV3 makes this and later runs take the path of runs started before
+// workflow v3: what they did, they keep doing (replay), and a test shows
+// the defect v3 mends.
+func (h *harness) beforeV3() {
+	h.legacy = true
+	h.env.OnGetVersion(workflows.ChangeWorkflowV3, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 }
 
 // transition is a recorded RecordTransition input with its state decoded.
@@ -103,9 +119,18 @@ func (h *harness) reset() {
 	h.env = s.NewTestWorkflowEnvironment()
 	h.env.SetStartTime(t0)
 	h.env.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
+	if h.legacy {
+		h.env.OnGetVersion(workflows.ChangeWorkflowV3, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+	}
 	a := &activities.Activities{}
 	h.env.RegisterActivity(a)
-	rec := func(name string, in any) { h.calls = append(h.calls, call{name, in}) }
+	rec := func(name string, in any) { h.calls = append(h.calls, call{name, in, h.env.Now().UTC()}) }
+	stripeErr := func() error {
+		if h.stripeErr != nil {
+			return h.stripeErr
+		}
+		return errStripeDown
+	}
 	h.env.OnActivity(a.LoadSession, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (activities.Snapshot, error) {
 			rec("LoadSession", id)
@@ -139,7 +164,7 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.CompareVerifiedOutputs, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (activities.Comparison, error) {
 			if h.stripeFails() {
-				return activities.Comparison{}, errStripeDown
+				return activities.Comparison{}, stripeErr()
 			}
 			rec("CompareVerifiedOutputs", id)
 			return h.compare, nil
@@ -147,15 +172,15 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.CancelSession, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) error {
 			if h.stripeFails() {
-				return errStripeDown
+				return stripeErr()
 			}
 			rec("CancelSession", id)
-			return nil
+			return h.cancelErr
 		})
 	h.env.OnActivity(a.SwitchSessionType, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.SwitchInput) error {
 			if h.stripeFails() {
-				return errStripeDown
+				return stripeErr()
 			}
 			rec("SwitchSessionType", in)
 			if h.switchRefusedUnless != "" && h.stripeStatus != h.switchRefusedUnless {
@@ -166,7 +191,7 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.FetchSessionStatus, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (string, error) {
 			if h.stripeFails() {
-				return "", errStripeDown
+				return "", stripeErr()
 			}
 			rec("FetchSessionStatus", id)
 			return h.stripeStatus, nil
