@@ -404,40 +404,83 @@ func (w *verification) publish(ctx workflow.Context) {
 	workflow.SetCurrentDetails(ctx, w.details())
 }
 
-// details is the markdown the Temporal UI shows as the workflow's current details.
+// details is the markdown the Temporal UI shows as the workflow's current
+// details. Text from outside (a reviewer's name, an error's message) is
+// escaped: it reads as text, never as a link, an image or markup.
 func (w *verification) details() string {
 	var b strings.Builder
-	b.WriteString(fmt.Sprintf("**%s** · Stripe: %s · attempts %d/%d", w.st.Status, orDash(w.st.StripeStatus), w.st.Attempts, w.policy.MaxAttempts))
+	b.WriteString(fmt.Sprintf("**%s** · Stripe: %s · attempts %d/%d", w.st.Status, md(orDash(w.st.StripeStatus)), w.st.Attempts, w.policy.MaxAttempts))
 	if w.st.Escalation == EscalationAlternate || w.st.AlternateAttempts > 0 {
-		b.WriteString(fmt.Sprintf(" · alternate (%s) %d/%d", w.policy.AlternateType, w.st.AlternateAttempts, w.policy.AlternateMaxAttempts))
+		b.WriteString(fmt.Sprintf(" · alternate (%s) %d/%d", md(w.policy.AlternateType), w.st.AlternateAttempts, w.policy.AlternateMaxAttempts))
 	}
 	if w.st.LastErrorCode != "" {
-		b.WriteString(fmt.Sprintf("\n\nLast error: `%s`", w.st.LastErrorCode))
+		b.WriteString(fmt.Sprintf("\n\nLast error: %s", code(w.st.LastErrorCode)))
 	}
 	if r := w.st.Review; r != nil {
-		b.WriteString(fmt.Sprintf("\n\nReview (%s)", r.Reason))
+		b.WriteString(fmt.Sprintf("\n\nReview (%s)", md(r.Reason)))
 		if len(r.MismatchedFields) > 0 {
-			b.WriteString(fmt.Sprintf(", differing: %s", strings.Join(r.MismatchedFields, ", ")))
+			b.WriteString(fmt.Sprintf(", differing: %s", md(strings.Join(r.MismatchedFields, ", "))))
 		}
 		if r.Open() {
-			b.WriteString(fmt.Sprintf(": **open**, due %s; decide with update `%s`", r.DeadlineAt.UTC().Format(time.RFC3339), UpdateReviewDecision))
+			b.WriteString(fmt.Sprintf(": **open**, due %s; decide with update %s", r.DeadlineAt.UTC().Format(time.RFC3339), code(UpdateReviewDecision)))
+			if r.needs() > 1 {
+				by := make([]string, 0, len(r.Approvals))
+				for _, a := range r.Approvals {
+					by = append(by, md(a.Reviewer))
+				}
+				b.WriteString(fmt.Sprintf(" · %d of %d approvals", len(r.Approvals), r.needs()))
+				if len(by) > 0 {
+					b.WriteString(", by " + strings.Join(by, ", "))
+				}
+			}
 		} else {
-			b.WriteString(fmt.Sprintf(": %s by %s", r.Decision, orDash(r.Reviewer)))
+			b.WriteString(fmt.Sprintf(": %s by %s", md(r.Decision), md(orDash(r.Reviewer))))
 		}
 	}
 	for _, is := range w.st.Issues {
-		b.WriteString(fmt.Sprintf("\n\n**Issue `%s`** since %s: %s", is.Code, is.Since.UTC().Format(time.RFC3339), is.Detail))
+		b.WriteString(fmt.Sprintf("\n\n**Issue %s** since %s: %s", code(is.Code), is.Since.UTC().Format(time.RFC3339), md(is.Detail)))
 	}
 	if w.st.EmailIssue != "" {
-		b.WriteString(fmt.Sprintf("\n\nEmail: %s", w.st.EmailIssue))
+		b.WriteString(fmt.Sprintf("\n\nEmail: %s", md(w.st.EmailIssue)))
 	}
 	if n := len(w.st.Owed); n > 0 {
-		b.WriteString(fmt.Sprintf("\n\nOwed: %d (next: %s)", n, w.st.Owed[0].describe()))
+		b.WriteString(fmt.Sprintf("\n\nOwed: %d (next: %s)", n, md(w.st.Owed[0].describe())))
 	}
 	if w.st.NextTimer != "" {
-		b.WriteString(fmt.Sprintf("\n\nNext: %s at %s", w.st.NextTimer, w.st.NextTimerAt.UTC().Format(time.RFC3339)))
+		b.WriteString(fmt.Sprintf("\n\nNext: %s at %s", md(w.st.NextTimer), w.st.NextTimerAt.UTC().Format(time.RFC3339)))
 	}
 	return b.String()
+}
+
+// md escapes text for markdown: every character with a meaning in
+// markdown or HTML is backslash-escaped, and line breaks and other control
+// characters become spaces.
+func md(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case strings.ContainsRune("\\`*_{}[]()<>#+-.!|~&:\"'", r):
+			b.WriteByte('\\')
+		case Unprintable(r):
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// code is s as a markdown code span; a backtick (the only way out of one)
+// becomes an apostrophe.
+func code(s string) string {
+	return "`" + strings.Map(func(r rune) rune {
+		switch {
+		case r == '`':
+			return '\''
+		case Unprintable(r):
+			return ' '
+		}
+		return r
+	}, s) + "`"
 }
 
 func (e Effect) describe() string {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	sdkpb "go.temporal.io/api/sdk/v1"
 	"go.temporal.io/sdk/temporal"
 
 	"identityverification/activities"
@@ -115,7 +116,9 @@ func TestAnExpiryDuringAStripeOutage(t *testing.T) {
 		outage(h)
 		st := h.run(workflows.Input{})
 		equal(t, "final", st.Status, workflows.StatusExpired)
-		i := slices.IndexFunc(h.calls, func(c call) bool { return c.Name == "SendEmail" && c.Input.(activities.EmailRequest).Kind == email.KindExpired })
+		i := slices.IndexFunc(h.calls, func(c call) bool {
+			return c.Name == "SendEmail" && c.Input.(activities.EmailRequest).Kind == email.KindExpired
+		})
 		equal(t, "expired during the outage", h.calls[i].At.Before(t0.Add(expiry+2*hour)), true)
 	})
 
@@ -141,7 +144,7 @@ func TestAnExpiryDuringAStripeOutage(t *testing.T) {
 	t.Run("while the expiry notice waits out an SMTP outage, the verification wins and the notice is dropped", func(t *testing.T) {
 		h := newHarness(t)
 		h.stripeStatus = "requires_input"
-		h.smtpDown = func(now time.Time) bool { return now.After(t0.Add(expiry - min)) && now.Before(t0.Add(expiry+day)) }
+		h.smtpDown = func(now time.Time) bool { return now.After(t0.Add(expiry-min)) && now.Before(t0.Add(expiry+day)) }
 		h.deliver(min, failed("evt_f", "document_expired", min))
 		h.deliver(expiry+hour, ev("evt_v", "verified", expiry-min)) // created before the expiry
 		st := h.run(workflows.Input{})
@@ -393,4 +396,29 @@ func TestFourEyes(t *testing.T) {
 		st := h.run(workflows.Input{})
 		equal(t, "final", st.Status, workflows.StatusVerified)
 	})
+}
+
+// Issue 20: a person's name that reaches the Temporal UI's markdown details
+// is text, never a link or markup.
+func TestTheUIDetailsEscapeWhatComesFromOutside(t *testing.T) {
+	h := newHarness(t)
+	h.deliver(min, failed("evt_f", "selfie_manipulated", min))
+	h.decide(hour, "ann", workflows.ReviewDecision{Decision: "approve", Reviewer: "[click](https://evil.example)", Subject: "oidc:ann"})
+	var details string
+	h.env.RegisterDelayedCallback(func() {
+		v, err := h.env.QueryWorkflow("__temporal_workflow_metadata")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var meta sdkpb.WorkflowMetadata
+		if err := v.Get(&meta); err != nil {
+			t.Fatal(err)
+		}
+		details = meta.GetCurrentDetails()
+	}, 2*hour)
+	h.decide(3*hour, "bo", workflows.ReviewDecision{Decision: "reject", Reviewer: "bo", Subject: "oidc:bo"})
+	h.run(workflows.Input{})
+	if !strings.Contains(details, `1 of 2 approvals, by \[click\]\(https\://evil\.example\)`) {
+		t.Errorf("details do not escape the reviewer:\n%s", details)
+	}
 }
