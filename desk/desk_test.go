@@ -231,7 +231,7 @@ func TestQueueAndDecision(t *testing.T) {
 	last := tf.updates[len(tf.updates)-1]
 	d := last.Args[0].(workflows.ReviewDecision)
 	if last.UpdateName != workflows.UpdateReviewDecision || last.WorkflowID != workflows.WorkflowID("vs_old") ||
-		d != (workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-eve"}) || last.WaitForStage != client.WorkflowUpdateStageCompleted {
+		d != (workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-eve", Subject: workflows.SubjectAdminToken}) || last.WaitForStage != client.WorkflowUpdateStageCompleted {
 		t.Errorf("update %+v", last)
 	}
 	if _, body = b.do("GET", "/desk/reviews/vs_old", nil); !strings.Contains(body, "Decided: approve. The session is now verified.") {
