@@ -131,7 +131,7 @@ func TestSignIn(t *testing.T) {
 	if res, body := b.signIn("wrong", "ops-eve"); res.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "The admin token is not right.") {
 		t.Fatalf("wrong token: %d %s", res.StatusCode, body)
 	}
-	if res, body := b.signIn("admin-secret", "ops\x00eve"); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, "reviewer must be at most 64 characters") {
+	if res, body := b.signIn("admin-secret", "ops\x00eve"); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, workflows.ErrBadReviewer.Error()) {
 		t.Fatalf("bad reviewer: %d %s", res.StatusCode, body)
 	}
 	// Without the form's token, or with a made-up one, sign-in is refused.
