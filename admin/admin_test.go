@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"identityverification/admin"
-	"identityverification/workflows"
 	"identityverification/store"
+	"identityverification/workflows"
 )
 
 // contacts keeps what the API stores, and refuses redacted sessions as the

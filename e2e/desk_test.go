@@ -104,7 +104,7 @@ func TestDeskDecidesAReviewInTheBrowser(t *testing.T) {
 			FirstName: "Augusta", LastName: "Lovelace", DOB: "1815-12-10"}); err != nil {
 			t.Fatal(err)
 		}
-		s.send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "selfie_manipulated"})
+		s.send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "under_supported_age"}) // one approval decides
 		s.waitRow(vs, workflows.StatusInReview)
 
 		ctx := browser(t)

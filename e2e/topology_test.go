@@ -193,7 +193,8 @@ func TestProductionTopology(t *testing.T) {
 	if code := call(http.MethodPut, "/admin/sessions/"+vs, `{"email":"`+to+`"}`); code/100 != 2 {
 		t.Fatalf("registration through the admin API: %d", code)
 	}
-	send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "selfie_manipulated"})
+	// A code no retry can fix, not a fraud signal: one approval decides.
+	send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "under_supported_age"})
 	waitStatus(vs, workflows.StatusInReview)
 	if code := call(http.MethodPost, "/admin/sessions/"+vs+"/review", `{"decision":"approve","reviewer":"ops-topology"}`); code != http.StatusOK {
 		t.Fatalf("decision through the admin API: %d", code)

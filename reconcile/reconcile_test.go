@@ -51,7 +51,7 @@ type sessionWorkflows struct {
 	calls []signalCall
 	// failAfter, when set, fails the delivery after that many, once.
 	failAfter int
-	seq   map[string]int64
+	seq       map[string]int64
 }
 
 type signalCall struct {
