@@ -29,11 +29,19 @@ import (
 // root is the repository's root, where the deployment files live.
 const root = ".."
 
+// The documents the deployment files are held to: the configuration table
+// and the deployment guide.
+const (
+	configurationDoc = "docs/configuration.md"
+	deploymentDoc    = "docs/deployment.md"
+)
+
 // ours are the services built from this repository, and the role each runs.
 var ours = map[string]string{"worker": "worker", "webhook": "webhook"}
 
 // composeOnly are the variables the compose file reads besides the
-// README's table: they configure the other services, never ours.
+// configuration table: they configure the other services, never ours, and
+// docs/deployment.md explains them.
 var composeOnly = []string{"POSTGRES_PASSWORD"}
 
 // required are the variables without which the compose file must not load.
@@ -99,14 +107,14 @@ func readFile(t *testing.T, name string) string {
 	return string(b)
 }
 
-// readmeVariables are the names in the first column of the README's
-// Configuration table.
-func readmeVariables(t *testing.T) map[string]bool {
+// tableVariables are the names in the first column of the configuration
+// table (docs/configuration.md, section Variables).
+func tableVariables(t *testing.T) map[string]bool {
 	t.Helper()
-	readme := readFile(t, "README.md")
-	_, section, ok := strings.Cut(readme, "\n## Configuration\n")
+	doc := readFile(t, configurationDoc)
+	_, section, ok := strings.Cut(doc, "\n## Variables\n")
 	if !ok {
-		t.Fatal("README.md has no ## Configuration section")
+		t.Fatalf("%s has no ## Variables section", configurationDoc)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	names := map[string]bool{}
@@ -121,7 +129,7 @@ func readmeVariables(t *testing.T) map[string]bool {
 		}
 	}
 	if len(names) < 30 || !names["TEMPORAL_ADDRESS"] || !names["STRIPE_WEBHOOK_SECRET"] {
-		t.Fatalf("read %d variables from the README's Configuration table: %v", len(names), names)
+		t.Fatalf("read %d variables from the table of %s: %v", len(names), configurationDoc, names)
 	}
 	return names
 }
@@ -232,16 +240,16 @@ func TestTheRequiredSecretsMustBeSet(t *testing.T) {
 }
 
 func TestTheComposeFileReadsOnlyDocumentedVariables(t *testing.T) {
-	table, example, vars := readmeVariables(t), exampleVariables(t), composeVariables(t)
-	readme := readFile(t, "README.md")
+	table, example, vars := tableVariables(t), exampleVariables(t), composeVariables(t)
+	deployment := readFile(t, deploymentDoc)
 	for name := range vars {
 		switch {
 		case slices.Contains(composeOnly, name):
-			if !strings.Contains(readme, "`"+name+"`") {
-				t.Errorf("%s: read by the compose file only, but the README does not explain it", name)
+			if !strings.Contains(deployment, "`"+name+"`") {
+				t.Errorf("%s: read by the compose file only, but %s does not explain it", name, deploymentDoc)
 			}
 		case !table[name]:
-			t.Errorf("%s: read by docker-compose.yml but not in the README's Configuration table", name)
+			t.Errorf("%s: read by docker-compose.yml but not in the table of %s", name, configurationDoc)
 		}
 		if !example[name] {
 			t.Errorf("%s: read by docker-compose.yml but not listed in .env.example", name)
@@ -279,7 +287,7 @@ func TestThePlaceholdersAreRefusedInProduction(t *testing.T) {
 }
 
 func TestOurServicesGetAValidConfiguration(t *testing.T) {
-	table := readmeVariables(t)
+	table := tableVariables(t)
 	p := mustLoad(t, operatorSecrets, "dev")
 	for name, role := range ours {
 		t.Run(name, func(t *testing.T) {
@@ -287,7 +295,7 @@ func TestOurServicesGetAValidConfiguration(t *testing.T) {
 			env := environment(s)
 			for k := range s.Environment {
 				if !table[k] {
-					t.Errorf("sets %s, which is not in the README's Configuration table", k)
+					t.Errorf("sets %s, which is not in the table of %s", k, configurationDoc)
 				}
 			}
 			cfg, err := config.Load(env)

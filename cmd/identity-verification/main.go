@@ -23,7 +23,7 @@
 // PAYLOAD_ENCRYPTION_KEYS (id:base64): put it first to encrypt with it,
 // and keep the old keys after it to decrypt what they encrypted.
 //
-// Configuration is the environment; see the README's table.
+// Configuration is the environment; see docs/configuration.md.
 package main
 
 import (
