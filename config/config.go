@@ -26,8 +26,9 @@ type Config struct {
 	Temporal client.Options
 
 	// Production (ENVIRONMENT=production, the default) demands secrets of
-	// at least MinSecretBytes; ENVIRONMENT=development (the dev stack, the
-	// tests) accepts short ones.
+	// at least MinSecretBytes and refuses .env.example's placeholders;
+	// ENVIRONMENT=development (the dev stack, the tests, the compose file
+	// started from .env.example as it is) accepts both.
 	Production bool
 
 	ListenAddr       string        // LISTEN_ADDR: webhook, retry links, /livez and /readyz (no metrics)
