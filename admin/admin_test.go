@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"identityverification/admin"
+	"identityverification/workflows"
 	"identityverification/store"
 )
 
@@ -72,11 +73,11 @@ func TestRegistrationsAreValidatedBeforeAnythingIsStored(t *testing.T) {
 }
 
 func TestAReviewerThatCannotBeStoredIsBadInput(t *testing.T) {
-	for _, reviewer := range []string{`ops\u0000eve`, `ops\neve`, strings.Repeat("r", 65)} {
+	for _, reviewer := range []string{`ops\u0000eve`, `ops\neve`, strings.Repeat("r", workflows.MaxReviewerLen+1)} {
 		t.Run(reviewer, func(t *testing.T) {
 			api := &admin.API{Token: "tok", Contacts: &contacts{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			code, body := call(api, http.MethodPost, "/admin/sessions/vs_1/review", `{"decision":"approve","reviewer":"`+reviewer+`"}`)
-			if code != http.StatusBadRequest || !strings.Contains(body["error"], "reviewer must be at most 64 characters") {
+			if code != http.StatusBadRequest || !strings.Contains(body["error"], workflows.ErrBadReviewer.Error()) {
 				t.Errorf("got %d %v; want 400 naming the reviewer", code, body)
 			}
 		})

@@ -67,8 +67,12 @@ func (p *parser) checkPolicy(pol workflows.Policy) {
 	if pol.ExpireAfter <= 0 {
 		p.fail("EXPIRE_AFTER", "must be positive")
 	}
-	if pol.ReviewDeadline <= 0 {
-		p.fail("REVIEW_DEADLINE", "must be positive")
+	if pol.ReviewDeadline < MinReviewDeadline {
+		// Each deadline re-notifies ops: a shorter one floods them.
+		p.fail("REVIEW_DEADLINE", "must be at least 1h")
+	}
+	if pol.ReviewApprovalsHighRisk < 1 || pol.ReviewApprovalsHighRisk > MaxReviewApprovals {
+		p.fail("REVIEW_APPROVALS_HIGH_RISK", fmt.Sprintf("must be from 1 to %d", MaxReviewApprovals))
 	}
 	def := workflows.DefaultPolicy()
 	p.rec.setDefault("NON_RETRYABLE_CODES", strings.Join(def.NonRetryableCodes, ","))
@@ -79,6 +83,12 @@ func (p *parser) checkPolicy(pol workflows.Policy) {
 	slices.Sort(pairs)
 	p.rec.setDefault("ESCALATION_BY_CODE", strings.Join(pairs, ","))
 }
+
+// Bounds of the review settings.
+const (
+	MinReviewDeadline  = time.Hour
+	MaxReviewApprovals = 5
+)
 
 // Bounds of the reconciliation settings. Stripe keeps events 30 days: a run
 // at least weekly reads each well within them.
@@ -174,7 +184,7 @@ func (p *parser) check(c Config) {
 	p.hostPort("TEMPORAL_ADDRESS", c.Temporal.HostPort, true)
 
 	p.url("PUBLIC_BASE_URL", c.PublicBaseURL, "http", "https")
-	if c.ReturnURL != "" {
+	if p.getenv("RETURN_URL") != "" { // else derived from PUBLIC_BASE_URL, checked above
 		p.url("RETURN_URL", c.ReturnURL, "http", "https")
 	}
 	p.rec.setDefault("STRIPE_API_BASE", "https://api.stripe.com")

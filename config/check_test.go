@@ -45,6 +45,9 @@ func TestEachBadValueIsRefusedByName(t *testing.T) {
 		{"REMINDER_AFTER", "-1h", ""},
 		{"EXPIRE_AFTER", "0s", ""},
 		{"REVIEW_DEADLINE", "-48h", ""},
+		{"REVIEW_DEADLINE", "59m", ""}, // each deadline re-notifies ops
+		{"REVIEW_APPROVALS_HIGH_RISK", "0", ""},
+		{"REVIEW_APPROVALS_HIGH_RISK", "9", ""},
 		{"EXPIRY_WARNING", "-1h", ""},
 		{"EXPIRY_WARNING", "a day", ""},
 		{"EXPIRY_WARNING", "144h", ""}, // the defaults' window: 7 days less the reminder's day

@@ -131,7 +131,7 @@ func TestSignIn(t *testing.T) {
 	if res, body := b.signIn("wrong", "ops-eve"); res.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "The admin token is not right.") {
 		t.Fatalf("wrong token: %d %s", res.StatusCode, body)
 	}
-	if res, body := b.signIn("admin-secret", "ops\x00eve"); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, "reviewer must be at most 64 characters") {
+	if res, body := b.signIn("admin-secret", "ops\x00eve"); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, workflows.ErrBadReviewer.Error()) {
 		t.Fatalf("bad reviewer: %d %s", res.StatusCode, body)
 	}
 	// Without the form's token, or with a made-up one, sign-in is refused.
@@ -231,7 +231,7 @@ func TestQueueAndDecision(t *testing.T) {
 	last := tf.updates[len(tf.updates)-1]
 	d := last.Args[0].(workflows.ReviewDecision)
 	if last.UpdateName != workflows.UpdateReviewDecision || last.WorkflowID != workflows.WorkflowID("vs_old") ||
-		d != (workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-eve"}) || last.WaitForStage != client.WorkflowUpdateStageCompleted {
+		d != (workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-eve", Subject: workflows.SubjectAdminToken}) || last.WaitForStage != client.WorkflowUpdateStageCompleted {
 		t.Errorf("update %+v", last)
 	}
 	if _, body = b.do("GET", "/desk/reviews/vs_old", nil); !strings.Contains(body, "Decided: approve. The session is now verified.") {

@@ -29,6 +29,9 @@ type State struct {
 	Escalation        workflows.Escalation `json:"escalation"`
 	Attempts          int                  `json:"attempts"`
 	AlternateAttempts int                  `json:"alternate_attempts,omitempty"`
+	// RetryLink is the lane of the newest email sent with a link (nil
+	// before workflow v3).
+	RetryLink *workflows.RetryLane `json:"retry_link,omitempty"`
 }
 
 // ErrNoSession: no workflow owns the session (any more).
@@ -174,10 +177,34 @@ func refuse(link Link, st State) (code int, msg, why string) {
 	if link.Alternate != alternate {
 		return http.StatusConflict, msgNotOpen, "escalated"
 	}
+	// A link works until a newer email with a link went out: a failure
+	// that Stripe delivered late and the workflow counted silently (no
+	// email) does not take the user's only link away. Before workflow v3
+	// the state does not say, and the link's attempt must be the count.
+	if l := st.RetryLink; l != nil && l.Alternate == alternate {
+		if link.Attempt < l.Attempt {
+			return http.StatusGone, msgOld, "old_attempt"
+		}
+		return 0, "", ""
+	}
 	if link.Attempt != attempts {
 		return http.StatusGone, msgOld, "old_attempt"
 	}
 	return 0, "", ""
+}
+
+// DonePath is the page Stripe sends a user back to when they finish a
+// session (the default RETURN_URL): served by the webhook process, it says
+// what happens next and shows nothing of the session.
+const DonePath = "/verify/done"
+
+const msgDone = "Thank you. We are checking your documents and will email you as soon as there is news, usually within minutes. You can close this page."
+
+// Done serves DonePath.
+func Done(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	page(w, http.StatusOK, msgDone)
 }
 
 var pageTmpl = template.Must(template.New("").Parse(`<!doctype html>

@@ -238,12 +238,8 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 			// The review desk: a page for reviewers, signed in with the same token.
 			dk := &desk.Desk{Token: cfg.AdminToken, Cases: st, Temporal: c, Policy: cfg.Policy, Log: log.With("component", "desk")}
 			inner.Handle(desk.Prefix, dk.Handler())
-			returnURL := cfg.ReturnURL
-			if returnURL == "" {
-				returnURL = cfg.PublicBaseURL
-			}
 			api := &admin.API{Token: cfg.AdminToken, Contacts: st, Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log,
-				Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), ReturnURL: returnURL}
+				Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), ReturnURL: cfg.ReturnURL}
 			inner.Handle("/admin/", api.Handler())
 			adminAPI.Store(inner)
 		}()
