@@ -1270,3 +1270,27 @@ func TestAnotherTemporalStartsTheRestWithoutTemporal(t *testing.T) {
 		}
 	}
 }
+
+// needsAMount are the table's variables the compose file leaves to a
+// docker-compose.override.yml: each names a file (certificates, a client
+// profile) that would have to be mounted too.
+var needsAMount = []string{"TEMPORAL_TLS", "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH",
+	"TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_SERVER_NAME", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE"}
+
+// .env can set any variable of the table: the compose file passes each to
+// our services (the listeners at fixed container addresses), but those
+// that need a mounted file.
+func TestEveryVariableOfTheTableReachesOurServices(t *testing.T) {
+	p := mustLoad(t, dev, nil)
+	passed := map[string]bool{}
+	for name := range ours {
+		for k := range service(t, p, name).Environment {
+			passed[k] = true
+		}
+	}
+	for name := range tableVariables(t) {
+		if !passed[name] && !slices.Contains(needsAMount, name) {
+			t.Errorf("%s is in the table but the compose file passes it to none of our services", name)
+		}
+	}
+}
