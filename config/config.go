@@ -27,8 +27,9 @@ type Config struct {
 	Temporal client.Options
 
 	// Production (ENVIRONMENT=production, the default) demands secrets of
-	// at least MinSecretBytes; ENVIRONMENT=development (the dev stack, the
-	// tests) accepts short ones.
+	// at least MinSecretBytes and refuses .env.example's placeholders;
+	// ENVIRONMENT=development (the dev stack, the tests, the compose file
+	// started from .env.example as it is) accepts both.
 	Production bool
 
 	ListenAddr       string        // LISTEN_ADDR: webhook, retry links, /livez and /readyz (no metrics)
@@ -63,7 +64,7 @@ type Config struct {
 }
 
 // WorkerTuning is the worker's capacity. The defaults come from load runs
-// on a 2-core machine (README, Performance).
+// on a 2-core machine (docs/performance.md).
 type WorkerTuning struct {
 	WorkflowPollers int // WORKER_WORKFLOW_POLLERS: workflow-task pollers
 	ActivityPollers int // WORKER_ACTIVITY_POLLERS: activity-task pollers
@@ -171,7 +172,7 @@ func load(env Env) (Config, *recorder, error) {
 			// pollers are 8, not the SDK's 2: with 2, a verified session's
 			// comparison (and the emails beside it) waited up to 0.5 s for
 			// a poller, which made the event-to-database p99 0.3-1 s at
-			// half capacity; with 8, 180 ms (README, Performance).
+			// half capacity; with 8, 180 ms (docs/performance.md).
 			WorkflowPollers: p.integer("WORKER_WORKFLOW_POLLERS", 2),
 			ActivityPollers: p.integer("WORKER_ACTIVITY_POLLERS", 8),
 			WorkflowTasks:   p.integer("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 1000),
