@@ -201,7 +201,9 @@ func TestRecordHistories(t *testing.T) {
 			r.mailer.down("v3_stale_email_dropped@example.com", 6*time.Second)
 			r.path("v3_stale_email_dropped", store.Contact{}, failed("e1", "document_expired", 0), ev("e2", "verified", time.Second))
 		},
-		func() { r.path("v3_reminder_warning_then_expiry", store.Contact{}, failed("e1", "document_expired", 0)) },
+		func() {
+			r.path("v3_reminder_warning_then_expiry", store.Contact{}, failed("e1", "document_expired", 0))
+		},
 		func() {
 			vs, run := r.start("v3_alternate_exhausted_review_rejected", store.Contact{}, failed("e1", "document_expired", 0),
 				failed("e2", "", time.Second), failed("e3", "document_expired", 2*time.Second),
