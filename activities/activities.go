@@ -68,6 +68,9 @@ type Activities struct {
 // failure that retrying cannot fix.
 const (
 	ErrTypeStripeRefused = "StripeRefused"
+	// ErrTypeStripeSessionVerified: Stripe refused a cancel because it has
+	// verified the user: the workflow applies that as Stripe's answer.
+	ErrTypeStripeSessionVerified = "StripeSessionVerified"
 	// ErrTypeStripeUnauthorized: Stripe refused the service's key (401,
 	// 403, an expired or rotated key). Retryable: it is a deployment
 	// fault that ops mend, never a verdict on the user.
@@ -81,8 +84,8 @@ const (
 )
 
 // NonRetryable lists the error types above, for retry policies.
-var NonRetryable = []string{ErrTypeStripeRefused, ErrTypeEmailRefused, ErrTypeEmailTemplate,
-	ErrTypeReviewClosed, ErrTypeStoreRejected}
+var NonRetryable = []string{ErrTypeStripeRefused, ErrTypeStripeSessionVerified, ErrTypeEmailRefused,
+	ErrTypeEmailTemplate, ErrTypeReviewClosed, ErrTypeStoreRejected}
 
 // storeError makes a database refusal non-retryable; anything else (an
 // outage, a timeout) stays retryable.
@@ -218,9 +221,10 @@ func stripeError(err error) error {
 }
 
 // CancelSession cancels the Stripe session (expiry, escalation to review).
-// A session Stripe has canceled or verified already needs no cancel: when
-// Stripe refuses, the session's status says whether that is why, and then
-// the cancel succeeds; any other refusal is returned, final.
+// When Stripe refuses, the session's status says why: canceled already,
+// the cancel succeeds; verified already, the refusal is of its own type
+// (ErrTypeStripeSessionVerified), for the workflow to apply Stripe's
+// answer; any other refusal is returned, final.
 func (a *Activities) CancelSession(ctx context.Context, sessionID string) error {
 	err := stripeCall(ctx, "cancel", a.Stripe.Cancel(ctx, sessionID))
 	var appErr *temporal.ApplicationError
@@ -231,8 +235,12 @@ func (a *Activities) CancelSession(ctx context.Context, sessionID string) error 
 	if serr := stripeCall(ctx, "status", serr); serr != nil {
 		return serr // the refusal's reason is unknown: a transient failure retries, a refusal is final
 	}
-	if status == stripeapi.StatusCanceled || status == stripeapi.StatusVerified {
+	switch status {
+	case stripeapi.StatusCanceled:
 		return nil
+	case stripeapi.StatusVerified:
+		return temporal.NewNonRetryableApplicationError("stripe: cancel refused: the session is verified",
+			ErrTypeStripeSessionVerified, nil)
 	}
 	return err
 }

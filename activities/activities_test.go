@@ -523,7 +523,7 @@ func TestCancelSessionRefusals(t *testing.T) {
 		retryable    bool
 	}{
 		{"already canceled", "canceled", 400, "", false},
-		{"already verified", "verified", 400, "", false},
+		{"already verified: Stripe's answer, for the workflow", "verified", 400, activities.ErrTypeStripeSessionVerified, false},
 		{"refused while the session waits for the user", "requires_input", 400, activities.ErrTypeStripeRefused, false},
 		{"the key is refused", "requires_input", 401, activities.ErrTypeStripeUnauthorized, true},
 	} {

@@ -134,7 +134,7 @@ func TestDeskDecidesAReviewInTheBrowser(t *testing.T) {
 		if got := text(t, ctx, "#reviewer"); got != "ops-desk" {
 			t.Errorf("signed in as %q", got)
 		}
-		if row := text(t, ctx, "#queue"); !strings.Contains(row, vs) || !strings.Contains(row, "non_retryable:selfie_manipulated") {
+		if row := text(t, ctx, "#queue"); !strings.Contains(row, vs) || !strings.Contains(row, "non_retryable:under_supported_age") {
 			t.Errorf("queue lacks the session: %q", row)
 		}
 
@@ -161,8 +161,8 @@ func TestDeskDecidesAReviewInTheBrowser(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`a[href="/desk/reviews/`+vs+`"]`)),
 			chromedp.WaitVisible(chromedp.CSS("#decide")),
 		)
-		for sel, want := range map[string]string{"#session": vs, "#reason": "non_retryable:selfie_manipulated",
-			"#code": "selfie_manipulated", "#attempts": "1", "#status": "open"} {
+		for sel, want := range map[string]string{"#session": vs, "#reason": "non_retryable:under_supported_age",
+			"#code": "under_supported_age", "#attempts": "1", "#status": "open"} {
 			if got := text(t, ctx, sel); got != want {
 				t.Errorf("%s shows %q; want %q", sel, got, want)
 			}

@@ -298,11 +298,14 @@ type AuditEntry struct {
 	Attempts                                                int
 }
 
-// Audit returns a session's transitions in order.
+// Audit returns a session's transitions in order: by run (in the order the
+// runs first wrote), then by seq within a run.
 func (s *Store) Audit(ctx context.Context, sessionID string) ([]AuditEntry, error) {
 	rows, err := s.db.QueryContext(ctx, `
-SELECT transition_key, event_id, from_status, to_status, last_error_code, escalation, note, seq, attempts
-FROM status_transitions WHERE session_id = $1 ORDER BY recorded_at, seq`, sessionID)
+SELECT t.transition_key, t.event_id, t.from_status, t.to_status, t.last_error_code, t.escalation, t.note, t.seq, t.attempts
+FROM status_transitions t
+LEFT JOIN session_runs r ON r.session_id = t.session_id AND r.run_id = t.run_id
+WHERE t.session_id = $1 ORDER BY COALESCE(r.ordinal, 0), t.seq, t.recorded_at`, sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit: %w", classify(err))
 	}

@@ -488,9 +488,12 @@ type State struct {
 	// while it waits for the user. Nil before workflow v3: the attempt
 	// count decides.
 	RetryLink *RetryLane `json:"retry_link,omitempty"`
-	// ExpiredAt is when this service expired the session: a verified event
-	// Stripe created before it still wins.
+	// ExpiredAt is when this service expired the session.
 	ExpiredAt time.Time `json:"expired_at,omitzero"`
+	// StripeRetries counts the times in a row a step that needs Stripe's
+	// answer (an expiry, the processing watchdog) could not have it: each
+	// waits twice as long before asking again.
+	StripeRetries int `json:"stripe_retries,omitempty"`
 	// WatchdogAt is when a session still processing asks Stripe where it
 	// stands (armed while the status is processing).
 	WatchdogAt time.Time `json:"watchdog_at,omitzero"`

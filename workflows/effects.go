@@ -79,6 +79,8 @@ func (w *verification) callStripe(ctx workflow.Context, summary string, budget t
 			Summary: summary, StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: budget, RetryPolicy: &p})
 		return workflow.ExecuteActivity(sctx, fn, arg).Get(ctx, result)
 	}
+	w.stripeCalls++
+	defer func() { w.stripeCalls-- }()
 	err := run(quickRetry, 0)
 	if retryable(err) {
 		issue := IssueStripeUnavailable
@@ -94,7 +96,9 @@ func (w *verification) callStripe(ctx workflow.Context, summary string, budget t
 			err = run(patient, budget)
 		}
 	}
-	if !retryable(err) {
+	// Stripe answered: the outage is over, unless another call (the cancel
+	// lane's, the comparison's) still retries through it (workflow v3).
+	if !retryable(err) && (!w.v3 || w.stripeCalls == 1) {
 		w.clear(ctx, IssueStripeUnavailable)
 		w.clear(ctx, IssueStripeUnauthorized)
 	}
@@ -172,6 +176,19 @@ func (l effectLane) takes(e Effect) bool {
 	return true
 }
 
+// busyElsewhere reports whether another lane is doing an effect: a run that
+// wants to continue as new cannot before it ends, so holding this lane
+// meanwhile would only keep its effects waiting (an ops notice behind a
+// Stripe cancel in a Stripe outage).
+func (w *verification) busyElsewhere(lane effectLane) bool {
+	for l, busy := range w.busyLane {
+		if busy && effectLane(l) != lane {
+			return true
+		}
+	}
+	return false
+}
+
 // next is the index of the lane's oldest owed effect that a recorded
 // transition holds, or -1. Only its own lane removes an effect of its kind,
 // so the index found before an effect is done finds the same one after.
@@ -189,10 +206,11 @@ func (w *verification) next(lane effectLane) int {
 // owes, so no email tells of an outcome the database does not hold yet.
 func (w *verification) effects(ctx workflow.Context, lane effectLane) {
 	for {
-		if err := workflow.Await(ctx, func() bool { return !w.holdEffects && w.next(lane) >= 0 }); err != nil {
+		if err := workflow.Await(ctx, func() bool { return (!w.holdEffects || w.busyElsewhere(lane)) && w.next(lane) >= 0 }); err != nil {
 			return
 		}
 		w.busy++
+		w.busyLane[lane] = true
 		e := w.st.Owed[w.next(lane)]
 		switch {
 		case e.Email != nil:
@@ -204,6 +222,7 @@ func (w *verification) effects(ctx workflow.Context, lane effectLane) {
 		w.st.Owed = slices.Delete(w.st.Owed, i, i+1)
 		w.settled--
 		w.busy--
+		w.busyLane[lane] = false
 		w.publish(ctx)
 	}
 }
@@ -220,10 +239,17 @@ func (w *verification) stale(e *Email) bool {
 	switch {
 	case !w.v3:
 		return false
-	case progressKinds[e.Kind]:
-		return w.st.Status.Final() || w.st.Review.Open()
 	case e.Kind == string(email.KindExpired):
 		return w.st.Status != StatusExpired
+	case w.st.Status.Final() || w.st.Review.Open():
+		return progressKinds[e.Kind]
+	case e.Kind == string(email.KindFailed):
+		// The user resubmitted (processing) or moved to the other method:
+		// a newer email, if any is due, will say so.
+		onAlternate := w.st.Escalation == EscalationAlternate
+		return w.st.Status != StatusRequiresInput || (e.Link != nil && e.Link.Alternate != onAlternate)
+	case e.Kind == string(email.KindAlternateOffered):
+		return w.st.Escalation != EscalationAlternate
 	}
 	return false
 }
@@ -318,6 +344,11 @@ func (w *verification) cancelAtStripe(ctx workflow.Context) {
 	err := w.callStripe(ctx, "cancel Stripe session", 0, a.CancelSession, w.st.SessionID, nil)
 	switch {
 	case err == nil || temporal.IsCanceledError(err):
+	case w.v3 && isType(err, activities.ErrTypeStripeSessionVerified):
+		// Stripe verified the user before the cancel could take effect: a
+		// step of the main loop, as the verified event would be.
+		w.internal = append(w.internal, Event{ID: fmt.Sprintf("stripe-verified:%d", w.st.Seq), Type: EventVerified,
+			Created: w.st.LastEventCreated, SessionID: w.st.SessionID, Status: StripeStatusVerified})
 	case w.v3:
 		w.raise(ctx, IssueStripeRefused, "cancel refused: "+errText(err))
 	default:

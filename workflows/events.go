@@ -54,13 +54,15 @@ func (w *verification) apply(ctx workflow.Context, ev Event) string {
 			w.st.SessionType = ev.SessionType
 		}
 	}
-	if w.v3 && ev.Type == EventVerified && w.st.Status == StatusExpired && !w.st.ExpiredAt.IsZero() &&
-		ev.Created < w.st.ExpiredAt.Unix() {
-		// The user finished before this service expired the session (the
-		// event came late): Stripe's verification wins over our expiry.
+	if w.verifiedAfterOurEnd(ev) {
+		// This service ended the session (its expiry, or the ladder's
+		// rejection), but Stripe verified the user: a canceled session is
+		// never verified, so the cancel had not taken effect, and Stripe's
+		// answer wins. A reviewer's rejection stands.
+		ended := w.st.Status
 		w.st.LastEventCreated = max(w.st.LastEventCreated, ev.Created)
 		w.st.Status, w.st.ExpiredAt = StatusProcessing, time.Time{}
-		return "verified before the expiry: " + w.onVerified(ctx, ev)
+		return "verified after the session was " + string(ended) + ": " + w.onVerified(ctx, ev)
 	}
 	if w.supersedesFraudReview(ev) {
 		// LATE_FRAUD_POLICY=record: Stripe verified the user after the code
@@ -136,6 +138,14 @@ func (w *verification) markSeen(id string) {
 	}
 }
 
+// verifiedAfterOurEnd reports whether a verified event reopens a session
+// this service ended on its own (workflow v3): expired, or rejected by the
+// escalation ladder without a review.
+func (w *verification) verifiedAfterOurEnd(ev Event) bool {
+	return w.v3 && ev.Type == EventVerified &&
+		(w.st.Status == StatusExpired || (w.st.Status == StatusRejected && w.st.Review == nil))
+}
+
 // supersedesFraudReview reports whether a verified event closes the open
 // review a non-retryable code opened: under LATE_FRAUD_POLICY=record, when
 // Stripe created the verification after the code (workflow v3).
@@ -187,11 +197,28 @@ func (w *verification) current(ctx workflow.Context, ev Event, ask bool) bool {
 // stripeStatus asks Stripe where the session stands, when order alone cannot
 // tell; ok is false when Stripe could not be asked within a minute.
 func (w *verification) stripeStatus(ctx workflow.Context, summary string) (status string, ok bool) {
-	if err := w.callStripe(ctx, summary, askStripeBudget, a.FetchSessionStatus, w.st.SessionID, &status); err != nil {
+	status, err := w.askStripe(ctx, summary)
+	return status, err == nil
+}
+
+// askStripe is stripeStatus with the error: a refusal (non-retryable: Stripe
+// answered, and will answer the same) or the budget spent in an outage.
+func (w *verification) askStripe(ctx workflow.Context, summary string) (status string, err error) {
+	if err = w.callStripe(ctx, summary, askStripeBudget, a.FetchSessionStatus, w.st.SessionID, &status); err != nil {
 		w.log.Warn("Could not read the session's status at Stripe", "Error", err)
-		return "", false
+		return "", err
 	}
-	return status, true
+	return status, nil
+}
+
+// stripeRetry is how soon a step Stripe could not answer (an expiry, the
+// processing watchdog) asks again: first after 15 minutes, then twice as
+// long each time, up to 6 hours, so that an outage of every waiting session
+// does not become a storm of reads when it ends.
+func (w *verification) stripeRetry() time.Duration {
+	d := expiryRetry << min(w.st.StripeRetries, 5)
+	w.st.StripeRetries++
+	return min(d, 6*time.Hour)
 }
 
 // onClosed: a closed session only records events, except that a code no
@@ -404,15 +431,20 @@ func (w *verification) disarmInputTimers() {
 // again shortly: an outage must not expire a user who may have finished.
 func (w *verification) expire(ctx workflow.Context) string {
 	w.disarmInputTimers()
-	status, ok := w.stripeStatus(ctx, "read session status (before expiry)")
+	status, err := w.askStripe(ctx, "read session status (before expiry)")
 	switch {
-	case ok && (status == StripeStatusProcessing || status == StripeStatusVerified):
+	case err == nil && (status == StripeStatusProcessing || status == StripeStatusVerified):
 		w.st.ExpiresAt = workflow.Now(ctx).Add(w.policy.ExpireAfter) // look again if its event never comes
 		return "not expired: Stripe says " + status
-	case !ok && w.v3:
-		w.st.ExpiresAt = workflow.Now(ctx).Add(expiryRetry)
+	case retryable(err) && w.v3:
+		w.st.ExpiresAt = workflow.Now(ctx).Add(w.stripeRetry())
 		return "expiry deferred: Stripe could not be asked"
+	case err != nil && w.v3:
+		// Stripe answered, and will not tell (a session this key cannot
+		// read): the expiry goes ahead, and ops see why.
+		w.raise(ctx, IssueStripeRefused, "status before expiry refused: "+errText(err))
 	}
+	w.st.StripeRetries = 0
 	w.st.Status = StatusExpired
 	if w.v3 {
 		w.st.ExpiredAt = workflow.Now(ctx)
@@ -426,12 +458,8 @@ func (w *verification) expire(ctx workflow.Context) string {
 const expiryRetry = 15 * time.Minute
 
 // processingWatchdog is how long a session may stay processing before the
-// workflow asks Stripe where it stands; watchdogRetry how soon it asks
-// again when Stripe could not be asked.
-const (
-	processingWatchdog = 24 * time.Hour
-	watchdogRetry      = time.Hour
-)
+// workflow asks Stripe where it stands.
+const processingWatchdog = 24 * time.Hour
 
 // watchdog asks Stripe about a session processing for a day: the event
 // that ends processing may never have come (the reconcile schedule finds
@@ -440,14 +468,22 @@ const (
 // asked, the watchdog is armed again.
 func (w *verification) watchdog(ctx workflow.Context) string {
 	now := workflow.Now(ctx)
-	status, ok := w.stripeStatus(ctx, "read session status (processing for a day)")
+	status, err := w.askStripe(ctx, "read session status (processing for a day)")
 	switch {
-	case !ok:
-		w.st.WatchdogAt = now.Add(watchdogRetry)
+	case retryable(err):
+		w.st.WatchdogAt = now.Add(w.stripeRetry())
 		return "processing watchdog: Stripe could not be asked"
+	case err != nil:
+		w.raise(ctx, IssueStripeRefused, "status read refused: "+errText(err))
+		w.st.WatchdogAt = now.Add(processingWatchdog)
+		return "processing watchdog: Stripe refused the read"
 	case status == StripeStatusRequiresInput:
 		w.st.StripeStatus, w.st.Status = StripeStatusRequiresInput, StatusRequiresInput
 		w.armInputTimers(ctx)
+		w.st.ReminderAt = time.Time{} // this is the reminder: the user's way back in, a link that opens the session
+		e := w.email(email.KindReminder)
+		e.Link = w.lane()
+		w.oweEmail(e)
 	case status == StripeStatusCanceled:
 		w.st.StripeStatus, w.st.Status = StripeStatusCanceled, StatusCanceled
 	case status == StripeStatusVerified:
@@ -458,10 +494,10 @@ func (w *verification) watchdog(ctx workflow.Context) string {
 			SessionID: w.st.SessionID, Status: StripeStatusVerified}
 		return "processing watchdog: " + w.onVerified(ctx, ev)
 	default:
-		w.st.WatchdogAt = now.Add(processingWatchdog)
+		w.st.WatchdogAt, w.st.StripeRetries = now.Add(processingWatchdog), 0
 		return "processing watchdog: Stripe says " + status
 	}
-	w.st.WatchdogAt = time.Time{}
+	w.st.WatchdogAt, w.st.StripeRetries = time.Time{}, 0
 	return "processing watchdog: Stripe says " + status
 }
 

@@ -270,7 +270,7 @@ func TestARestoredRunHoldsExactlyTheStoredState(t *testing.T) {
 		EmailIssue: "review_rejected email skipped: no contact",
 		Issues:     []workflows.Issue{{Code: workflows.IssueEmailRefused, Detail: "550 no such user", Since: t0.Add(-day)}},
 		Runs:       2, FirstType: "document", RetryLink: &workflows.RetryLane{Alternate: true, Attempt: 2},
-		ExpiredAt: t0.Add(-4 * day), WatchdogAt: t0.Add(-5 * day), StaleEmailsDropped: 1, Policy: &storedPolicy,
+		ExpiredAt: t0.Add(-4 * day), WatchdogAt: t0.Add(-5 * day), StaleEmailsDropped: 1, Policy: &storedPolicy, StripeRetries: 2,
 	}
 	// Owed and Comparing act at once (tested elsewhere); every other field is set.
 	v := reflect.ValueOf(stored)

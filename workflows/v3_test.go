@@ -106,7 +106,16 @@ func TestAnExpiryDuringAStripeOutage(t *testing.T) {
 		o := h.states["outage"]
 		equal(t, "still waiting for the user", []any{o.Status, o.NextTimer, issueCodes(o)},
 			[]any{workflows.StatusRequiresInput, "expiry", []string{workflows.IssueStripeUnavailable}})
-		equal(t, "asked again shortly", o.NextTimerAt.Before(t0.Add(expiry+hour+16*min)), true)
+		// 15 minutes, then twice as long each time: not every 15 minutes
+		// for every waiting session through a long outage.
+		equal(t, "asked again, backing off", []any{o.StripeRetries >= 2, o.NextTimerAt.Before(t0.Add(expiry + 7*hour))}, []any{true, true})
+		var asks []time.Duration
+		for _, c := range h.calls {
+			if c.Name == "FetchSessionStatus" {
+				asks = append(asks, c.At.Sub(t0))
+			}
+		}
+		equal(t, "Stripe answered once it was back", len(asks), 1)
 		equal(t, "expired once Stripe said requires_input", st.Status, workflows.StatusExpired)
 		if st.ExpiredAt.Before(t0.Add(expiry + 2*hour)) {
 			t.Errorf("expired at %s; want after the outage", st.ExpiredAt)
@@ -135,13 +144,34 @@ func TestAnExpiryDuringAStripeOutage(t *testing.T) {
 		equal(t, "emails", h.emailKinds(), "verified")
 		equal(t, "compared", h.count("CompareVerifiedOutputs"), 1)
 	})
-	t.Run("a verified created after the expiry does not", func(t *testing.T) {
+	t.Run("so does one created after it: Stripe never verifies a session its cancel reached", func(t *testing.T) {
 		h := newHarness(t)
 		h.stored(expired, "evt_f")
 		h.deliver(0, ev("evt_v", "verified", -30*min))
 		st := h.run(workflows.Input{})
-		equal(t, "final", st.Status, workflows.StatusExpired)
-		equal(t, "emails", h.emailKinds(), "")
+		equal(t, "final", st.Status, workflows.StatusVerified)
+		equal(t, "emails", h.emailKinds(), "verified")
+	})
+	t.Run("a cancel Stripe refuses because it verified the user reopens the session", func(t *testing.T) {
+		h := newHarness(t)
+		h.stripeStatus = "requires_input"
+		h.cancelErr = temporal.NewNonRetryableApplicationError("stripe: cancel refused: the session is verified",
+			activities.ErrTypeStripeSessionVerified, nil)
+		h.deliver(min, failed("evt_f", "document_expired", min))
+		st := h.run(workflows.Input{})
+		equal(t, "final", st.Status, workflows.StatusVerified)
+		equal(t, "emails", h.emailKinds(), "failed,reminder,expiry_warning,expired,verified")
+		equal(t, "compared", h.count("CompareVerifiedOutputs"), 1)
+	})
+	t.Run("a reviewer's rejection stands", func(t *testing.T) {
+		h := newHarness(t)
+		rejected := expired
+		rejected.Status, rejected.Review = workflows.StatusRejected, &workflows.Review{Reason: "attempts_exhausted",
+			Decision: workflows.DecisionReject, Reviewer: "ops"}
+		h.stored(rejected, "evt_f")
+		h.deliver(0, ev("evt_v", "verified", -30*min))
+		st := h.run(workflows.Input{})
+		equal(t, "final", st.Status, workflows.StatusRejected)
 	})
 	t.Run("while the expiry notice waits out an SMTP outage, the verification wins and the notice is dropped", func(t *testing.T) {
 		h := newHarness(t)
@@ -450,4 +480,56 @@ func TestPolicyDurationsAreGoDurationStrings(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"expire_after":"a week"}`), &old); err == nil {
 		t.Error("a duration that is none was accepted")
 	}
+}
+
+// A run long enough to continue as new waits for the effects under way;
+// while the Stripe lane retries a cancel through an outage, the email lane
+// does not stop: an ops notice never waits behind Stripe.
+func TestEmailsGoOutWhileALongRunWaitsForAStripeCancel(t *testing.T) {
+	h := newHarness(t)
+	h.policy.EventsPerRun = 2
+	h.stripeDown = func(now time.Time) bool { return now.Before(t0.Add(5 * day)) }
+	h.deliver(min, failed("evt_f", "under_supported_age", min))
+	h.deliver(2*min, ev("evt_p", "processing", 2*min)) // the run is long now
+	h.snapshotAt(2*day+hour, "outage")
+	h.decide(6*day, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
+	h.run(workflows.Input{})
+	o := h.states["outage"]
+	var owedEmails int
+	for _, e := range o.Owed {
+		if e.Email != nil {
+			owedEmails++
+		}
+	}
+	equal(t, "emails owed at day 2 (the overdue notice went out)", owedEmails, 0)
+	equal(t, "overdue notices sent by day 2", h.callsAt["outage"] > 0 && h.count("SendEmail:ops_review_overdue") >= 1, true)
+}
+
+// A Stripe call that succeeds does not clear the outage another call is
+// still retrying through (a restricted key may read but not cancel).
+func TestAStripeIssueStaysWhileAnyCallStillFails(t *testing.T) {
+	h := newHarness(t)
+	h.stripeStatus = "requires_input"
+	h.cancelErr = errKeyRefused // only the cancel fails: 403 for a key that may not cancel
+	expiry := min + 7*day
+	h.deliver(min, failed("evt_f", "document_expired", min))
+	h.deliver(expiry+hour, ev("evt_v", "verified", expiry-min)) // reopens: its comparison reads Stripe fine
+	h.snapshotAt(expiry+2*hour, "compared")
+	h.env.SetWorkflowRunTimeout(expiry + 3*hour) // the cancel would retry forever
+	h.env.ExecuteWorkflow(workflows.WorkflowName, workflows.Input{SessionID: vs, Policy: h.policy})
+	c := h.states["compared"]
+	equal(t, "verified meanwhile", c.Status, workflows.StatusVerified)
+	equal(t, "the cancel's refused key still shown", issueCodes(c), []string{workflows.IssueStripeUnauthorized})
+}
+
+// A failure email SMTP held back is dropped once the user resubmitted.
+func TestAFailureEmailHeldBackIsDroppedOnceTheUserResubmitted(t *testing.T) {
+	h := newHarness(t)
+	h.smtpDown = func(now time.Time) bool { return now.Before(t0.Add(2 * hour)) }
+	h.deliver(min, failed("evt_f", "document_expired", min))
+	h.deliver(30*min, ev("evt_p", "processing", 30*min))
+	h.deliver(3*hour, ev("evt_v", "verified", 3*hour))
+	st := h.run(workflows.Input{})
+	equal(t, "emails", h.emailKinds(), "verified")
+	equal(t, "dropped", st.StaleEmailsDropped, 1)
 }

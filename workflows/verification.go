@@ -52,11 +52,17 @@ type verification struct {
 	restored bool
 	// from is the status of the last persisted transition.
 	from Status
-	// busy counts the effects lanes doing an effect now; holdEffects stops
-	// them from starting another (before continue-as-new hands the rest
-	// over).
+	// busy counts the effects lanes doing an effect now (busyLane says
+	// which); holdEffects stops them from starting another (before
+	// continue-as-new hands the rest over).
 	busy        int
+	busyLane    [laneStripe + 1]bool
 	holdEffects bool
+	// internal are steps the effects lanes found for the main loop (Stripe
+	// verified the user while a cancel was owed).
+	internal []Event
+	// stripeCalls counts the Stripe calls under way.
+	stripeCalls int
 	// cancelSend cancels the email being sent, so that one the session's
 	// outcome made stale is dropped even while SMTP is down.
 	cancelSend workflow.CancelFunc
@@ -107,7 +113,7 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 		w.restore(ctx)
 		w.restored = true
 	}
-	if w.st.Policy != nil && in.Carried == nil { // restored: the session keeps the policy it started with
+	if w.v3 && w.st.Policy != nil && in.Carried == nil { // restored: the session keeps the policy it started with
 		w.policy = w.st.Policy.withDefaults()
 	}
 	pol := w.policy
@@ -177,7 +183,7 @@ func (w *verification) run(ctx workflow.Context) error {
 	if w.st.Comparing != nil { // restored while a comparison was under way
 		w.startComparison(ctx)
 	}
-	ready := func() bool { return w.events.Len() > 0 || w.pending != nil || w.compared != nil }
+	ready := func() bool { return w.events.Len() > 0 || len(w.internal) > 0 || w.pending != nil || w.compared != nil }
 	for {
 		w.drain(ctx)
 		final, long := w.st.Status.Final(), w.runIsLong(ctx)
@@ -228,6 +234,11 @@ func (w *verification) drain(ctx workflow.Context) {
 		}
 		w.handle(ctx, ev)
 	}
+	for len(w.internal) > 0 {
+		ev := w.internal[0]
+		w.internal = w.internal[1:]
+		w.handle(ctx, ev)
+	}
 	if w.pending != nil {
 		w.decided = w.applyDecision(ctx, *w.pending)
 		w.pending = nil
@@ -259,7 +270,7 @@ func (w *verification) nextTimer() (string, time.Time) {
 	if w.st.Review.Open() {
 		consider(TimerReviewDeadline, w.st.Review.DeadlineAt)
 	}
-	if w.st.Status == StatusProcessing {
+	if w.v3 && w.st.Status == StatusProcessing {
 		consider(TimerWatchdog, w.st.WatchdogAt)
 	}
 	return name, at
@@ -282,11 +293,13 @@ func (w *verification) onTimer(ctx workflow.Context, name string) {
 	switch name {
 	case TimerReminder:
 		w.st.ReminderAt = time.Time{}
-		w.oweEmail(w.email(email.KindReminder))
+		e := w.email(email.KindReminder)
+		e.Link = w.lane()
+		w.oweEmail(e)
 	case TimerExpiryWarning:
 		w.st.WarningAt = time.Time{}
 		e := w.email(email.KindExpiryWarning)
-		e.Deadline = w.st.ExpiresAt
+		e.Deadline, e.Link = w.st.ExpiresAt, w.lane()
 		w.oweEmail(e)
 	case TimerExpiry:
 		note = w.expire(ctx)

@@ -57,11 +57,18 @@ CREATE TABLE status_transitions_v1 (
     recorded_at     TIMESTAMP NOT NULL,
     PRIMARY KEY (session_id, transition_key)
 );
+-- A key recorded by several runs keeps the row of the newest run.
 INSERT INTO status_transitions_v1 (session_id, transition_key, seq, event_id, from_status, to_status,
                                    attempts, last_error_code, escalation, note, recorded_at)
-SELECT session_id, transition_key, MAX(seq), MAX(event_id), MAX(from_status), MAX(to_status),
-       MAX(attempts), MAX(last_error_code), MAX(escalation), MAX(note), MIN(recorded_at)
-FROM status_transitions GROUP BY session_id, transition_key;
+SELECT t.session_id, t.transition_key, t.seq, t.event_id, t.from_status, t.to_status,
+       t.attempts, t.last_error_code, t.escalation, t.note, t.recorded_at
+FROM status_transitions t
+LEFT JOIN session_runs r ON r.session_id = t.session_id AND r.run_id = t.run_id
+WHERE NOT EXISTS (
+    SELECT 1 FROM status_transitions u
+    LEFT JOIN session_runs ru ON ru.session_id = u.session_id AND ru.run_id = u.run_id
+    WHERE u.session_id = t.session_id AND u.transition_key = t.transition_key
+      AND COALESCE(ru.ordinal, 0) > COALESCE(r.ordinal, 0));
 DROP TABLE status_transitions;
 ALTER TABLE status_transitions_v1 RENAME TO status_transitions;
 ALTER TABLE sessions DROP COLUMN run_ordinal;
