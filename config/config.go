@@ -190,11 +190,11 @@ func load(env Env) (Config, *recorder, error) {
 			ReviewerGroups: p.list("REVIEWER_GROUPS"),
 			AdminGroups:    p.list("ADMIN_GROUPS"),
 		},
-		Codec:            p.keyRing("PAYLOAD_ENCRYPTION_KEYS"),
-		CodecToken:       getenv("CODEC_TOKEN"),
-		CodecOrigins:     p.list("CODEC_CORS_ORIGINS"),
-		ShutdownGrace:    p.duration("SHUTDOWN_GRACE", 20*time.Second),
-		LogLevel:         p.str("LOG_LEVEL", "info"),
+		Codec:         p.keyRing("PAYLOAD_ENCRYPTION_KEYS"),
+		CodecToken:    getenv("CODEC_TOKEN"),
+		CodecOrigins:  p.list("CODEC_CORS_ORIGINS"),
+		ShutdownGrace: p.duration("SHUTDOWN_GRACE", 20*time.Second),
+		LogLevel:      p.str("LOG_LEVEL", "info"),
 		Worker: WorkerTuning{
 			// On 2 cores, more workflow pollers or task slots did not move
 			// the service's end-to-end rate (they did the trivial
