@@ -12,6 +12,7 @@ import (
 
 	"identityverification/admin"
 	"identityverification/store"
+	"identityverification/workflows"
 )
 
 // contacts keeps what the API stores, and refuses redacted sessions as the
@@ -21,12 +22,12 @@ type contacts struct {
 	redacted map[string]bool
 }
 
-func (c *contacts) UpsertContact(_ context.Context, ct store.Contact) error {
+func (c *contacts) RegisterContact(_ context.Context, ct store.Contact, _ *store.AuditRecord) ([]string, error) {
 	if c.redacted[ct.SessionID] {
-		return store.ErrRedacted
+		return nil, store.ErrRedacted
 	}
 	c.stored = append(c.stored, ct)
-	return nil
+	return []string{"email"}, nil
 }
 
 func TestRegistrationsAreValidatedBeforeAnythingIsStored(t *testing.T) {
@@ -72,11 +73,11 @@ func TestRegistrationsAreValidatedBeforeAnythingIsStored(t *testing.T) {
 }
 
 func TestAReviewerThatCannotBeStoredIsBadInput(t *testing.T) {
-	for _, reviewer := range []string{`ops\u0000eve`, `ops\neve`, strings.Repeat("r", 65)} {
+	for _, reviewer := range []string{`ops\u0000eve`, `ops\neve`, strings.Repeat("r", workflows.MaxReviewerLen+1)} {
 		t.Run(reviewer, func(t *testing.T) {
 			api := &admin.API{Token: "tok", Contacts: &contacts{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			code, body := call(api, http.MethodPost, "/admin/sessions/vs_1/review", `{"decision":"approve","reviewer":"`+reviewer+`"}`)
-			if code != http.StatusBadRequest || !strings.Contains(body["error"], "reviewer must be at most 64 characters") {
+			if code != http.StatusBadRequest || body["error"] != workflows.ErrBadReviewer.Error() {
 				t.Errorf("got %d %v; want 400 naming the reviewer", code, body)
 			}
 		})
