@@ -81,7 +81,7 @@ type API struct {
 	// from a create request (ADMIN_TOKEN, or another secret every replica
 	// shares).
 	KeySecret string
-	Reviews  Reviews
+	Reviews   Reviews
 	// Stripe and ReturnURL serve POST /admin/sessions.
 	Stripe    Stripe
 	ReturnURL string
