@@ -2,10 +2,17 @@ package devstack
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -95,4 +102,54 @@ func StartDex(ctx context.Context, bin, dir string, port int, client DexClient, 
 	return d, waitFor(ctx, p, logPath, func(ctx context.Context) error {
 		return HTTPOK(ctx, issuer+"/.well-known/openid-configuration")
 	})
+}
+
+var dexForm = regexp.MustCompile(`<form method="post" action="([^"]+)"`)
+
+// SignIn signs a person in to the review desk the way a browser does,
+// through Dex's own login page: it opens startURL (the desk's
+// /desk/login/start), follows the redirects to Dex's password form, posts
+// the email and password there, and follows the redirects back to the
+// desk's callback, whose answer it returns. c must keep cookies (a jar)
+// and follow redirects.
+func (d *Dex) SignIn(ctx context.Context, c *http.Client, startURL, email, password string) (*http.Response, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, startURL, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := dexForm.FindSubmatch(body)
+	if m == nil {
+		return nil, fmt.Errorf("devstack: no Dex login form at %s (HTTP %d)", resp.Request.URL, resp.StatusCode)
+	}
+	action, err := resp.Request.URL.Parse(html.UnescapeString(string(m[1])))
+	if err != nil {
+		return nil, err
+	}
+	form := url.Values{"login": {email}, "password": {password}}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, action.String(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return c.Do(req)
+}
+
+// DexSubject is the sub claim Dex gives a static user: its user id and the
+// connector ("local"), protobuf-encoded in base64url, as Dex makes it.
+func DexSubject(userID string) string {
+	b := []byte{0x0a, byte(len(userID))}
+	b = append(b, userID...)
+	b = append(b, 0x12, byte(len("local")))
+	b = append(b, "local"...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// User returns the dev user with the email.
+func (d *Dex) User(email string) DexUser {
+	for _, u := range d.Users {
+		if u.Email == email {
+			return u
+		}
+	}
+	return DexUser{}
 }
