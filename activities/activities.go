@@ -23,6 +23,7 @@ type Store interface {
 	Session(ctx context.Context, sessionID string) (store.Session, error)
 	ProcessedEventIDs(ctx context.Context, sessionID string, limit int) ([]string, error)
 	RecordTransition(ctx context.Context, t store.Transition) (bool, error)
+	RecordProcessedEvent(ctx context.Context, sessionID, eventID, eventType string) error
 	Contact(ctx context.Context, sessionID string) (store.Contact, error)
 	Email(ctx context.Context, key string) (store.EmailRecord, error)
 	RecordEmail(ctx context.Context, r store.EmailRecord) error
@@ -67,9 +68,13 @@ type Activities struct {
 // failure that retrying cannot fix.
 const (
 	ErrTypeStripeRefused = "StripeRefused"
-	ErrTypeEmailRefused  = "EmailRefused"
-	ErrTypeEmailTemplate = "EmailTemplate"
-	ErrTypeReviewClosed  = "ReviewNotOpen"
+	// ErrTypeStripeUnauthorized: Stripe refused the service's key (401,
+	// 403, an expired or rotated key). Retryable: it is a deployment
+	// fault that ops mend, never a verdict on the user.
+	ErrTypeStripeUnauthorized = "StripeUnauthorized"
+	ErrTypeEmailRefused       = "EmailRefused"
+	ErrTypeEmailTemplate      = "EmailTemplate"
+	ErrTypeReviewClosed       = "ReviewNotOpen"
 	// ErrTypeStoreRejected: the database refused the data for good (a
 	// constraint, a data error); the same write would fail again.
 	ErrTypeStoreRejected = "StoreRejected"
@@ -131,6 +136,10 @@ func (a *Activities) LoadSession(ctx context.Context, sessionID string) (Snapsho
 // workflow's whole state after it.
 type Transition struct {
 	SessionID string `json:"session_id"`
+	// RunID is the workflow run that made the transition: a run that
+	// started later (a reset, a restore) supersedes the rows of earlier
+	// ones whatever their Seq.
+	RunID string `json:"run_id,omitempty"`
 	// Key makes the write idempotent: the Stripe event id, or a name for a
 	// workflow-made change such as "expiry" or "review:approve".
 	Key       string `json:"key"`
@@ -182,8 +191,23 @@ func (a *Activities) RecordTransition(ctx context.Context, t Transition) error {
 		EventID: t.EventID, EventType: t.EventType, From: t.From, To: p.Status, StripeStatus: p.StripeStatus,
 		SessionType: p.SessionType, Attempts: p.Attempts + p.AlternateAttempts, LastErrorCode: p.LastErrorCode,
 		LastErrorReason: p.LastErrorReason, Escalation: p.Escalation, Comparing: p.IsComparing(), Note: t.Note,
-		State: string(t.State)})
+		State: string(t.State), RunID: t.RunID})
 	return storeError(err)
+}
+
+// EventRecord is a Stripe event that took effect, for the ledger alone.
+type EventRecord struct {
+	SessionID string `json:"session_id"`
+	EventID   string `json:"event_id"`
+	EventType string `json:"event_type"`
+}
+
+// RecordEventID writes an event to the session's ledger of processed
+// events, on its own: the workflow's fallback when the database refused
+// the transition that would have recorded it, so that a redelivery never
+// applies it twice.
+func (a *Activities) RecordEventID(ctx context.Context, r EventRecord) error {
+	return storeError(a.Store.RecordProcessedEvent(ctx, r.SessionID, r.EventID, r.EventType))
 }
 
 // RedactSession purges the session's personal data.
@@ -191,17 +215,36 @@ func (a *Activities) RedactSession(ctx context.Context, sessionID string) error 
 	return storeError(a.Store.Redact(ctx, sessionID))
 }
 
-// stripeError makes a permanent Stripe refusal non-retryable.
+// stripeError makes a permanent Stripe refusal non-retryable and types a
+// refused key, which stays retryable.
 func stripeError(err error) error {
-	if errors.Is(err, stripeapi.ErrPermanent) {
+	switch {
+	case errors.Is(err, stripeapi.ErrPermanent):
 		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeStripeRefused, nil)
+	case errors.Is(err, stripeapi.ErrUnauthorized):
+		return temporal.NewApplicationError(err.Error(), ErrTypeStripeUnauthorized)
 	}
 	return err
 }
 
 // CancelSession cancels the Stripe session (expiry, escalation to review).
+// A session Stripe has canceled or verified already needs no cancel: when
+// Stripe refuses, the session's status says whether that is why, and then
+// the cancel succeeds; any other refusal is returned, final.
 func (a *Activities) CancelSession(ctx context.Context, sessionID string) error {
-	return stripeCall(ctx, "cancel", a.Stripe.Cancel(ctx, sessionID))
+	err := stripeCall(ctx, "cancel", a.Stripe.Cancel(ctx, sessionID))
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != ErrTypeStripeRefused {
+		return err
+	}
+	status, serr := a.Stripe.Status(ctx, sessionID)
+	if serr := stripeCall(ctx, "status", serr); serr != nil {
+		return serr // the refusal's reason is unknown: a transient failure retries, a refusal is final
+	}
+	if status == stripeapi.StatusCanceled || status == stripeapi.StatusVerified {
+		return nil
+	}
+	return err
 }
 
 // SwitchInput switches a session to another verification type.
@@ -221,6 +264,10 @@ func (a *Activities) FetchSessionStatus(ctx context.Context, sessionID string) (
 	s, err := a.Stripe.Status(ctx, sessionID)
 	return s, stripeCall(ctx, "status", err)
 }
+
+// ReviewClosed is the status DecideReview records for a case closed
+// without a reviewer's decision.
+const ReviewClosed = store.ReviewClosed
 
 // ReviewInput opens or decides a manual review case. It holds ids, codes
 // and field names only.

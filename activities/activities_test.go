@@ -488,6 +488,11 @@ func TestRetryLinksAreForTheCurrentAttempt(t *testing.T) {
 			{activities.EmailRequest{SessionID: vs, Kind: email.KindReminder, Ref: "5"}, links.URL(vs, true, 1)},
 			{activities.EmailRequest{SessionID: vs, Kind: email.KindAlternateOffered, Ref: "4", MaxAttempts: 2}, links.URL(vs, true, 0)},
 			{activities.EmailRequest{SessionID: vs, Kind: email.KindFailed, Ref: "id_number-2", Attempt: 2, MaxAttempts: 2}, links.URL(vs, true, 2)},
+			// Workflow v3 names the lane itself: the first method's, whatever the Ref says.
+			{activities.EmailRequest{SessionID: vs, Kind: email.KindFailed, Ref: "id_number-1", Attempt: 1, MaxAttempts: 3,
+				Link: &activities.LinkLane{Attempt: 1}}, links.URL(vs, false, 1)},
+			{activities.EmailRequest{SessionID: vs, Kind: email.KindReminder, Ref: "6", Link: &activities.LinkLane{Attempt: 3}},
+				links.URL(vs, false, 3)},
 		} {
 			if res, err := e.sendEmail(tc.req); err != nil || res.Status != store.EmailSent {
 				t.Fatalf("%s: %+v, %v", tc.req.Kind, res, err)
@@ -538,4 +543,46 @@ func TestATransitionThatStartsAComparisonFreezesTheExpectedValues(t *testing.T) 
 			t.Errorf("a change while the session waits for the user: %v", err)
 		}
 	})
+}
+
+// Issue 19, item 2: a cancel Stripe refuses because the session is canceled
+// or verified already has nothing left to do; any other refusal stays a
+// refusal; a refused key is retryable, of its own type.
+func TestCancelSessionRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name, status string
+		cancelCode   int
+		wantType     string // "" = success
+		retryable    bool
+	}{
+		{"already canceled", "canceled", 400, "", false},
+		{"already verified", "verified", 400, "", false},
+		{"refused while the session waits for the user", "requires_input", 400, activities.ErrTypeStripeRefused, false},
+		{"the key is refused", "requires_input", 401, activities.ErrTypeStripeUnauthorized, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				if r.Method == http.MethodPost {
+					w.WriteHeader(tc.cancelCode)
+					fmt.Fprint(w, `{"error":{"type":"invalid_request_error","code":"session_invalid_state","message":"no"}}`)
+					return
+				}
+				fmt.Fprintf(w, `{"id":"vs_x","object":"identity.verification_session","status":%q}`, tc.status)
+			}))
+			defer srv.Close()
+			acts := &activities.Activities{Stripe: stripeapi.New("sk_test_x", srv.URL)}
+			var s testsuite.WorkflowTestSuite
+			tenv := s.NewTestActivityEnvironment()
+			tenv.RegisterActivity(acts)
+			_, err := tenv.ExecuteActivity(acts.CancelSession, "vs_x")
+			var appErr *temporal.ApplicationError
+			switch {
+			case tc.wantType == "" && err != nil:
+				t.Errorf("err = %v; want success", err)
+			case tc.wantType != "" && (!errors.As(err, &appErr) || appErr.Type() != tc.wantType || appErr.NonRetryable() == tc.retryable):
+				t.Errorf("err = %v; want %s, retryable %v", err, tc.wantType, tc.retryable)
+			}
+		})
+	}
 }

@@ -15,6 +15,7 @@ import (
 //	  past its deadline), refused (for good), failed (a transient failure;
 //	  the activity retries), repeat (a retry that found it recorded)
 //	identity_stripe_calls_total{call, outcome}: ok, refused (for good),
+//	  unauthorized (the key is refused: a deployment fault, retried),
 //	  failed (transient; retried)
 const (
 	metricEmails      = "identity_emails_total"
@@ -55,6 +56,8 @@ func stripeCall(ctx context.Context, call string, err error) error {
 	switch {
 	case err != nil && errors.As(err, &appErr) && appErr.NonRetryable():
 		outcome = "refused"
+	case err != nil && errors.As(err, &appErr) && appErr.Type() == ErrTypeStripeUnauthorized:
+		outcome = "unauthorized" // the key is refused: alert on it
 	case err != nil:
 		outcome = "failed"
 	}

@@ -33,6 +33,16 @@ type EmailRequest struct {
 	Reason      string    `json:"reason,omitempty"` // Stripe's last_error.reason or a review reason
 	Fields      []string  `json:"fields,omitempty"` // mismatched field names
 	Deadline    time.Time `json:"deadline,omitzero"`
+	// Link is the lane the email's retry link opens; nil (requests from
+	// before): the lane is read from Ref or the session's stored state.
+	Link *LinkLane `json:"link,omitempty"`
+}
+
+// LinkLane is the attempt a retry link opens: the method (first or
+// alternate) and how many of its attempts had failed.
+type LinkLane struct {
+	Alternate bool `json:"alternate,omitempty"`
+	Attempt   int  `json:"attempt"`
 }
 
 // Key is the email's idempotency key.
@@ -133,11 +143,15 @@ var withRetryLink = map[email.Kind]bool{email.KindFailed: true, email.KindAltern
 	email.KindReminder: true, email.KindExpiryWarning: true}
 
 // retryLane is the attempt a retry link in req is for: which method and how
-// many of its attempts had failed. A failure email says so itself (its Ref is
+// many of its attempts had failed. The workflow names it (Link); in requests
+// from before it did, a failure email says so itself (its Ref is
 // "<method>-<n>", the first method being "document"); the offer of the
 // alternate method opens its first attempt; any other email (a reminder) is
 // for the attempt the session's newest recorded transition is on.
 func (a *Activities) retryLane(ctx context.Context, req EmailRequest) (alternate bool, attempt int, err error) {
+	if req.Link != nil {
+		return req.Link.Alternate, req.Link.Attempt, nil
+	}
 	switch req.Kind {
 	case email.KindFailed:
 		if req.Attempt > 0 && req.Ref != "" {

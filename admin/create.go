@@ -136,9 +136,12 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	vs, err := a.Stripe.Create(ctx, p)
 	if err != nil {
 		a.Log.Warn("admin: Stripe did not create the session", "error", err)
-		if errors.Is(err, stripeapi.ErrPermanent) {
+		switch {
+		case errors.Is(err, stripeapi.ErrPermanent):
 			reply(w, http.StatusBadGateway, map[string]string{"error": "Stripe refused to create the session: " + err.Error()})
-		} else {
+		case errors.Is(err, stripeapi.ErrUnauthorized):
+			reply(w, http.StatusBadGateway, map[string]string{"error": "Stripe refused this service's API key (STRIPE_API_KEY): nothing was created; retry once it is mended"})
+		default:
 			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "Stripe is unavailable; nothing was created; retry: " + err.Error()})
 		}
 		return

@@ -29,6 +29,9 @@ type State struct {
 	Escalation        workflows.Escalation `json:"escalation"`
 	Attempts          int                  `json:"attempts"`
 	AlternateAttempts int                  `json:"alternate_attempts,omitempty"`
+	// RetryLink is the lane of the newest email sent with a link (nil
+	// before workflow v3).
+	RetryLink *workflows.RetryLane `json:"retry_link,omitempty"`
 }
 
 // ErrNoSession: no workflow owns the session (any more).
@@ -173,6 +176,16 @@ func refuse(link Link, st State) (code int, msg, why string) {
 	}
 	if link.Alternate != alternate {
 		return http.StatusConflict, msgNotOpen, "escalated"
+	}
+	// A link works until a newer email with a link went out: a failure
+	// that Stripe delivered late and the workflow counted silently (no
+	// email) does not take the user's only link away. Before workflow v3
+	// the state does not say, and the link's attempt must be the count.
+	if l := st.RetryLink; l != nil && l.Alternate == alternate {
+		if link.Attempt < l.Attempt {
+			return http.StatusGone, msgOld, "old_attempt"
+		}
+		return 0, "", ""
 	}
 	if link.Attempt != attempts {
 		return http.StatusGone, msgOld, "old_attempt"

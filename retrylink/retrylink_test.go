@@ -128,6 +128,11 @@ func open(attempts int) retrylink.State {
 	return retrylink.State{Status: workflows.StatusRequiresInput, Escalation: workflows.EscalationNone, Attempts: attempts}
 }
 
+func withLink(st retrylink.State, l workflows.RetryLane) retrylink.State {
+	st.RetryLink = &l
+	return st
+}
+
 func TestHandler(t *testing.T) {
 	now := t0
 	links := retrylink.New(base, "secret").WithTTL(time.Hour).WithClock(clock(&now))
@@ -168,6 +173,16 @@ func TestHandler(t *testing.T) {
 		{"Temporal unavailable", first2, fakeStates{err: errors.New("rpc error: unavailable")}, fakeStripe{url: "https://x"}, 503, "", "try again", 0},
 		{"Stripe unavailable", first2, fakeStates{st: open(2)}, fakeStripe{err: errors.New("HTTP 503")}, 503, "", "try again", 1},
 		{"Stripe has nothing to continue", first2, fakeStates{st: open(2)}, fakeStripe{}, 409, "", "complete or closed", 1},
+		// Workflow v3 names the newest link sent: a failure counted
+		// silently (no email) leaves the user's link working; a newer
+		// email's link ends it.
+		{"the newest link sent, after a late failure was counted silently", first2,
+			fakeStates{st: withLink(open(3), workflows.RetryLane{Attempt: 2})},
+			fakeStripe{url: "https://verify.stripe.com/start/late"}, 303, "https://verify.stripe.com/start/late", "", 1},
+		{"a link older than the newest sent", first2, fakeStates{st: withLink(open(3), workflows.RetryLane{Attempt: 3})},
+			fakeStripe{url: "https://x"}, 410, "", "earlier attempt", 0},
+		{"the first method's link after the alternate's offer went out", first2,
+			fakeStates{st: withLink(alternate(0), workflows.RetryLane{Alternate: true})}, fakeStripe{url: "https://x"}, 409, "", "cannot be continued", 0},
 	}
 	for i := range cases {
 		tc := &cases[i]

@@ -70,6 +70,11 @@ type Transition struct {
 	// transition's State replaces the row's, even when empty, so the row
 	// never pairs a status with an older state.
 	State string
+	// RunID is the workflow run that made the transition. The row follows
+	// the run that wrote first latest (a reset run numbers its transitions
+	// from the reset point, lower than the run it replaced), and within a
+	// run the highest Seq. Empty: only the Seq rule (rows from before).
+	RunID string
 }
 
 // UpsertContact registers or replaces the contact and expected values for a
@@ -252,10 +257,11 @@ ORDER BY processed_at DESC, event_id DESC LIMIT $2`, sessionID, limit)
 }
 
 // RecordTransition writes a transition to the audit trail, the event ledger
-// and the session row in one transaction. It is idempotent on (session, Key):
-// applied is false when the transition was already recorded. Two workers
-// racing on one session serialise on the audit row's primary key, and the
-// row only moves forward in Seq.
+// and the session row in one transaction. It is idempotent on (session, Key,
+// RunID): applied is false when the transition was already recorded. The
+// row moves only forward: to a later run's transition (see
+// Transition.RunID), or to a higher Seq of the run it holds. Writers of one
+// session serialise on its row (PostgreSQL) or the database (SQLite).
 func (s *Store) RecordTransition(ctx context.Context, t Transition) (applied bool, err error) {
 	if t.SessionID == "" || t.Key == "" {
 		return false, errors.New("store: transition without session id or key")
@@ -264,12 +270,16 @@ func (s *Store) RecordTransition(ctx context.Context, t Transition) (applied boo
 	eventID, eventType, from, to := clean(t.EventID), clean(t.EventType), clean(t.From), clean(t.To)
 	errCode, escalation := clean(t.LastErrorCode), clean(t.Escalation)
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		ordinal, err := s.runOrdinal(ctx, tx, t.SessionID, t.RunID, at)
+		if err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `
-INSERT INTO status_transitions (session_id, transition_key, seq, event_id, from_status, to_status,
+INSERT INTO status_transitions (session_id, transition_key, run_id, seq, event_id, from_status, to_status,
                                 attempts, last_error_code, escalation, note, recorded_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (session_id, transition_key) DO NOTHING`,
-			t.SessionID, t.Key, t.Seq, eventID, from, to, t.Attempts, errCode, escalation, clean(t.Note), at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (session_id, transition_key, run_id) DO NOTHING`,
+			t.SessionID, t.Key, t.RunID, t.Seq, eventID, from, to, t.Attempts, errCode, escalation, clean(t.Note), at)
 		if err != nil {
 			return err
 		}
@@ -278,26 +288,26 @@ ON CONFLICT (session_id, transition_key) DO NOTHING`,
 		}
 		applied = true
 		if eventID != "" {
-			if _, err := tx.ExecContext(ctx, `
-INSERT INTO processed_events (session_id, event_id, event_type, processed_at)
-VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, event_id) DO NOTHING`,
-				t.SessionID, eventID, eventType, at); err != nil {
+			if err := recordProcessedEvent(ctx, tx, t.SessionID, eventID, eventType, at); err != nil {
 				return err
 			}
 		}
+		// A row written before runs were kept (run_ordinal 0) moves only to
+		// a higher Seq, as it did then.
 		_, err = tx.ExecContext(ctx, `
 INSERT INTO sessions (session_id, status, stripe_status, session_type, attempts, last_error_code,
-                      last_error_reason, escalation, seq, state, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+                      last_error_reason, escalation, seq, state, run_ordinal, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
 ON CONFLICT (session_id) DO UPDATE SET
     status = excluded.status, stripe_status = excluded.stripe_status,
     session_type = excluded.session_type, attempts = excluded.attempts,
     last_error_code = excluded.last_error_code, last_error_reason = excluded.last_error_reason,
     escalation = excluded.escalation, seq = excluded.seq, state = excluded.state,
-    updated_at = excluded.updated_at
-WHERE sessions.seq < excluded.seq`,
+    run_ordinal = excluded.run_ordinal, updated_at = excluded.updated_at
+WHERE (sessions.run_ordinal = excluded.run_ordinal AND sessions.seq < excluded.seq)
+   OR (sessions.run_ordinal < excluded.run_ordinal AND (sessions.run_ordinal > 0 OR sessions.seq < excluded.seq))`,
 			t.SessionID, to, clean(t.StripeStatus), clean(t.SessionType), t.Attempts, errCode,
-			clean(t.LastErrorReason), escalation, t.Seq, clean(t.State), at)
+			clean(t.LastErrorReason), escalation, t.Seq, clean(t.State), ordinal, at)
 		if err != nil {
 			return err
 		}
@@ -329,6 +339,58 @@ UPDATE sessions SET expected_frozen_at = $2 WHERE session_id = $1 AND expected_f
 	return err
 }
 
+// runOrdinal numbers a session's runs in the order of their first writes
+// (0 for a transition without a run id), holding the session's row locked
+// on PostgreSQL until the transaction ends, so two runs writing their
+// first transitions at once are numbered one after the other.
+func (s *Store) runOrdinal(ctx context.Context, tx *sql.Tx, sessionID, runID string, at time.Time) (int64, error) {
+	if runID == "" {
+		return 0, nil
+	}
+	if s.dialect == goose.DialectPostgres {
+		if _, err := tx.ExecContext(ctx, `
+INSERT INTO sessions (session_id, created_at, updated_at) VALUES ($1, $2, $2)
+ON CONFLICT (session_id) DO NOTHING`, sessionID, at); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM sessions WHERE session_id = $1 FOR UPDATE`, sessionID); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `
+INSERT INTO session_runs (session_id, run_id, ordinal, first_seen_at)
+SELECT $1, $2, COALESCE(MAX(ordinal), 0) + 1, $3 FROM session_runs WHERE session_id = $1
+ON CONFLICT (session_id, run_id) DO NOTHING`, sessionID, clean(runID), at); err != nil {
+		return 0, err
+	}
+	var ordinal int64
+	err := tx.QueryRowContext(ctx, `SELECT ordinal FROM session_runs WHERE session_id = $1 AND run_id = $2`,
+		sessionID, clean(runID)).Scan(&ordinal)
+	return ordinal, err
+}
+
+// RecordProcessedEvent adds an event to a session's ledger on its own (a
+// repeat is a no-op): for when the transition that would have recorded it
+// was refused, so a redelivery is still recognised.
+func (s *Store) RecordProcessedEvent(ctx context.Context, sessionID, eventID, eventType string) error {
+	if sessionID == "" || eventID == "" {
+		return errors.New("store: processed event without session or event id")
+	}
+	if err := recordProcessedEvent(ctx, s.db, sessionID, clean(eventID), clean(eventType), now()); err != nil {
+		return fmt.Errorf("store: record processed event: %w", classify(err))
+	}
+	return nil
+}
+
+func recordProcessedEvent(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, sessionID, eventID, eventType string, at time.Time) error {
+	_, err := db.ExecContext(ctx, `
+INSERT INTO processed_events (session_id, event_id, event_type, processed_at)
+VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, event_id) DO NOTHING`, sessionID, eventID, eventType, at)
+	return err
+}
+
 // AuditEntry is one row of a session's audit trail.
 type AuditEntry struct {
 	Key, EventID, From, To, LastErrorCode, Escalation, Note string
@@ -340,7 +402,7 @@ type AuditEntry struct {
 func (s *Store) Audit(ctx context.Context, sessionID string) ([]AuditEntry, error) {
 	rows, err := s.db.QueryContext(ctx, `
 SELECT transition_key, event_id, from_status, to_status, last_error_code, escalation, note, seq, attempts
-FROM status_transitions WHERE session_id = $1 ORDER BY seq, recorded_at`, sessionID)
+FROM status_transitions WHERE session_id = $1 ORDER BY recorded_at, seq`, sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit: %w", classify(err))
 	}

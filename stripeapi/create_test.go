@@ -3,6 +3,9 @@ package stripeapi_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -39,5 +42,39 @@ func TestCreateRefusedByStripeIsPermanent(t *testing.T) {
 	_, err := stripeapi.New(testKey, rec.URL).Create(context.Background(), stripeapi.CreateParams{Type: "no_such_type"})
 	if !errors.Is(err, stripeapi.ErrPermanent) {
 		t.Errorf("err = %v; want ErrPermanent", err)
+	}
+}
+
+// Issue 19, item 2: a refused key (401, 403) is an outage of the service,
+// never a refusal that concerns the session; 429 and 5xx are transient; any
+// other 4xx is final.
+func TestErrorsSayWhetherToRetry(t *testing.T) {
+	for _, tc := range []struct {
+		status             int
+		code               string
+		permanent, keyFail bool
+	}{
+		{401, "api_key_expired", false, true},
+		{403, "", false, true},
+		{400, "parameter_invalid_empty", true, false},
+		{404, "resource_missing", true, false},
+		{429, "rate_limit", false, false},
+		{503, "", false, false},
+	} {
+		t.Run(fmt.Sprintf("HTTP %d %s", tc.status, tc.code), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				fmt.Fprintf(w, `{"error":{"type":"invalid_request_error","code":%q,"message":"no"}}`, tc.code)
+			}))
+			defer srv.Close()
+			_, err := stripeapi.New(testKey, srv.URL).Status(context.Background(), "vs_x")
+			if err == nil || errors.Is(err, stripeapi.ErrPermanent) != tc.permanent || errors.Is(err, stripeapi.ErrUnauthorized) != tc.keyFail {
+				t.Errorf("err = %v; want permanent %v, key refused %v", err, tc.permanent, tc.keyFail)
+			}
+			if strings.Contains(err.Error(), testKey) {
+				t.Errorf("the error shows the key: %v", err)
+			}
+		})
 	}
 }

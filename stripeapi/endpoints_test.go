@@ -182,13 +182,13 @@ func TestRegisterEndpointRefusesToChooseBetweenEndpointsWithTheURL(t *testing.T)
 	}
 }
 
-func TestRegisterEndpointReportsARefusedKeyAsPermanent(t *testing.T) {
+func TestRegisterEndpointReportsARefusedKey(t *testing.T) {
 	rec := startStripe(t)
 	_, err := stripeapi.New("not_a_key", rec.URL).RegisterEndpoint(context.Background(), spec)
-	if !errors.Is(err, stripeapi.ErrPermanent) {
-		t.Fatalf("err = %v, want ErrPermanent", err)
+	if !errors.Is(err, stripeapi.ErrUnauthorized) || errors.Is(err, stripeapi.ErrPermanent) {
+		t.Fatalf("err = %v, want ErrUnauthorized", err)
 	}
-	if want := "stripe: request refused: list webhook endpoints: HTTP 401"; !strings.HasPrefix(err.Error(), want) {
+	if want := "stripe: key refused: list webhook endpoints: HTTP 401"; !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("err = %q, want it to start %q", err, want)
 	}
 }

@@ -15,9 +15,25 @@ import (
 	"github.com/stripe/stripe-go/v76/identity/verificationsession"
 )
 
-// ErrPermanent marks a Stripe refusal that a retry cannot fix: a 4xx other
-// than 429 (bad request, unknown session, wrong state, bad key).
-var ErrPermanent = errors.New("stripe: request refused")
+// Errors a call returns, wrapped with the call and Stripe's status and code.
+var (
+	// ErrPermanent marks a Stripe refusal that a retry cannot fix: a 4xx
+	// other than 401, 403 and 429 (bad request, unknown session, wrong
+	// state).
+	ErrPermanent = errors.New("stripe: request refused")
+	// ErrUnauthorized marks a refused key (401, 403: an expired, rotated or
+	// restricted key). It is the deployment's fault, never the user's:
+	// callers retry it until ops mend the key.
+	ErrUnauthorized = errors.New("stripe: key refused")
+)
+
+// Session statuses as Stripe names them.
+const (
+	StatusRequiresInput = "requires_input"
+	StatusProcessing    = "processing"
+	StatusVerified      = "verified"
+	StatusCanceled      = "canceled"
+)
 
 // Outputs are a session's verified outputs, the fields this service compares.
 // They are personal data: they never leave the activity that reads them.
@@ -120,8 +136,11 @@ func mapError(op string, err error) error {
 	}
 	var se *stripe.Error
 	if errors.As(err, &se) {
-		if se.HTTPStatusCode >= 400 && se.HTTPStatusCode < 500 && se.HTTPStatusCode != http.StatusTooManyRequests {
-			return fmt.Errorf("%w: %s: HTTP %d %s", ErrPermanent, op, se.HTTPStatusCode, se.Code)
+		switch c := se.HTTPStatusCode; {
+		case c == http.StatusUnauthorized || c == http.StatusForbidden:
+			return fmt.Errorf("%w: %s: HTTP %d %s", ErrUnauthorized, op, c, se.Code)
+		case c >= 400 && c < 500 && c != http.StatusTooManyRequests:
+			return fmt.Errorf("%w: %s: HTTP %d %s", ErrPermanent, op, c, se.Code)
 		}
 		return fmt.Errorf("stripe: %s: HTTP %d %s", op, se.HTTPStatusCode, se.Code)
 	}

@@ -8,12 +8,12 @@
 package workflows
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
-
-	"identityverification/activities"
 )
 
 // TaskQueue is the Temporal task queue the worker polls and the webhook starts on.
@@ -192,6 +192,89 @@ type Policy struct {
 // DefaultHighRiskApprovals is REVIEW_APPROVALS_HIGH_RISK's default: four eyes.
 const DefaultHighRiskApprovals = 2
 
+// FraudCodes are the last_error codes that signal fraud: a review one of
+// them opened is high-risk (it needs ReviewApprovalsHighRisk approvals).
+var FraudCodes = []string{"selfie_manipulated"}
+
+// policyDurations name Policy's durations in JSON, where they are Go
+// duration strings ("24h0m0s"): ops read them in the Temporal UI, where
+// nanoseconds (what inputs held before) read as noise. Decoding takes
+// either.
+var policyDurations = []string{"reminder_after", "expire_after", "expiry_warning", "review_deadline"}
+
+// MarshalJSON writes the durations as Go duration strings.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	type plain Policy
+	b, err := json.Marshal(plain(p))
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for _, k := range policyDurations {
+		if raw, ok := m[k]; ok {
+			var d jsonDuration
+			if err := d.UnmarshalJSON(raw); err != nil {
+				return nil, err
+			}
+			m[k], _ = d.MarshalJSON()
+		}
+	}
+	return json.Marshal(m) // keys sorted: the same policy always reads the same
+}
+
+// UnmarshalJSON reads durations written as strings or as nanoseconds.
+func (p *Policy) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for _, k := range policyDurations {
+		if raw, ok := m[k]; ok {
+			var d jsonDuration
+			if err := d.UnmarshalJSON(raw); err != nil {
+				return fmt.Errorf("policy: %s: %w", k, err)
+			}
+			m[k], _ = json.Marshal(int64(d))
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	type plain Policy
+	return json.Unmarshal(b, (*plain)(p))
+}
+
+// jsonDuration is a duration in JSON: written as "24h0m0s", read from that
+// or from a number of nanoseconds.
+type jsonDuration time.Duration
+
+func (d jsonDuration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *jsonDuration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		dur, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", s, err)
+		}
+		*d = jsonDuration(dur)
+		return nil
+	}
+	var ns int64 // exactly, as written before durations were strings
+	if err := json.Unmarshal(b, &ns); err != nil {
+		return fmt.Errorf("duration: want a string such as \"24h0m0s\" or nanoseconds, got %.40s", b)
+	}
+	*d = jsonDuration(ns)
+	return nil
+}
+
 // LateFraudPolicy is the LATE_FRAUD_POLICY setting.
 type LateFraudPolicy string
 
@@ -264,7 +347,10 @@ type Review struct {
 	MismatchedFields []string  `json:"mismatched_fields,omitempty"`
 	OpenedAt         time.Time `json:"opened_at"`
 	DeadlineAt       time.Time `json:"deadline_at"`
-	Overdue          int       `json:"overdue,omitempty"` // ops notices sent
+	// CodeCreated is Stripe's `created` of the failure whose non-retryable
+	// code opened the review (0 for other reasons).
+	CodeCreated int64 `json:"code_created,omitempty"`
+	Overdue     int   `json:"overdue,omitempty"` // ops notices sent
 	// ApprovalsNeeded is how many distinct subjects must approve (0 in a
 	// review opened before four eyes: one).
 	ApprovalsNeeded int `json:"approvals_needed,omitempty"`
@@ -295,6 +381,9 @@ const (
 	DecisionReject  = "reject"
 	// DecisionClosed ends a review nobody decided (the session was redacted).
 	DecisionClosed = "closed"
+	// DecisionSuperseded ends a review a non-retryable code opened when
+	// Stripe verified the user after that code (LATE_FRAUD_POLICY=record).
+	DecisionSuperseded = "superseded"
 )
 
 // ErrTypeReviewRefused is the type of the application error with which the
@@ -389,7 +478,43 @@ type State struct {
 	Comparing *Event `json:"comparing,omitempty"`
 	// Runs counts this workflow's continue-as-new generations.
 	Runs int `json:"runs,omitempty"`
+
+	// FirstType is the Stripe session type (document, id_number) of the
+	// first method, from the first event that named one: a failure of this
+	// type after a switch belongs to the first method.
+	FirstType string `json:"first_type,omitempty"`
+	// RetryLink is the lane of the newest email sent with a retry link: a
+	// link for that lane and attempt (or a newer one) opens the session
+	// while it waits for the user. Nil before workflow v3: the attempt
+	// count decides.
+	RetryLink *RetryLane `json:"retry_link,omitempty"`
+	// ExpiredAt is when this service expired the session: a verified event
+	// Stripe created before it still wins.
+	ExpiredAt time.Time `json:"expired_at,omitzero"`
+	// WatchdogAt is when a session still processing asks Stripe where it
+	// stands (armed while the status is processing).
+	WatchdogAt time.Time `json:"watchdog_at,omitzero"`
+	// StaleEmailsDropped counts the progress emails (failure, reminder,
+	// warning, alternate offer) not sent because the session had moved on
+	// to an outcome by the time they could go.
+	StaleEmailsDropped int `json:"stale_emails_dropped,omitempty"`
+	// Policy is the policy the session runs under, kept with every stored
+	// state so a restored run keeps it whichever process starts it.
+	Policy *Policy `json:"policy,omitempty"`
 }
+
+// RetryLane names the attempt a retry link opens: the method (first or
+// alternate) and how many of its attempts had failed when it was sent.
+type RetryLane struct {
+	Alternate bool `json:"alternate,omitempty"`
+	Attempt   int  `json:"attempt"`
+}
+
+// ChangeWorkflowV3 is the workflow.GetVersion change id of workflow v3
+// (only Stripe decides against a user; every user keeps a working retry
+// link; stale emails dropped; four eyes): asked once when a run starts, so
+// a run started on the code before it keeps the old behaviour to its end.
+const ChangeWorkflowV3 = "workflow-v3"
 
 // Issue is one problem shown to ops.
 type Issue struct {
@@ -406,13 +531,39 @@ const (
 	IssueDatabaseUnavailable = "database_unavailable" // the database is failing; the write retries
 	IssueDatabaseRejected    = "database_rejected"    // the database refused a write for good
 	IssueStripeUnavailable   = "stripe_unavailable"   // the Stripe API is failing; the call retries
+	// IssueStripeUnauthorized: Stripe refuses the service's key (401/403,
+	// an expired or rotated key): a deployment fault, retried until mended.
+	IssueStripeUnauthorized = "stripe_unauthorized"
+	// IssueStripeRefused: Stripe refused a cancel for a reason other than
+	// the session being canceled or verified already.
+	IssueStripeRefused = "stripe_refused"
 )
 
 // Effect is one thing a session owes the outside world.
 type Effect struct {
-	Email *activities.EmailRequest `json:"email,omitempty"`
+	Email *Email `json:"email,omitempty"`
 	// CancelSession cancels the session at Stripe (escalation, expiry).
 	CancelSession bool `json:"cancel_session,omitempty"`
+}
+
+// Email is an email a session owes the user or ops: its kind and what the
+// template needs that the workflow knows (codes, counts, field names); the
+// address and name are read from the database when it goes.
+type Email struct {
+	SessionID string `json:"session_id"`
+	Kind      string `json:"kind"`
+	// Ref tells repeats of a kind apart ("document-2", "alternate-id_number-1",
+	// the n-th overdue notice); with the session and kind it makes the
+	// email's idempotency key.
+	Ref         string    `json:"ref,omitempty"`
+	Attempt     int       `json:"attempt,omitempty"`
+	MaxAttempts int       `json:"max_attempts,omitempty"`
+	Reason      string    `json:"reason,omitempty"` // Stripe's last_error.reason or a review reason
+	Fields      []string  `json:"fields,omitempty"` // mismatched field names
+	Deadline    time.Time `json:"deadline,omitzero"`
+	// Link is the lane the email's retry link opens (emails with a link);
+	// nil in emails owed before workflow v3.
+	Link *RetryLane `json:"link,omitempty"`
 }
 
 // Typed search attributes the workflow keeps current. They must be registered

@@ -70,8 +70,8 @@ func (w *verification) pause(ctx workflow.Context, err error) {
 const askStripeBudget = time.Minute
 
 // callStripe runs a Stripe activity for at most budget (0: without a limit):
-// 429s and 5xx retry, a 4xx refusal is final, and an outage past the first
-// round is shown to ops. The error is a refusal, or the budget spent (the
+// 429s, 5xx and a refused key (401/403) retry, any other 4xx refusal is
+// final, and an outage past the first round is shown to ops. The error is a refusal, or the budget spent (the
 // issue then stays until a Stripe call succeeds).
 func (w *verification) callStripe(ctx workflow.Context, summary string, budget time.Duration, fn, arg, result any) error {
 	run := func(p temporal.RetryPolicy, budget time.Duration) error {
@@ -81,13 +81,22 @@ func (w *verification) callStripe(ctx workflow.Context, summary string, budget t
 	}
 	err := run(quickRetry, 0)
 	if retryable(err) {
-		w.raise(ctx, IssueStripeUnavailable, errText(err))
+		issue := IssueStripeUnavailable
+		if w.v3 && isType(err, activities.ErrTypeStripeUnauthorized) {
+			issue = IssueStripeUnauthorized // a key to mend: retried meanwhile
+		}
+		w.raise(ctx, issue, errText(err))
 		patient := patientRetry
 		patient.MaximumInterval = time.Minute // Stripe asks for backoff on 429s
 		err = run(patient, budget)
+		for budget == 0 && w.v3 && retryable(err) && ctx.Err() == nil { // without a limit: never given up
+			w.pause(ctx, err)
+			err = run(patient, budget)
+		}
 	}
 	if !retryable(err) {
 		w.clear(ctx, IssueStripeUnavailable)
+		w.clear(ctx, IssueStripeUnauthorized)
 	}
 	return err
 }
@@ -106,7 +115,8 @@ func (w *verification) persist(ctx workflow.Context, key string, ev *Event, note
 	if err != nil {
 		panic(err) // State is plain data: this cannot fail
 	}
-	t := activities.Transition{SessionID: w.st.SessionID, Key: key, From: string(w.from), Note: note, State: state}
+	t := activities.Transition{SessionID: w.st.SessionID, Key: key, From: string(w.from), Note: note, State: state,
+		RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID}
 	summary := "record " + string(w.st.Status)
 	if ev != nil {
 		t.EventID, t.EventType = ev.ID, ev.Type
@@ -114,21 +124,28 @@ func (w *verification) persist(ctx workflow.Context, key string, ev *Event, note
 	} else {
 		t.Key = fmt.Sprintf("%s:%d", key, w.st.Seq) // a change may happen again later
 	}
-	w.local(ctx, summary, a.RecordTransition, t, nil)
+	err = w.local(ctx, summary, a.RecordTransition, t, nil)
+	if isType(err, activities.ErrTypeStoreRejected) && ev != nil && w.v3 {
+		// The event still goes in the ledger, so a redelivery after this
+		// run ends does not apply it again.
+		w.local(ctx, "record event id", a.RecordEventID,
+			activities.EventRecord{SessionID: w.st.SessionID, EventID: ev.ID, EventType: ev.Type}, nil)
+	}
 	w.from = w.st.Status
-	w.settled = len(w.st.Owed) // recorded: the effects loop may do them
+	w.settled = len(w.st.Owed) // recorded: the effects lanes may do them
 	w.publish(ctx)
+	w.dropStale()
 }
 
 // email is an email to the user or ops, owed by the current step. Its ref
 // (the idempotency key's last part) is the number of the transition the step
 // will record, unique to the step; a caller may set a clearer one.
-func (w *verification) email(kind email.Kind) *activities.EmailRequest {
-	return &activities.EmailRequest{SessionID: w.st.SessionID, Kind: kind, Ref: fmt.Sprint(w.st.Seq + 1)}
+func (w *verification) email(kind email.Kind) *Email {
+	return &Email{SessionID: w.st.SessionID, Kind: string(kind), Ref: fmt.Sprint(w.st.Seq + 1)}
 }
 
-// oweEmail and oweCancel queue an effect for the effects loop.
-func (w *verification) oweEmail(e *activities.EmailRequest) {
+// oweEmail and oweCancel queue an effect for the effects lanes.
+func (w *verification) oweEmail(e *Email) {
 	w.st.Owed = append(w.st.Owed, Effect{Email: e})
 }
 
@@ -136,54 +153,134 @@ func (w *verification) oweCancel() {
 	w.st.Owed = append(w.st.Owed, Effect{CancelSession: true})
 }
 
-// effects does what the session owes, oldest first, one at a time, for as
-// long as the workflow runs; only what a recorded transition owes, so no
-// email tells of an outcome the database does not hold yet.
-func (w *verification) effects(ctx workflow.Context) {
+// effectLane is which owed effects an effects loop does.
+type effectLane int
+
+const (
+	laneAll    effectLane = iota // before workflow v3: one loop, every effect in order
+	laneEmail                    // emails, in order
+	laneStripe                   // Stripe calls, in order
+)
+
+func (l effectLane) takes(e Effect) bool {
+	switch l {
+	case laneEmail:
+		return e.Email != nil
+	case laneStripe:
+		return e.CancelSession
+	}
+	return true
+}
+
+// next is the index of the lane's oldest owed effect that a recorded
+// transition holds, or -1. Only its own lane removes an effect of its kind,
+// so the index found before an effect is done finds the same one after.
+func (w *verification) next(lane effectLane) int {
+	for i := range w.settled {
+		if lane.takes(w.st.Owed[i]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// effects does what the session owes in one lane, oldest first, one at a
+// time, for as long as the workflow runs; only what a recorded transition
+// owes, so no email tells of an outcome the database does not hold yet.
+func (w *verification) effects(ctx workflow.Context, lane effectLane) {
 	for {
-		if err := workflow.Await(ctx, func() bool { return w.settled > 0 && !w.holdEffects }); err != nil {
+		if err := workflow.Await(ctx, func() bool { return !w.holdEffects && w.next(lane) >= 0 }); err != nil {
 			return
 		}
-		w.effectBusy = true
-		e := w.st.Owed[0]
+		w.busy++
+		e := w.st.Owed[w.next(lane)]
 		switch {
 		case e.Email != nil:
 			w.sendEmail(ctx, *e.Email)
 		case e.CancelSession:
 			w.cancelAtStripe(ctx)
 		}
-		w.st.Owed = w.st.Owed[1:]
+		i := w.next(lane)
+		w.st.Owed = slices.Delete(w.st.Owed, i, i+1)
 		w.settled--
-		w.effectBusy = false
+		w.busy--
 		w.publish(ctx)
+	}
+}
+
+// progressKinds are the emails that ask the user to act: sent after the
+// session reached an outcome, they would mislead.
+var progressKinds = map[string]bool{string(email.KindFailed): true, string(email.KindReminder): true,
+	string(email.KindExpiryWarning): true, string(email.KindAlternateOffered): true}
+
+// stale reports whether an owed email no longer fits where the session
+// stands (workflow v3): a progress email once the session is final or in
+// review, the expiry notice once a verification won over the expiry.
+func (w *verification) stale(e *Email) bool {
+	switch {
+	case !w.v3:
+		return false
+	case progressKinds[e.Kind]:
+		return w.st.Status.Final() || w.st.Review.Open()
+	case e.Kind == string(email.KindExpired):
+		return w.st.Status != StatusExpired
+	}
+	return false
+}
+
+// dropStale cancels the email being sent when the step just applied made
+// it stale (its retries may be waiting out an SMTP outage).
+func (w *verification) dropStale() {
+	if w.cancelSend != nil && w.sending != nil && w.stale(w.sending) {
+		w.cancelSend()
 	}
 }
 
 // sendEmail sends one email: an SMTP outage retries without a limit (shown
 // to ops after the first round); a refused recipient is final and recorded.
-func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailRequest) {
-	summary := "email " + string(req.Kind)
+// A progress email the session's outcome made stale is dropped, before or
+// while it is tried.
+func (w *verification) sendEmail(ctx workflow.Context, e Email) {
+	if w.stale(&e) {
+		w.dropped(ctx, e)
+		return
+	}
+	req := activities.EmailRequest{SessionID: e.SessionID, Kind: email.Kind(e.Kind), Ref: e.Ref, Attempt: e.Attempt,
+		MaxAttempts: e.MaxAttempts, Reason: e.Reason, Fields: e.Fields, Deadline: e.Deadline}
+	if e.Link != nil {
+		req.Link = &activities.LinkLane{Alternate: e.Link.Alternate, Attempt: e.Link.Attempt}
+	}
+	summary := "email " + e.Kind
 	if req.Attempt > 0 {
 		summary += fmt.Sprintf(" #%d", req.Attempt)
+	}
+	actx := ctx // the activity's: canceled when the email turns stale
+	if w.v3 {
+		var cancel workflow.CancelFunc
+		actx, cancel = workflow.WithCancel(ctx)
+		w.cancelSend, w.sending = cancel, &e
+		defer func() { cancel(); w.cancelSend, w.sending = nil, nil }()
 	}
 	run := func(p temporal.RetryPolicy) (activities.EmailResult, error) {
 		// The SMTP conversation is bounded at 20 s, the ledger's read and
 		// write take milliseconds: 30 s also bounds how long an email waits
 		// when its worker dies mid-send before another worker retries it.
-		ectx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		ectx := workflow.WithActivityOptions(actx, workflow.ActivityOptions{
 			Summary: summary, StartToCloseTimeout: 30 * time.Second, RetryPolicy: &p})
 		var res activities.EmailResult
-		err := workflow.ExecuteActivity(ectx, a.SendEmail, req).Get(ctx, &res)
+		err := workflow.ExecuteActivity(ectx, a.SendEmail, req).Get(actx, &res)
 		return res, err
 	}
 	res, err := run(quickRetry)
-	for retryable(err) && ctx.Err() == nil {
+	for retryable(err) && actx.Err() == nil {
 		w.raise(ctx, IssueEmailDelayed, errText(err))
 		res, err = run(patientRetry)
-		w.pause(ctx, err)
+		w.pause(actx, err)
 	}
 	w.clear(ctx, IssueEmailDelayed)
 	switch {
+	case actx.Err() != nil && ctx.Err() == nil && w.stale(&e):
+		w.dropped(ctx, e)
 	case err != nil:
 		w.log.Warn("Email not sent", "Kind", req.Kind, "Error", err)
 		w.st.EmailIssue = fmt.Sprintf("%s email not sent: %s", req.Kind, errText(err))
@@ -197,14 +294,33 @@ func (w *verification) sendEmail(ctx workflow.Context, req activities.EmailReque
 	case res.Status != "sent":
 		w.log.Info("Email not sent", "Kind", req.Kind, "Status", res.Status, "Detail", res.Detail)
 		w.st.EmailIssue = fmt.Sprintf("%s email %s: %s", req.Kind, res.Status, res.Detail)
+	case e.Link != nil:
+		w.st.RetryLink = e.Link // the user's newest link: it and newer ones open the session
 	}
 }
 
+// dropped counts a progress email the session's outcome made stale.
+func (w *verification) dropped(ctx workflow.Context, e Email) {
+	w.st.StaleEmailsDropped++
+	w.log.Info("Stale email dropped", "Kind", e.Kind, "Status", w.st.Status)
+	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"kind": e.Kind}).Counter(MetricStaleEmailsDropped).Inc(1)
+}
+
+// MetricStaleEmailsDropped counts progress emails dropped because the session
+// had reached an outcome by the time they could go.
+const MetricStaleEmailsDropped = "identity_stale_emails_dropped_total"
+
 // cancelAtStripe cancels the Stripe session, however long Stripe fails
-// (nothing waits for it); a refusal (say, it is already canceled) is logged,
-// not fatal.
+// (nothing waits for it). The activity answers success when the session is
+// canceled or verified already; any other refusal is shown to ops (before
+// workflow v3 it was only logged).
 func (w *verification) cancelAtStripe(ctx workflow.Context) {
-	if err := w.callStripe(ctx, "cancel Stripe session", 0, a.CancelSession, w.st.SessionID, nil); err != nil {
+	err := w.callStripe(ctx, "cancel Stripe session", 0, a.CancelSession, w.st.SessionID, nil)
+	switch {
+	case err == nil || temporal.IsCanceledError(err):
+	case w.v3:
+		w.raise(ctx, IssueStripeRefused, "cancel refused: "+errText(err))
+	default:
 		w.log.Warn("Could not cancel the Stripe session", "Error", err)
 	}
 }
@@ -288,40 +404,83 @@ func (w *verification) publish(ctx workflow.Context) {
 	workflow.SetCurrentDetails(ctx, w.details())
 }
 
-// details is the markdown the Temporal UI shows as the workflow's current details.
+// details is the markdown the Temporal UI shows as the workflow's current
+// details. Text from outside (a reviewer's name, an error's message) is
+// escaped: it reads as text, never as a link, an image or markup.
 func (w *verification) details() string {
 	var b strings.Builder
-	b.WriteString(fmt.Sprintf("**%s** · Stripe: %s · attempts %d/%d", w.st.Status, orDash(w.st.StripeStatus), w.st.Attempts, w.policy.MaxAttempts))
+	b.WriteString(fmt.Sprintf("**%s** · Stripe: %s · attempts %d/%d", w.st.Status, md(orDash(w.st.StripeStatus)), w.st.Attempts, w.policy.MaxAttempts))
 	if w.st.Escalation == EscalationAlternate || w.st.AlternateAttempts > 0 {
-		b.WriteString(fmt.Sprintf(" · alternate (%s) %d/%d", w.policy.AlternateType, w.st.AlternateAttempts, w.policy.AlternateMaxAttempts))
+		b.WriteString(fmt.Sprintf(" · alternate (%s) %d/%d", md(w.policy.AlternateType), w.st.AlternateAttempts, w.policy.AlternateMaxAttempts))
 	}
 	if w.st.LastErrorCode != "" {
-		b.WriteString(fmt.Sprintf("\n\nLast error: `%s`", w.st.LastErrorCode))
+		b.WriteString(fmt.Sprintf("\n\nLast error: %s", code(w.st.LastErrorCode)))
 	}
 	if r := w.st.Review; r != nil {
-		b.WriteString(fmt.Sprintf("\n\nReview (%s)", r.Reason))
+		b.WriteString(fmt.Sprintf("\n\nReview (%s)", md(r.Reason)))
 		if len(r.MismatchedFields) > 0 {
-			b.WriteString(fmt.Sprintf(", differing: %s", strings.Join(r.MismatchedFields, ", ")))
+			b.WriteString(fmt.Sprintf(", differing: %s", md(strings.Join(r.MismatchedFields, ", "))))
 		}
 		if r.Open() {
-			b.WriteString(fmt.Sprintf(": **open**, due %s; decide with update `%s`", r.DeadlineAt.UTC().Format(time.RFC3339), UpdateReviewDecision))
+			b.WriteString(fmt.Sprintf(": **open**, due %s; decide with update %s", r.DeadlineAt.UTC().Format(time.RFC3339), code(UpdateReviewDecision)))
+			if r.needs() > 1 {
+				by := make([]string, 0, len(r.Approvals))
+				for _, a := range r.Approvals {
+					by = append(by, md(a.Reviewer))
+				}
+				b.WriteString(fmt.Sprintf(" · %d of %d approvals", len(r.Approvals), r.needs()))
+				if len(by) > 0 {
+					b.WriteString(", by " + strings.Join(by, ", "))
+				}
+			}
 		} else {
-			b.WriteString(fmt.Sprintf(": %s by %s", r.Decision, orDash(r.Reviewer)))
+			b.WriteString(fmt.Sprintf(": %s by %s", md(r.Decision), md(orDash(r.Reviewer))))
 		}
 	}
 	for _, is := range w.st.Issues {
-		b.WriteString(fmt.Sprintf("\n\n**Issue `%s`** since %s: %s", is.Code, is.Since.UTC().Format(time.RFC3339), is.Detail))
+		b.WriteString(fmt.Sprintf("\n\n**Issue %s** since %s: %s", code(is.Code), is.Since.UTC().Format(time.RFC3339), md(is.Detail)))
 	}
 	if w.st.EmailIssue != "" {
-		b.WriteString(fmt.Sprintf("\n\nEmail: %s", w.st.EmailIssue))
+		b.WriteString(fmt.Sprintf("\n\nEmail: %s", md(w.st.EmailIssue)))
 	}
 	if n := len(w.st.Owed); n > 0 {
-		b.WriteString(fmt.Sprintf("\n\nOwed: %d (next: %s)", n, w.st.Owed[0].describe()))
+		b.WriteString(fmt.Sprintf("\n\nOwed: %d (next: %s)", n, md(w.st.Owed[0].describe())))
 	}
 	if w.st.NextTimer != "" {
-		b.WriteString(fmt.Sprintf("\n\nNext: %s at %s", w.st.NextTimer, w.st.NextTimerAt.UTC().Format(time.RFC3339)))
+		b.WriteString(fmt.Sprintf("\n\nNext: %s at %s", md(w.st.NextTimer), w.st.NextTimerAt.UTC().Format(time.RFC3339)))
 	}
 	return b.String()
+}
+
+// md escapes text for markdown: every character with a meaning in
+// markdown or HTML is backslash-escaped, and line breaks and other control
+// characters become spaces.
+func md(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case strings.ContainsRune("\\`*_{}[]()<>#+-.!|~&:\"'", r):
+			b.WriteByte('\\')
+		case Unprintable(r):
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// code is s as a markdown code span; a backtick (the only way out of one)
+// becomes an apostrophe.
+func code(s string) string {
+	return "`" + strings.Map(func(r rune) rune {
+		switch {
+		case r == '`':
+			return '\''
+		case Unprintable(r):
+			return ' '
+		}
+		return r
+	}, s) + "`"
 }
 
 func (e Effect) describe() string {

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -16,25 +17,33 @@ import (
 
 // escalate moves the session up the ladder the policy names for the error
 // code: alternate method, manual review, or rejection when the ladder has no
-// rung left. It returns the step's note.
-func (w *verification) escalate(ctx workflow.Context, reason, code string) string {
+// rung left. codeCreated is the failure's `created` when its code is one no
+// retry can fix. It returns the step's note.
+//
+// Only Stripe's answers about the user reject: when the alternate method
+// cannot be offered (Stripe down, the key refused, the session already of
+// that type), the session goes to a person instead (workflow v3; before,
+// the `alternate` ladder rejected it).
+func (w *verification) escalate(ctx workflow.Context, reason, code string, codeCreated int64) string {
 	ladder := w.policy.EscalationFor(code)
 	onAlternate := w.st.Escalation == EscalationAlternate
+	note := reason
 	switch {
 	case !onAlternate && ladder != PolicyReview:
 		if w.switchToAlternate(ctx) {
 			return reason
 		}
-		if ladder == PolicyAlternate {
+		note += "; alternate method unavailable"
+		if ladder == PolicyAlternate && !w.v3 {
 			w.reject()
-			return reason + "; alternate method unavailable"
+			return note
 		}
 	case onAlternate && ladder == PolicyAlternate:
 		w.reject()
 		return reason
 	}
-	w.openReview(ctx, reviewCase{reason: reason, cancel: true})
-	return reason
+	w.openReview(ctx, reviewCase{reason: reason, cancel: true, codeCreated: codeCreated})
+	return note
 }
 
 // switchBudget bounds the wait for Stripe to switch a session's type: past
@@ -43,9 +52,15 @@ const switchBudget = 10 * time.Minute
 
 // switchToAlternate switches the Stripe session to the alternate verification
 // type, with its own attempt budget; false when Stripe refused or did not
-// answer in time. The offer email needs Stripe's answer, so this waits.
+// answer in time, or (workflow v3) when the session has that type already:
+// switching to it would only reset the user's attempts. The offer email
+// needs Stripe's answer, so this waits.
 func (w *verification) switchToAlternate(ctx workflow.Context) bool {
 	in := activities.SwitchInput{SessionID: w.st.SessionID, Type: w.policy.AlternateType}
+	if w.v3 && w.st.FirstType == in.Type {
+		w.log.Warn("The session has the alternate type already: no switch", "Type", in.Type)
+		return false
+	}
 	if err := w.callStripe(ctx, "switch session to "+in.Type, switchBudget, a.SwitchSessionType, in, nil); err != nil {
 		w.log.Warn("Could not switch to the alternate method", "Error", err)
 		return false
@@ -56,6 +71,9 @@ func (w *verification) switchToAlternate(ctx workflow.Context) bool {
 	w.armInputTimers(ctx)
 	e := w.email(email.KindAlternateOffered)
 	e.MaxAttempts = w.policy.AlternateMaxAttempts
+	if w.v3 {
+		e.Link = &RetryLane{Alternate: true}
+	}
 	w.oweEmail(e)
 	return true
 }
@@ -75,14 +93,35 @@ type reviewCase struct {
 	// cancel: the user could still submit to the Stripe session, so it is
 	// canceled (an effect: nothing waits for Stripe).
 	cancel bool
+	// codeCreated: Stripe's `created` of the failure whose code opened it.
+	codeCreated int64
 }
+
+// highRisk reports whether a review needs several approvals (workflow v3):
+// one opened for a fraud code, or for a mismatch of the verified name or
+// date of birth with what the business expected (or a comparison that
+// could not be made).
+func highRisk(c reviewCase) bool {
+	code, fromCode := strings.CutPrefix(c.reason, reasonNonRetryable)
+	return c.reason == reasonMismatch || (fromCode && slices.Contains(FraudCodes, code))
+}
+
+// reasonMismatch is the reason of a review the comparison opened.
+const reasonMismatch = "mismatch"
 
 // openReview opens a manual review case and tells the user and ops.
 func (w *verification) openReview(ctx workflow.Context, c reviewCase) {
 	w.disarmInputTimers()
 	now := workflow.Now(ctx)
 	w.st.Escalation, w.st.Status = EscalationReview, StatusInReview
-	w.st.Review = &Review{Reason: c.reason, MismatchedFields: c.fields, OpenedAt: now, DeadlineAt: now.Add(w.policy.ReviewDeadline)}
+	w.st.Review = &Review{Reason: c.reason, MismatchedFields: c.fields, OpenedAt: now, DeadlineAt: now.Add(w.policy.ReviewDeadline),
+		CodeCreated: c.codeCreated}
+	if w.v3 {
+		w.st.Review.ApprovalsNeeded = 1
+		if highRisk(c) {
+			w.st.Review.ApprovalsNeeded = w.policy.ReviewApprovalsHighRisk
+		}
+	}
 	w.local(ctx, "open review case", a.OpenReview,
 		activities.ReviewInput{SessionID: w.st.SessionID, Reason: c.reason, MismatchedFields: c.fields, OpenedAt: now}, nil)
 	if c.cancel {
@@ -143,6 +182,29 @@ func Unprintable(r rune) bool {
 		r == unicode.ReplacementChar
 }
 
+// ValidSubject reports whether s is an acceptable subject (see
+// ReviewDecision.Subject).
+func ValidSubject(s string) bool {
+	return len(s) <= MaxSubjectLen && !strings.ContainsFunc(s, Unprintable)
+}
+
+// subject is the principal a decision counts for: its subject, or its
+// reviewer when a caller from before sent none.
+func (d ReviewDecision) subject() string {
+	if d.Subject != "" {
+		return d.Subject
+	}
+	return d.Reviewer
+}
+
+// approvedBy reports whether subject has approved the open review already.
+func (r *Review) approvedBy(subject string) bool {
+	return slices.ContainsFunc(r.Approvals, func(a Approval) bool { return a.Subject == subject })
+}
+
+// needs is how many approvals approve the review.
+func (r *Review) needs() int { return max(r.ApprovalsNeeded, 1) }
+
 // validateDecision refuses a decision before it enters history. Before the
 // state is restored it checks the decision's shape only; the handler checks
 // the review after.
@@ -154,10 +216,14 @@ func (w *verification) validateDecision(d ReviewDecision) error {
 		return refuse(ErrNoReviewer)
 	case !ValidReviewer(d.Reviewer):
 		return refuse(ErrBadReviewer)
+	case !ValidSubject(d.Subject):
+		return refuse(ErrBadSubject)
 	case w.pending != nil:
 		return refuse(ErrDecisionUnderWay)
 	case w.restored && !w.st.Review.Open():
 		return refuse(ErrNoReviewOpen)
+	case w.restored && d.Decision == DecisionApprove && w.st.Review.approvedBy(d.subject()):
+		return refuse(ErrSameApprover)
 	}
 	return nil
 }
@@ -174,6 +240,8 @@ func (w *verification) decide(ctx workflow.Context, d ReviewDecision) (State, er
 		return State{}, refuse(ErrDecisionUnderWay)
 	case !w.st.Review.Open(): // closed meanwhile
 		return State{}, refuse(ErrNoReviewOpen)
+	case d.Decision == DecisionApprove && w.st.Review.approvedBy(d.subject()):
+		return State{}, refuse(ErrSameApprover)
 	}
 	w.pending = &d
 	if err := workflow.Await(ctx, func() bool { return w.pending == nil }); err != nil {
@@ -183,24 +251,53 @@ func (w *verification) decide(ctx workflow.Context, d ReviewDecision) (State, er
 }
 
 // applyDecision is a step: it records the reviewer's decision and tells the
-// user. It refuses when the review closed before its turn (a redaction).
+// user. It refuses when the review closed before its turn (a redaction). An
+// approval of a review that needs more (four eyes) is recorded and the
+// review stays open for the next person; a reject needs one.
 func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) error {
-	if !w.st.Review.Open() {
+	r := w.st.Review
+	switch {
+	case !r.Open():
 		return refuse(ErrNoReviewOpen)
+	case d.Decision == DecisionApprove && r.approvedBy(d.subject()):
+		return refuse(ErrSameApprover)
+	}
+	now := workflow.Now(ctx)
+	if d.Decision == DecisionApprove && r.needs() > 1 {
+		r.Approvals = append(r.Approvals, Approval{Subject: d.subject(), Reviewer: d.Reviewer, At: now})
+		if n := len(r.Approvals); n < r.needs() {
+			w.persist(ctx, "review:approval", nil, fmt.Sprintf("approval %d of %d by %s", n, r.needs(), d.Reviewer))
+			w.decidedState = w.st
+			return nil
+		}
 	}
 	status, kind, caseStatus := StatusVerified, email.KindReviewApproved, "approved"
 	if d.Decision == DecisionReject {
 		status, kind, caseStatus = StatusRejected, email.KindReviewRejected, "rejected"
 	}
-	now := workflow.Now(ctx)
 	in := activities.ReviewInput{SessionID: w.st.SessionID, Status: caseStatus, Reviewer: d.Reviewer, DecidedAt: now}
 	if err := w.local(ctx, "record review decision", a.DecideReview, in, nil); isType(err, activities.ErrTypeReviewClosed) {
 		w.log.Warn("Review case was not open in the database", "SessionID", w.st.SessionID)
 	}
-	w.st.Review.Decision, w.st.Review.Reviewer, w.st.Review.DecidedAt = d.Decision, d.Reviewer, now
+	r.Decision, r.Reviewer, r.DecidedAt = d.Decision, d.Reviewer, now
+	if d.Subject != "" {
+		r.Subject = d.Subject
+	}
 	w.st.Status = status
 	w.oweEmail(w.email(kind))
 	w.persist(ctx, "review:"+d.Decision, nil, "reviewer "+d.Reviewer)
 	w.decidedState = w.st // the update answers this, not a later step's state
 	return nil
+}
+
+// closeReview ends the open review without a reviewer's decision (a
+// redaction, a later verification that supersedes it), in the state and
+// in the database.
+func (w *verification) closeReview(ctx workflow.Context, decision string) {
+	now := workflow.Now(ctx)
+	w.st.Review.Decision, w.st.Review.DecidedAt = decision, now
+	in := activities.ReviewInput{SessionID: w.st.SessionID, Status: activities.ReviewClosed, DecidedAt: now}
+	if err := w.local(ctx, "close review case", a.DecideReview, in, nil); isType(err, activities.ErrTypeReviewClosed) {
+		w.log.Warn("Review case was not open in the database", "SessionID", w.st.SessionID)
+	}
 }

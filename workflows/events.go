@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/workflow"
@@ -47,6 +48,33 @@ func (w *verification) apply(ctx workflow.Context, ev Event) string {
 	if w.st.Status == StatusRedacted {
 		return "ignored: session redacted"
 	}
+	if w.st.FirstType == "" && ev.SessionType != "" && w.st.AlternateSince == 0 {
+		w.st.FirstType = ev.SessionType // the first method is the session's type from its first event
+		if w.st.SessionType == "" {
+			w.st.SessionType = ev.SessionType
+		}
+	}
+	if w.v3 && ev.Type == EventVerified && w.st.Status == StatusExpired && !w.st.ExpiredAt.IsZero() &&
+		ev.Created < w.st.ExpiredAt.Unix() {
+		// The user finished before this service expired the session (the
+		// event came late): Stripe's verification wins over our expiry.
+		w.st.LastEventCreated = max(w.st.LastEventCreated, ev.Created)
+		w.st.Status, w.st.ExpiredAt = StatusProcessing, time.Time{}
+		return "verified before the expiry: " + w.onVerified(ctx, ev)
+	}
+	if w.supersedesFraudReview(ev) {
+		// LATE_FRAUD_POLICY=record: Stripe verified the user after the code
+		// that opened the review, so the review gives way, as it would had
+		// the verification arrived first.
+		w.closeReview(ctx, DecisionSuperseded)
+		w.st.Review = nil
+		w.st.Escalation, w.st.Status = EscalationNone, StatusProcessing
+		if w.st.AlternateSince != 0 {
+			w.st.Escalation = EscalationAlternate
+		}
+		w.st.LastEventCreated = max(w.st.LastEventCreated, ev.Created)
+		return "review superseded by a later verification: " + w.onVerified(ctx, ev)
+	}
 	alternate := false
 	if ev.Failure() {
 		alternate = w.count(ev)
@@ -80,6 +108,9 @@ func (w *verification) apply(ctx workflow.Context, ev Event) string {
 	case ev.Type == EventProcessing:
 		w.st.StripeStatus, w.st.Status = StripeStatusProcessing, StatusProcessing
 		w.disarmInputTimers()
+		if w.v3 {
+			w.st.WatchdogAt = workflow.Now(ctx).Add(processingWatchdog)
+		}
 	case ev.Type == EventRequiresInput: // without a last_error: waiting for the user
 		w.st.StripeStatus, w.st.Status = StripeStatusRequiresInput, StatusRequiresInput
 		w.armInputTimers(ctx)
@@ -105,12 +136,24 @@ func (w *verification) markSeen(id string) {
 	}
 }
 
+// supersedesFraudReview reports whether a verified event closes the open
+// review a non-retryable code opened: under LATE_FRAUD_POLICY=record, when
+// Stripe created the verification after the code (workflow v3).
+func (w *verification) supersedesFraudReview(ev Event) bool {
+	r := w.st.Review
+	return w.v3 && ev.Type == EventVerified && w.policy.LateFraud == LateFraudRecord && r.Open() &&
+		strings.HasPrefix(r.Reason, reasonNonRetryable) && r.CodeCreated != 0 && ev.Created > r.CodeCreated
+}
+
 // count books a failed attempt against the method it belongs to and keeps
 // the newest failure's code; it reports whether that method is the alternate.
+// The event's type tells the method, unless both methods have the same type
+// (workflow v3): then the time of the switch does.
 func (w *verification) count(ev Event) (alternate bool) {
+	typeTells := ev.SessionType != "" && (!w.v3 || w.st.FirstType == "" || w.st.FirstType != w.policy.AlternateType)
 	switch {
 	case w.st.AlternateSince == 0:
-	case ev.SessionType != "":
+	case typeTells:
 		alternate = ev.SessionType == w.policy.AlternateType
 	default:
 		alternate = ev.Created >= w.st.AlternateSince
@@ -163,7 +206,7 @@ func (w *verification) onClosed(ctx workflow.Context, ev Event, verifiedPending 
 		}
 		return "session already " + string(w.st.Status)
 	}
-	w.openReview(ctx, reviewCase{reason: "non_retryable:" + code})
+	w.openReview(ctx, reviewCase{reason: reasonNonRetryable + code, codeCreated: ev.Created})
 	return "late non-retryable code after verification"
 }
 
@@ -184,7 +227,7 @@ func (w *verification) onFailure(ctx workflow.Context, ev Event, alternate, curr
 	onThisMethod := alternate == (w.st.Escalation == EscalationAlternate)
 	switch {
 	case !w.policy.Retryable(code):
-		return w.escalate(ctx, "non_retryable:"+code, code)
+		return w.escalate(ctx, reasonNonRetryable+code, code, ev.Created)
 	case onThisMethod && attempts >= limit:
 		// The limit can be reached by a failure delivered late, after the
 		// user moved on: Stripe, the source of truth, says whether the
@@ -196,23 +239,55 @@ func (w *verification) onFailure(ctx workflow.Context, ev Event, alternate, curr
 		if status == StripeStatusProcessing || status == StripeStatusVerified {
 			return "attempts exhausted, but Stripe says " + status
 		}
-		return w.escalate(ctx, "attempts_exhausted", code)
+		return w.escalate(ctx, "attempts_exhausted", code, 0)
 	case !current:
 		return "late failure counted"
 	case !onThisMethod:
 		return ""
 	}
 	w.armInputTimers(ctx)
-	method := "document"
-	if alternate {
-		method = w.policy.AlternateType
-	}
 	e := w.email(email.KindFailed)
-	e.Ref = fmt.Sprintf("%s-%d", method, attempts)
+	e.Ref = fmt.Sprintf("%s-%d", w.laneName(alternate), attempts)
 	e.Attempt, e.MaxAttempts, e.Reason = attempts, limit, reasonText(ev)
+	if w.v3 {
+		e.Link = &RetryLane{Alternate: alternate, Attempt: attempts}
+	}
 	w.oweEmail(e)
 	return ""
 }
+
+// laneName names a method in email keys: the first method by the session's
+// type, the alternate one as such (before workflow v3: "document" and the
+// alternate type, which were one name when both were documents).
+func (w *verification) laneName(alternate bool) string {
+	switch {
+	case !w.v3 && alternate:
+		return w.policy.AlternateType
+	case !w.v3:
+		return "document"
+	case alternate:
+		return "alternate-" + w.policy.AlternateType
+	case w.st.FirstType != "":
+		return w.st.FirstType
+	}
+	return "document"
+}
+
+// lane is the retry lane of the method the session is on now, for the
+// links of reminders and warnings (workflow v3; nil before).
+func (w *verification) lane() *RetryLane {
+	switch {
+	case !w.v3:
+		return nil
+	case w.st.Escalation == EscalationAlternate:
+		return &RetryLane{Alternate: true, Attempt: w.st.AlternateAttempts}
+	}
+	return &RetryLane{Attempt: w.st.Attempts}
+}
+
+// reasonNonRetryable prefixes the reason of a review a code no retry can
+// fix opened.
+const reasonNonRetryable = "non_retryable:"
 
 // onVerified starts comparing the verified outputs with the expected values;
 // onCompared applies the result, as a step of its own, when Stripe answered.
@@ -257,9 +332,9 @@ func (w *verification) onCompared(ctx workflow.Context, c comparison) {
 		// Stripe refused the read, or did not answer for hours: a person
 		// must look at it.
 		w.log.Warn("Could not compare verified outputs", "Error", c.err)
-		w.openReview(ctx, reviewCase{reason: "mismatch", fields: []string{"unavailable"}})
+		w.openReview(ctx, reviewCase{reason: reasonMismatch, fields: []string{"unavailable"}})
 	case !c.Match:
-		w.openReview(ctx, reviewCase{reason: "mismatch", fields: c.MismatchedFields})
+		w.openReview(ctx, reviewCase{reason: reasonMismatch, fields: c.MismatchedFields})
 	default:
 		w.st.Status = StatusVerified
 		w.disarmInputTimers() // a requires_input applied meanwhile armed them
@@ -320,17 +395,70 @@ func (w *verification) disarmInputTimers() {
 // expire ends a session the user left waiting: cancel it at Stripe, tell the
 // user. Unless Stripe says the user did come back (an event created before
 // the deadline may still be on its way): then the session waits for it.
+//
+// When Stripe cannot be asked (workflow v3), the expiry waits and asks
+// again shortly: an outage must not expire a user who may have finished.
 func (w *verification) expire(ctx workflow.Context) string {
 	w.disarmInputTimers()
-	if status, ok := w.stripeStatus(ctx, "read session status (before expiry)"); ok &&
-		(status == StripeStatusProcessing || status == StripeStatusVerified) {
+	status, ok := w.stripeStatus(ctx, "read session status (before expiry)")
+	switch {
+	case ok && (status == StripeStatusProcessing || status == StripeStatusVerified):
 		w.st.ExpiresAt = workflow.Now(ctx).Add(w.policy.ExpireAfter) // look again if its event never comes
 		return "not expired: Stripe says " + status
+	case !ok && w.v3:
+		w.st.ExpiresAt = workflow.Now(ctx).Add(expiryRetry)
+		return "expiry deferred: Stripe could not be asked"
 	}
 	w.st.Status = StatusExpired
+	if w.v3 {
+		w.st.ExpiredAt = workflow.Now(ctx)
+	}
 	w.oweCancel()
 	w.oweEmail(w.email(email.KindExpired))
 	return ""
+}
+
+// expiryRetry is how soon an expiry Stripe could not confirm is tried again.
+const expiryRetry = 15 * time.Minute
+
+// processingWatchdog is how long a session may stay processing before the
+// workflow asks Stripe where it stands; watchdogRetry how soon it asks
+// again when Stripe could not be asked.
+const (
+	processingWatchdog = 24 * time.Hour
+	watchdogRetry      = time.Hour
+)
+
+// watchdog asks Stripe about a session processing for a day: the event
+// that ends processing may never have come (the reconcile schedule finds
+// most such; this covers the rest). Stripe's answer is applied as the
+// event would have been; while Stripe still processes, or cannot be
+// asked, the watchdog is armed again.
+func (w *verification) watchdog(ctx workflow.Context) string {
+	now := workflow.Now(ctx)
+	status, ok := w.stripeStatus(ctx, "read session status (processing for a day)")
+	switch {
+	case !ok:
+		w.st.WatchdogAt = now.Add(watchdogRetry)
+		return "processing watchdog: Stripe could not be asked"
+	case status == StripeStatusRequiresInput:
+		w.st.StripeStatus, w.st.Status = StripeStatusRequiresInput, StatusRequiresInput
+		w.armInputTimers(ctx)
+	case status == StripeStatusCanceled:
+		w.st.StripeStatus, w.st.Status = StripeStatusCanceled, StatusCanceled
+	case status == StripeStatusVerified:
+		// As the verified event would: its `created` is unknown, so it
+		// orders as the newest event applied, and the real event, when it
+		// comes, is recorded as seen.
+		ev := Event{ID: fmt.Sprintf("watchdog:%d", w.st.Seq+1), Type: EventVerified, Created: w.st.LastEventCreated,
+			SessionID: w.st.SessionID, Status: StripeStatusVerified}
+		return "processing watchdog: " + w.onVerified(ctx, ev)
+	default:
+		w.st.WatchdogAt = now.Add(processingWatchdog)
+		return "processing watchdog: Stripe says " + status
+	}
+	w.st.WatchdogAt = time.Time{}
+	return "processing watchdog: Stripe says " + status
 }
 
 func reasonText(ev Event) string {

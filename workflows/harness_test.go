@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ var t0 = time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
 type call struct {
 	Name  string
 	Input any
+	At    time.Time // on the virtual clock
 }
 
 func (c call) String() string { return fmt.Sprintf("%s %+v", c.Name, c.Input) }
@@ -71,6 +73,21 @@ type harness struct {
 	// switchRefusedUnless, when set, makes SwitchSessionType refused unless
 	// stripeStatus is this (Stripe switches only a session waiting for input).
 	switchRefusedUnless string
+	// stripeErr is what a Stripe activity fails with while stripeDown says
+	// so (default errStripeDown, a 503); cancelErr what CancelSession
+	// answers when Stripe is up.
+	stripeErr, cancelErr error
+	// legacy runs the workflow as a run started before workflow v3 does
+	// (its GetVersion answers DefaultVersion), for the old path's tests.
+	legacy bool
+}
+
+// beforeV3 makes this and later runs take the path of runs started before
+// workflow v3: what they did, they keep doing (replay), and a test shows
+// the defect v3 mends.
+func (h *harness) beforeV3() {
+	h.legacy = true
+	h.env.OnGetVersion(workflows.ChangeWorkflowV3, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 }
 
 // transition is a recorded RecordTransition input with its state decoded.
@@ -102,9 +119,18 @@ func (h *harness) reset() {
 	h.env = s.NewTestWorkflowEnvironment()
 	h.env.SetStartTime(t0)
 	h.env.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
+	if h.legacy {
+		h.env.OnGetVersion(workflows.ChangeWorkflowV3, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+	}
 	a := &activities.Activities{}
 	h.env.RegisterActivity(a)
-	rec := func(name string, in any) { h.calls = append(h.calls, call{name, in}) }
+	rec := func(name string, in any) { h.calls = append(h.calls, call{name, in, h.env.Now().UTC()}) }
+	stripeErr := func() error {
+		if h.stripeErr != nil {
+			return h.stripeErr
+		}
+		return errStripeDown
+	}
 	h.env.OnActivity(a.LoadSession, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (activities.Snapshot, error) {
 			rec("LoadSession", id)
@@ -138,7 +164,7 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.CompareVerifiedOutputs, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (activities.Comparison, error) {
 			if h.stripeFails() {
-				return activities.Comparison{}, errStripeDown
+				return activities.Comparison{}, stripeErr()
 			}
 			rec("CompareVerifiedOutputs", id)
 			return h.compare, nil
@@ -146,15 +172,15 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.CancelSession, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) error {
 			if h.stripeFails() {
-				return errStripeDown
+				return stripeErr()
 			}
 			rec("CancelSession", id)
-			return nil
+			return h.cancelErr
 		})
 	h.env.OnActivity(a.SwitchSessionType, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.SwitchInput) error {
 			if h.stripeFails() {
-				return errStripeDown
+				return stripeErr()
 			}
 			rec("SwitchSessionType", in)
 			if h.switchRefusedUnless != "" && h.stripeStatus != h.switchRefusedUnless {
@@ -165,11 +191,13 @@ func (h *harness) reset() {
 	h.env.OnActivity(a.FetchSessionStatus, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, id string) (string, error) {
 			if h.stripeFails() {
-				return "", errStripeDown
+				return "", stripeErr()
 			}
 			rec("FetchSessionStatus", id)
 			return h.stripeStatus, nil
 		})
+	h.env.OnActivity(a.RecordEventID, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, r activities.EventRecord) error { rec("RecordEventID", r); return nil })
 	h.env.OnActivity(a.OpenReview, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.ReviewInput) error { rec("OpenReview", in); return nil })
 	h.env.OnActivity(a.DecideReview, mock.Anything, mock.Anything).Return(
@@ -302,6 +330,8 @@ func (h *harness) deliverAcrossRuns(events []workflows.Event, decideAt time.Dura
 		}
 		h.snapshotAt(time.Duration(len(rest))*time.Minute, "end")
 		h.decide(decideAt, "close", workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops"})
+		// A second person, for a review that needs four eyes.
+		h.decide(decideAt+time.Minute, "close 2", workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2"})
 		final = h.run(workflows.Input{})
 		if rest = rest[delivered:]; len(rest) > 0 {
 			h.restoreFromTransitions()
@@ -341,6 +371,31 @@ func (h *harness) names() []string {
 			n += ":" + string(in.Kind)
 		}
 		out = append(out, n)
+	}
+	return out
+}
+
+// lanes splits names into what the main loop and the email lane did, in
+// order, and the Stripe lane's cancels, whose place among the others is not
+// fixed: each must come after the transition (named owedBy) that owed it.
+func (h *harness) lanes(owedBy ...string) []string {
+	h.t.Helper()
+	var out []string
+	cancels := 0
+	for _, n := range h.names() {
+		if n != "CancelSession" {
+			out = append(out, n)
+			continue
+		}
+		if cancels >= len(owedBy) {
+			h.t.Errorf("cancel #%d: not owed (%v)", cancels+1, h.names())
+		} else if !slices.Contains(out, owedBy[cancels]) {
+			h.t.Errorf("cancel #%d before %s, which owes it: %v", cancels+1, owedBy[cancels], h.names())
+		}
+		cancels++
+	}
+	if cancels != len(owedBy) {
+		h.t.Errorf("%d cancels; want %d (owed by %v)", cancels, len(owedBy), owedBy)
 	}
 	return out
 }

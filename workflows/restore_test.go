@@ -72,6 +72,7 @@ func TestASecondReviewHasEmailsOfItsOwn(t *testing.T) {
 	h.compare.Match, h.compare.MismatchedFields = false, []string{"dob"}
 	h.deliver(min, ev("evt_v", "verified", min))
 	h.decide(h.policy.ReviewDeadline+hour, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
+	h.decide(h.policy.ReviewDeadline+2*hour, "approve 2", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-2"})
 	h.run(workflows.Input{})
 	h.restoreFromTransitions()
 	h.deliver(0, failed("evt_f", "selfie_manipulated", 0))
@@ -254,6 +255,10 @@ func TestASecondVerifiedWhileComparingIsNotComparedAgain(t *testing.T) {
 // field (a new State field fails the fixture check until it is set here).
 func TestARestoredRunHoldsExactlyTheStoredState(t *testing.T) {
 	deadline := t0.Add(30 * hour)
+	// The policy the session started with, not the input's: a restored run
+	// keeps it, whichever process started the run.
+	storedPolicy := workflows.DefaultPolicy()
+	storedPolicy.MaxAttempts, storedPolicy.ExpiryWarning, storedPolicy.ReviewApprovalsHighRisk = 5, day, 2
 	stored := workflows.State{SessionID: vs, Status: workflows.StatusInReview, StripeStatus: "canceled",
 		SessionType: "id_number", Attempts: 3, LastErrorCode: "id_number_mismatch", LastErrorReason: "no match",
 		Escalation: workflows.EscalationReview, AlternateAttempts: 2, LastErrorCreated: t0.Add(-3 * hour).Unix(),
@@ -264,7 +269,8 @@ func TestARestoredRunHoldsExactlyTheStoredState(t *testing.T) {
 		Seq: 9, LastEventCreated: t0.Add(-hour).Unix(), Redacted: true, ProcessedEventIDs: []string{"evt_1", "evt_2"},
 		EmailIssue: "review_rejected email skipped: no contact",
 		Issues:     []workflows.Issue{{Code: workflows.IssueEmailRefused, Detail: "550 no such user", Since: t0.Add(-day)}},
-		Runs:       2,
+		Runs:       2, FirstType: "document", RetryLink: &workflows.RetryLane{Alternate: true, Attempt: 2},
+		ExpiredAt: t0.Add(-4 * day), WatchdogAt: t0.Add(-5 * day), StaleEmailsDropped: 1, Policy: &storedPolicy,
 	}
 	// Owed and Comparing act at once (tested elsewhere); every other field is set.
 	v := reflect.ValueOf(stored)

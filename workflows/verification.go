@@ -52,9 +52,17 @@ type verification struct {
 	restored bool
 	// from is the status of the last persisted transition.
 	from Status
-	// effectBusy is true while the effects loop runs one; holdEffects stops
-	// it from starting another (before continue-as-new hands the rest over).
-	effectBusy, holdEffects bool
+	// busy counts the effects lanes doing an effect now; holdEffects stops
+	// them from starting another (before continue-as-new hands the rest
+	// over).
+	busy        int
+	holdEffects bool
+	// cancelSend cancels the email being sent, so that one the session's
+	// outcome made stale is dropped even while SMTP is down.
+	cancelSend workflow.CancelFunc
+	sending    *Email
+	// v3 is true in runs started on workflow v3 (ChangeWorkflowV3).
+	v3 bool
 	// settled counts the owed effects, from the first, that a recorded
 	// transition holds: the effects loop does only those.
 	settled int
@@ -69,6 +77,7 @@ type verification struct {
 
 func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 	w := &verification{
+		v3:     workflow.GetVersion(ctx, ChangeWorkflowV3, workflow.DefaultVersion, 1) >= 1,
 		policy: in.Policy.withDefaults(),
 		events: workflow.GetSignalChannelWithOptions(ctx, SignalEvent, workflow.SignalChannelOptions{
 			Description: "A Stripe identity.verification_session.* event (sent by the webhook)."}),
@@ -97,6 +106,14 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 	if !w.restored {
 		w.restore(ctx)
 		w.restored = true
+	}
+	if w.st.Policy != nil && in.Carried == nil { // restored: the session keeps the policy it started with
+		w.policy = w.st.Policy.withDefaults()
+	}
+	pol := w.policy
+	w.st.Policy = &pol
+	if w.v3 && w.st.Status == StatusProcessing && w.st.WatchdogAt.IsZero() { // restored from before the watchdog
+		w.st.WatchdogAt = workflow.Now(ctx).Add(processingWatchdog)
 	}
 	w.from = w.st.Status
 	w.settled = len(w.st.Owed) // carried or restored: recorded already
@@ -151,7 +168,12 @@ func (w *verification) restore(ctx workflow.Context) {
 // decision, a comparison's result or the next timer. It ends when the session
 // is final and owes nothing, or hands over to a new run when this one is long.
 func (w *verification) run(ctx workflow.Context) error {
-	workflow.Go(ctx, w.effects)
+	if w.v3 { // Stripe effects in a lane of their own: no email waits for Stripe
+		workflow.Go(ctx, func(ctx workflow.Context) { w.effects(ctx, laneEmail) })
+		workflow.Go(ctx, func(ctx workflow.Context) { w.effects(ctx, laneStripe) })
+	} else {
+		workflow.Go(ctx, func(ctx workflow.Context) { w.effects(ctx, laneAll) })
+	}
 	if w.st.Comparing != nil { // restored while a comparison was under way
 		w.startComparison(ctx)
 	}
@@ -163,7 +185,7 @@ func (w *verification) run(ctx workflow.Context) error {
 		// runs and leaves the rest to the next run.
 		w.holdEffects = long && !final && !w.comparing && w.compared == nil
 		idle := func() bool {
-			return workflow.AllHandlersFinished(ctx) && !w.effectBusy && !w.comparing && w.compared == nil
+			return workflow.AllHandlersFinished(ctx) && w.busy == 0 && !w.comparing && w.compared == nil
 		}
 		switch {
 		case final && idle() && len(w.st.Owed) == 0:
@@ -237,6 +259,9 @@ func (w *verification) nextTimer() (string, time.Time) {
 	if w.st.Review.Open() {
 		consider(TimerReviewDeadline, w.st.Review.DeadlineAt)
 	}
+	if w.st.Status == StatusProcessing {
+		consider(TimerWatchdog, w.st.WatchdogAt)
+	}
 	return name, at
 }
 
@@ -246,6 +271,9 @@ const (
 	TimerExpiryWarning  = "expiry_warning"
 	TimerExpiry         = "expiry"
 	TimerReviewDeadline = "review_deadline"
+	// TimerWatchdog: a session processing for a day asks Stripe where it
+	// stands, in case the event that ends processing never came.
+	TimerWatchdog = "processing_watchdog"
 )
 
 // onTimer is a step: the timer's change, then one transition.
@@ -265,6 +293,8 @@ func (w *verification) onTimer(ctx workflow.Context, name string) {
 	case TimerReviewDeadline:
 		w.reviewOverdue(ctx)
 		name = "review:overdue"
+	case TimerWatchdog:
+		note = w.watchdog(ctx)
 	}
 	w.persist(ctx, name, nil, note)
 }
@@ -298,6 +328,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if !p.LateFraud.Valid() {
 		p.LateFraud = d.LateFraud
+	}
+	if p.ReviewApprovalsHighRisk <= 0 {
+		p.ReviewApprovalsHighRisk = DefaultHighRiskApprovals
 	}
 	return p
 }

@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,6 +57,7 @@ func TestEachEventAlone(t *testing.T) {
 		typ        string
 		wantStatus workflows.Status
 		wantNames  []string
+		cancelBy   []string // the transitions that owe a Stripe cancel
 	}{
 		// created and requires_input without an error wait for the user
 		// until expiry: a reminder first, then the session expires.
@@ -64,15 +66,15 @@ func TestEachEventAlone(t *testing.T) {
 		{"created", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:created",
 			"RecordTransition:created", "SendEmail:reminder", "RecordTransition:created", "SendEmail:expiry_warning",
 			"FetchSessionStatus", "RecordTransition:expired",
-			"CancelSession", "SendEmail:expired"}},
+			"SendEmail:expired"}, []string{"RecordTransition:expired"}},
 		{"requires_input", workflows.StatusExpired, []string{"LoadSession", "RecordTransition:requires_input",
 			"RecordTransition:requires_input", "SendEmail:reminder", "RecordTransition:requires_input",
 			"SendEmail:expiry_warning", "FetchSessionStatus", "RecordTransition:expired",
-			"CancelSession", "SendEmail:expired"}},
-		{"canceled", workflows.StatusCanceled, []string{"LoadSession", "RecordTransition:canceled"}},
-		{"redacted", workflows.StatusRedacted, []string{"LoadSession", "RedactSession", "RecordTransition:redacted"}},
+			"SendEmail:expired"}, []string{"RecordTransition:expired"}},
+		{"canceled", workflows.StatusCanceled, []string{"LoadSession", "RecordTransition:canceled"}, nil},
+		{"redacted", workflows.StatusRedacted, []string{"LoadSession", "RedactSession", "RecordTransition:redacted"}, nil},
 		{"verified", workflows.StatusVerified, []string{"LoadSession", "RecordTransition:new",
-			"RecordTransition:verified", "SendEmail:verified"}},
+			"RecordTransition:verified", "SendEmail:verified"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.typ+" alone", func(t *testing.T) {
@@ -81,19 +83,22 @@ func TestEachEventAlone(t *testing.T) {
 			h.deliver(min, e)
 			st := h.run(workflows.Input{})
 			equal(t, "status", st.Status, tc.wantStatus)
-			equal(t, "activities", h.sequential(), tc.wantNames)
+			h.calls = slices.DeleteFunc(h.calls, func(c call) bool { return c.Name == "CompareVerifiedOutputs" })
+			equal(t, "activities", h.lanes(tc.cancelBy...), tc.wantNames)
 		})
 	}
-	t.Run("processing alone waits without timers until the next event", func(t *testing.T) {
+	t.Run("processing alone waits for the next event, asking Stripe once a day", func(t *testing.T) {
 		h := newHarness(t)
+		h.stripeStatus = "processing"
 		h.deliver(min, ev("evt_p", "processing", min))
-		h.snapshotAt(10*day, "processing")
-		h.deliver(10*day, ev("evt_v", "verified", 10*day))
+		h.snapshotAt(2*day+hour, "processing")
+		h.deliver(2*day+2*hour, ev("evt_v", "verified", 2*day+2*hour))
 		h.run(workflows.Input{})
 		st := h.states["processing"]
 		equal(t, "status", st.Status, workflows.StatusProcessing)
-		equal(t, "next timer", st.NextTimer, "")
+		equal(t, "next timer", []any{st.NextTimer, st.NextTimerAt}, []any{"processing_watchdog", t0.Add(min + 3*day)})
 		equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:processing",
+			"FetchSessionStatus", "RecordTransition:processing", "FetchSessionStatus", "RecordTransition:processing",
 			"RecordTransition:processing", "RecordTransition:verified", "SendEmail:verified"})
 	})
 }
@@ -103,28 +108,39 @@ func TestVerifiedWithDifferentOutputsOpensAReview(t *testing.T) {
 	h.compare = activities.Comparison{Compared: true, MismatchedFields: []string{"last_name", "dob"}}
 	h.deliver(min, ev("evt_v", "verified", min))
 	h.snapshotAt(hour, "review")
-	h.decide(2*hour, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-ann"})
+	// A name or date of birth that differs: two people must approve.
+	h.decide(2*hour, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ann@example.com", Subject: "oidc:ann"})
+	h.snapshotAt(2*hour+min, "one approval")
+	h.decide(3*hour, "approve again", workflows.ReviewDecision{Decision: "approve", Reviewer: "ann@example.com", Subject: "oidc:ann"})
+	h.decide(4*hour, "second approval", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-ann", Subject: "oidc:bo"})
 	st := h.run(workflows.Input{})
 
 	r := h.states["review"]
 	equal(t, "status in review", r.Status, workflows.StatusInReview)
 	equal(t, "fields", r.Review.MismatchedFields, []string{"last_name", "dob"})
 	equal(t, "next timer", r.NextTimer, "review_deadline")
+	equal(t, "approvals needed", r.Review.ApprovalsNeeded, 2)
+	one := h.states["one approval"]
+	equal(t, "after one approval", []any{one.Status, one.Review.Open(), one.Review.Approvals},
+		[]any{workflows.StatusInReview, true, []workflows.Approval{{Subject: "oidc:ann", Reviewer: "ann@example.com", At: t0.Add(2 * hour)}}})
+	refused(t, "the same person twice", h.updates["approve again"], workflows.ErrSameApprover)
 	// The session is verified at Stripe: nothing to cancel.
 	equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:new",
 		"OpenReview", "RecordTransition:in_review", "SendEmail:under_review", "SendEmail:ops_review_opened",
-		"DecideReview", "RecordTransition:verified", "SendEmail:review_approved"})
+		"RecordTransition:in_review", "DecideReview", "RecordTransition:verified", "SendEmail:review_approved"})
 	equal(t, "review opened", h.inputs("OpenReview")[0], activities.ReviewInput{SessionID: vs, Reason: "mismatch",
 		MismatchedFields: []string{"last_name", "dob"}, OpenedAt: t0.Add(min)})
 	var from []string
 	for _, tr := range h.transitions() {
 		from = append(from, tr.From)
 	}
-	equal(t, "from statuses", from, []string{"new", "new", "in_review"})
+	equal(t, "from statuses", from, []string{"new", "new", "in_review", "in_review"})
 	equal(t, "final", st.Status, workflows.StatusVerified)
-	equal(t, "decision", st.Review.Decision+" by "+st.Review.Reviewer, "approve by ops-ann")
-	if err := h.updates["approve"]; err != nil {
-		t.Errorf("update: %v", err)
+	equal(t, "decision", st.Review.Decision+" by "+st.Review.Reviewer+" ("+st.Review.Subject+")", "approve by ops-ann (oidc:bo)")
+	for _, u := range []string{"approve", "second approval"} {
+		if err := h.updates[u]; err != nil {
+			t.Errorf("update %s: %v", u, err)
+		}
 	}
 }
 
@@ -153,7 +169,8 @@ func TestFailuresCountAttemptsAgainstTheLimit(t *testing.T) {
 				t.Fatalf("failure emails = %d; want %d", len(fails), n)
 			}
 			equal(t, "last failure email", fails[n-1], activities.EmailRequest{SessionID: vs, Kind: email.KindFailed,
-				Ref: fmt.Sprintf("document-%d", n), Attempt: n, MaxAttempts: 3, Reason: "reason for document_expired"})
+				Ref: fmt.Sprintf("document-%d", n), Attempt: n, MaxAttempts: 3, Reason: "reason for document_expired",
+				Link: &activities.LinkLane{Attempt: n}})
 		})
 	}
 	t.Run("the limit escalates to the alternate method", func(t *testing.T) {
@@ -187,9 +204,10 @@ func TestCodesNoRetryCanFixEscalateAtOnce(t *testing.T) {
 			equal(t, "attempts", r.Attempts, 1)
 			equal(t, "reason", r.Review.Reason, "non_retryable:"+code)
 			// One step: the failure opens the review; its record holds
-			// the effects it owes, which go out after it.
-			equal(t, "activities", h.names(), []string{"LoadSession",
-				"OpenReview", "RecordTransition:in_review", "CancelSession", "SendEmail:under_review", "SendEmail:ops_review_opened",
+			// the effects it owes, which go out after it: the cancel in a
+			// lane of its own, so no email waits for Stripe.
+			equal(t, "activities", h.lanes("RecordTransition:in_review"), []string{"LoadSession",
+				"OpenReview", "RecordTransition:in_review", "SendEmail:under_review", "SendEmail:ops_review_opened",
 				"DecideReview", "RecordTransition:rejected", "SendEmail:review_rejected"})
 			equal(t, "owed by the record", owedKinds(h.transitions()[0].St), "under_review,ops_review_opened")
 			equal(t, "final", st.Status, workflows.StatusRejected)
@@ -237,7 +255,8 @@ func TestAlternateExhaustedGoesToReview(t *testing.T) {
 	equal(t, "cancels", h.count("CancelSession"), 1)
 	// The alternate method has its own count: "attempt 1 of 2", not "4 of 2".
 	alt := h.emails()[3]
-	equal(t, "alternate failure email", []any{alt.Ref, alt.Attempt, alt.MaxAttempts}, []any{"id_number-1", 1, 2})
+	equal(t, "alternate failure email", []any{alt.Ref, alt.Attempt, alt.MaxAttempts, *alt.Link},
+		[]any{"alternate-id_number-1", 1, 2, activities.LinkLane{Alternate: true, Attempt: 1}})
 	equal(t, "alternate offer says the budget", h.emails()[2].MaxAttempts, 2)
 	equal(t, "final", st.Status, workflows.StatusVerified)
 }
@@ -338,9 +357,9 @@ func TestReminderThenExpiry(t *testing.T) {
 	equal(t, "reminder at", w.NextTimerAt, t0.Add(min+day))
 	equal(t, "expires at", w.ExpiresAt, t0.Add(min+7*day))
 	equal(t, "warning at", w.WarningAt, t0.Add(min+6*day))
-	equal(t, "activities", h.names(), []string{"LoadSession", "RecordTransition:requires_input", "SendEmail:failed",
-		"RecordTransition:requires_input", "SendEmail:reminder", "RecordTransition:requires_input", "SendEmail:expiry_warning",
-		"FetchSessionStatus", "RecordTransition:expired", "CancelSession", "SendEmail:expired"})
+	equal(t, "activities", h.lanes("RecordTransition:expired"), []string{"LoadSession", "RecordTransition:requires_input",
+		"SendEmail:failed", "RecordTransition:requires_input", "SendEmail:reminder", "RecordTransition:requires_input",
+		"SendEmail:expiry_warning", "FetchSessionStatus", "RecordTransition:expired", "SendEmail:expired"})
 	equal(t, "final", st.Status, workflows.StatusExpired)
 	equal(t, "timer transitions", []string{h.transitions()[1].Key, h.transitions()[2].Key, h.transitions()[3].Key},
 		[]string{"reminder:2", "expiry_warning:3", "expiry:4"})
@@ -358,7 +377,7 @@ func TestTimersAreCancelledWhenTheStateMovesOn(t *testing.T) {
 	h.snapshotAt(2*hour, "processing")
 	h.deliver(30*day, ev("evt_v", "verified", 30*day))
 	st := h.run(workflows.Input{})
-	equal(t, "next timer while processing", h.states["processing"].NextTimer, "")
+	equal(t, "next timer while processing", h.states["processing"].NextTimer, "processing_watchdog")
 	equal(t, "emails", h.emailKinds(), "failed,verified")
 	equal(t, "final", st.Status, workflows.StatusVerified)
 
