@@ -182,7 +182,7 @@ func load(env Env) (Config, *recorder, error) {
 		OpsAddr:          p.str("OPS_ADDR", "127.0.0.1:9090"),
 		AdminToken:       getenv("ADMIN_TOKEN"),
 		OIDC: OIDC{
-			Issuer:         strings.TrimRight(p.str("OIDC_ISSUER", ""), "/"),
+			Issuer:         p.str("OIDC_ISSUER", ""),
 			ClientID:       p.str("OIDC_CLIENT_ID", ""),
 			ClientSecret:   getenv("OIDC_CLIENT_SECRET"),
 			RedirectURL:    p.str("OIDC_REDIRECT_URL", ""),

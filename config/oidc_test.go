@@ -20,7 +20,7 @@ func TestTheDesksSignInIsReadWhole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := config.OIDC{Issuer: "https://login.example.com", ClientID: "review-desk", ClientSecret: longSecret,
+	want := config.OIDC{Issuer: "https://login.example.com/", ClientID: "review-desk", ClientSecret: longSecret,
 		RedirectURL: "https://admin.example.com/desk/callback", GroupsClaim: "groups",
 		ReviewerGroups: []string{"id-reviewers", "id-leads"}, AdminGroups: []string{"id-admins"}}
 	if !reflect.DeepEqual(c.OIDC, want) || !c.OIDC.Enabled() {
