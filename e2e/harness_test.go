@@ -216,7 +216,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	// instead of resending to a closed port until its redelivery window ends.
 	stopped := make(chan struct{})
 	go func() {
-		err := service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Listener: ln, AdminListener: adminLn, OpsListener: opsLn}, log)
+		err := service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Admin: true, Listener: ln, AdminListener: adminLn, OpsListener: opsLn}, log)
 		if ctx.Err() == nil {
 			t.Errorf("the service stopped during the test: %v", err)
 			err = nil // reported

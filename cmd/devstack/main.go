@@ -162,7 +162,7 @@ func run() error {
 	log := service.NewLogger(cfg.LogLevel)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn,
+		errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Admin: true, Listener: ln, AdminListener: adminLn,
 			OpsListener: opsLn}, log)
 	}()
 
