@@ -30,7 +30,7 @@ import (
 const root = ".."
 
 // ours are the services built from this repository, and the role each runs.
-var ours = map[string]string{"worker": "worker", "webhook": "webhook"}
+var ours = map[string]string{"worker": "worker", "webhook": "webhook", "admin": "admin"}
 
 // composeOnly are the variables the compose file reads besides the
 // README's table: they configure the other services, never ours.
@@ -187,7 +187,7 @@ func published(s types.ServiceConfig, target int) (hostIP, port string) {
 
 func TestEveryServiceResolves(t *testing.T) {
 	want := []string{"postgresql", "temporal-admin-tools", "temporal", "temporal-create-namespace",
-		"temporal-ui", "mailpit", "worker", "webhook"}
+		"temporal-ui", "mailpit", "worker", "webhook", "admin"}
 	p := mustLoad(t, nil)
 	if got := p.ServiceNames(); !reflect.DeepEqual(sorted(got), sorted(want)) {
 		t.Errorf("services without a profile: %v; want %v", got, want)
@@ -294,10 +294,7 @@ func TestOurServicesGetAValidConfiguration(t *testing.T) {
 			if err != nil {
 				t.Fatalf("config.Load rejects its environment:\n%v", err)
 			}
-			check := cfg.CheckWorker
-			if role == "webhook" {
-				check = cfg.CheckWebhook
-			}
+			check := map[string]func() error{"worker": cfg.CheckWorker, "webhook": cfg.CheckWebhook, "admin": cfg.CheckAdmin}[role]
 			if err := check(); err != nil {
 				t.Errorf("lacks what the %s needs:\n%v", role, err)
 			}
@@ -323,7 +320,12 @@ func TestOurServicesGetAValidConfiguration(t *testing.T) {
 			if !slices.Equal(s.Command, []string{role}) {
 				t.Errorf("command %v; want [%s]", s.Command, role)
 			}
-			if s.Build == nil || filepath.Clean(s.Build.Context) != filepath.Clean(mustAbs(t, root)) {
+			if role == "admin" {
+				// The image the others build, not a second build of it.
+				if s.Build != nil || s.Image != service(t, p, "worker").Image || s.PullPolicy != types.PullPolicyNever {
+					t.Errorf("build %+v, image %q, pull_policy %q; want the worker's image, never pulled", s.Build, s.Image, s.PullPolicy)
+				}
+			} else if s.Build == nil || filepath.Clean(s.Build.Context) != filepath.Clean(mustAbs(t, root)) {
 				t.Errorf("build %+v; want the repository's root (the Dockerfile)", s.Build)
 			}
 			if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= cfg.ShutdownGrace {
@@ -353,29 +355,44 @@ const binary = "/usr/local/bin/identity-verification"
 
 func TestPortsAndHostsLineUp(t *testing.T) {
 	p := mustLoad(t, nil, "dev")
-	webhook, worker := service(t, p, "webhook"), service(t, p, "worker")
-	wh, wk := environment(webhook), environment(worker)
+	webhook, worker, adm := service(t, p, "webhook"), service(t, p, "worker"), service(t, p, "admin")
+	wh, wk, ad := environment(webhook), environment(worker), environment(adm)
 	cfg, _ := config.Load(wh)
+	acfg, _ := config.Load(ad)
 
-	// The webhook's three listeners: all interfaces inside the container,
-	// each published, the public one on every host interface and the
-	// admin and ops ones on loopback only.
+	// The webhook's two listeners and the admin's two: all interfaces
+	// inside the container, each published, the public one on every host
+	// interface and the admin and ops ones on loopback only.
 	for _, l := range []struct {
+		svc                types.ServiceConfig
 		name, addr, hostIP string
-	}{{"LISTEN_ADDR", cfg.ListenAddr, ""}, {"ADMIN_ADDR", cfg.AdminAddr, "127.0.0.1"}, {"OPS_ADDR", cfg.OpsAddr, "127.0.0.1"}} {
+	}{{webhook, "LISTEN_ADDR", cfg.ListenAddr, ""}, {webhook, "OPS_ADDR", cfg.OpsAddr, "127.0.0.1"},
+		{adm, "ADMIN_ADDR", acfg.AdminAddr, "127.0.0.1"}, {adm, "OPS_ADDR", acfg.OpsAddr, "127.0.0.1"}} {
 		host, port := hostPort(t, l.name, l.addr)
 		if host != "0.0.0.0" && host != "" {
-			t.Errorf("%s=%s: a container must listen on 0.0.0.0", l.name, l.addr)
+			t.Errorf("%s %s=%s: a container must listen on 0.0.0.0", l.svc.Name, l.name, l.addr)
 		}
-		ip, pub := published(webhook, port)
+		ip, pub := published(l.svc, port)
 		if pub == "" {
-			t.Errorf("%s=%s: the webhook does not publish port %d", l.name, l.addr, port)
+			t.Errorf("%s=%s: %s does not publish port %d", l.name, l.addr, l.svc.Name, port)
 		} else if ip != l.hostIP {
-			t.Errorf("%s: published on %q; want %q", l.name, ip, l.hostIP)
+			t.Errorf("%s %s: published on %q; want %q", l.svc.Name, l.name, ip, l.hostIP)
 		}
 	}
-	if len(webhook.Ports) != 3 {
-		t.Errorf("the webhook publishes %d ports; want its three listeners only", len(webhook.Ports))
+	if len(webhook.Ports) != 2 || len(adm.Ports) != 2 {
+		t.Errorf("the webhook publishes %d ports, the admin %d; want their two listeners only", len(webhook.Ports), len(adm.Ports))
+	}
+	// The webhook, on the internet, holds no admin secret; the admin holds
+	// no webhook or retry-link secret.
+	for _, k := range []string{"ADMIN_TOKEN", "CODEC_TOKEN", "OIDC_CLIENT_SECRET"} {
+		if _, ok := webhook.Environment[k]; ok {
+			t.Errorf("the webhook's environment has %s: it belongs to the admin service", k)
+		}
+	}
+	for _, k := range []string{"STRIPE_WEBHOOK_SECRET", "RETRY_LINK_SECRET"} {
+		if ad[k] != "" {
+			t.Errorf("the admin's environment holds %s", k)
+		}
 	}
 	_, listenPort := hostPort(t, "LISTEN_ADDR", cfg.ListenAddr)
 	_, pub := published(webhook, listenPort)
@@ -401,7 +418,7 @@ func TestPortsAndHostsLineUp(t *testing.T) {
 	}
 	want := net.JoinHostPort("temporal", strconv.Itoa(frontend))
 	for svc, addr := range map[string]string{
-		"worker": wk["TEMPORAL_ADDRESS"], "webhook": wh["TEMPORAL_ADDRESS"],
+		"worker": wk["TEMPORAL_ADDRESS"], "webhook": wh["TEMPORAL_ADDRESS"], "admin": ad["TEMPORAL_ADDRESS"],
 		"temporal-ui":               environment(service(t, p, "temporal-ui"))["TEMPORAL_ADDRESS"],
 		"temporal-create-namespace": environment(service(t, p, "temporal-create-namespace"))["TEMPORAL_ADDRESS"],
 	} {
@@ -419,7 +436,7 @@ func TestPortsAndHostsLineUp(t *testing.T) {
 	// PostgreSQL: the service's DATABASE_URL, Temporal's persistence and
 	// the schema job all reach the postgresql service with its credentials.
 	pg := environment(service(t, p, "postgresql"))
-	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh} {
+	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh, "admin": ad} {
 		u, host, port := urlHostPort(t, svc+" DATABASE_URL", env["DATABASE_URL"], 5432)
 		pass, _ := u.User.Password()
 		if u.Scheme != "postgres" || host != "postgresql" || port != 5432 || strings.TrimPrefix(u.Path, "/") != pg["POSTGRES_DB"] ||
@@ -440,7 +457,7 @@ func TestPortsAndHostsLineUp(t *testing.T) {
 	}
 
 	// SMTP: Mailpit's SMTP port; the Stripe API: stripe-mock's.
-	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh} {
+	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh, "admin": ad} {
 		if _, host, port := urlHostPort(t, "SMTP_URL", env["SMTP_URL"], 0); host != "mailpit" || port != 1025 {
 			t.Errorf("%s: SMTP_URL=%s; want Mailpit's SMTP, mailpit:1025", svc, env["SMTP_URL"])
 		}
@@ -474,13 +491,13 @@ func TestTheUIDecodesThroughTheCodecServerWhenOneIsConfigured(t *testing.T) {
 		env[k] = v
 	}
 	p = mustLoad(t, env)
-	webhook, ui := service(t, p, "webhook"), service(t, p, "temporal-ui")
-	cfg, err := config.Load(environment(webhook))
+	adm, ui := service(t, p, "admin"), service(t, p, "temporal-ui")
+	cfg, err := config.Load(environment(adm))
 	if err != nil || cfg.Codec == nil || cfg.CodecToken != token {
-		t.Fatalf("webhook with keys and a codec token: codec %v, %v", cfg.Codec, err)
+		t.Fatalf("admin with keys and a codec token: codec %v, %v", cfg.Codec, err)
 	}
 	_, adminPort := hostPort(t, "ADMIN_ADDR", cfg.AdminAddr)
-	_, adminPub := published(webhook, adminPort)
+	_, adminPub := published(adm, adminPort)
 	want := "http://localhost:" + adminPub + "/codec/" + token
 	if got := environment(ui)["TEMPORAL_CODEC_ENDPOINT"]; got != want {
 		t.Errorf("the UI's codec endpoint is %q; want the admin listener's %q", got, want)
@@ -590,8 +607,8 @@ func TestImagesArePinnedToTheTestedVersions(t *testing.T) {
 	p := mustLoad(t, nil, "dev")
 	tags := map[string]string{}
 	for name, s := range p.Services {
-		if s.Build != nil {
-			continue // ours, built from the Dockerfile
+		if _, ok := ours[name]; ok {
+			continue // ours, built from the Dockerfile (the admin runs the image the others build)
 		}
 		repo, tag, digest := imageTag(s.Image)
 		if digest == "" && (tag == "" || tag == "latest" || !regexp.MustCompile(`\d+\.\d+`).MatchString(tag)) {

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -25,12 +27,14 @@ import (
 // (there is no Docker engine here): Temporal Server 1.29.1 on PostgreSQL
 // (TEST_DATABASE_URL's server), its schema set up with its SQL tool and the
 // namespace and search attributes created as the compose job creates them;
-// the worker and the webhook as two processes of the built binary, each with
-// the environment the compose file gives its service (loaded with
-// compose-go from .env.example), the compose hosts mapped to 127.0.0.1. A
-// session then goes through it: registered through the admin API, failed
-// with a code that opens a review, decided through the admin API, verified
-// in the database, emailed through Mailpit. `make topology` runs it alone.
+// the worker, the webhook and the admin as three processes of the built
+// binary, each with the environment the compose file gives its service
+// (loaded with compose-go from .env.example), the compose hosts mapped to
+// 127.0.0.1. A session then goes through it: registered through the admin
+// API with a key made by `api-key create`, failed with a fraud code that
+// opens a high-risk review, approved through the admin API by two
+// principals (ADMIN_TOKEN and the key: four eyes), verified in the
+// database, emailed through Mailpit. `make topology` runs it alone.
 func TestProductionTopology(t *testing.T) {
 	pg := os.Getenv("TEST_DATABASE_URL")
 	if pg == "" {
@@ -44,7 +48,7 @@ func TestProductionTopology(t *testing.T) {
 	}
 	project := loadCompose(t, root)
 	env := map[string]map[string]string{}
-	for _, name := range []string{"worker", "webhook"} {
+	for _, name := range []string{"worker", "webhook", "admin"} {
 		s, ok := project.Services[name]
 		if !ok {
 			t.Fatalf("docker-compose.yml has no %s service", name)
@@ -56,8 +60,8 @@ func TestProductionTopology(t *testing.T) {
 			}
 		}
 	}
-	if env["webhook"]["ADMIN_TOKEN"] == "" { // off unless the operator sets it in .env, as here
-		env["webhook"]["ADMIN_TOKEN"] = "topology-admin-token-" + testevent.RandomID(24)
+	if env["admin"]["ADMIN_TOKEN"] == "" { // none unless the operator sets it in .env, as here
+		env["admin"]["ADMIN_TOKEN"] = "topology-admin-token-" + testevent.RandomID(24)
 	}
 	ns := env["worker"]["TEMPORAL_NAMESPACE"]
 	if ns == "" {
@@ -90,7 +94,7 @@ func TestProductionTopology(t *testing.T) {
 
 	// The compose hosts, mapped to the components started here.
 	ports := map[string]int{}
-	for _, name := range []string{"listen", "admin", "ops-webhook", "ops-worker"} {
+	for _, name := range []string{"listen", "admin", "ops-webhook", "ops-worker", "ops-admin"} {
 		ports[name], _ = devstack.FreePort()
 	}
 	mapped := func(role string) []string {
@@ -127,7 +131,7 @@ func TestProductionTopology(t *testing.T) {
 	}
 	bin := buildCommand(t, "../cmd/identity-verification")
 	logs := t.TempDir()
-	for _, role := range []string{"worker", "webhook"} {
+	for _, role := range []string{"worker", "webhook", "admin"} {
 		p, err := devstack.StartProcess(role, bin, filepath.Join(logs, role+".log"), mapped(role), role)
 		if err != nil {
 			t.Fatal(err)
@@ -151,10 +155,23 @@ func TestProductionTopology(t *testing.T) {
 	}
 	defer st.Close()
 	secret, _, _ := strings.Cut(env["webhook"]["STRIPE_WEBHOOK_SECRET"], ",")
-	token := env["webhook"]["ADMIN_TOKEN"]
+	adminToken := env["admin"]["ADMIN_TOKEN"]
+	// A scoped key for the business backend, made as an operator makes it,
+	// with the admin's environment.
+	cmd := exec.Command(bin, "api-key", "create", "--name", "backend", "--scopes", "sessions:register,reviews:decide")
+	cmd.Env = mapped("admin")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("api-key create: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`(?m)^key:\s+(ivk_\S+)$`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("api-key create printed no key:\n%s", out)
+	}
+	key := string(m[1])
 	webhookURL := fmt.Sprintf("http://127.0.0.1:%d/webhooks/stripe", ports["listen"])
 	adminURL := fmt.Sprintf("http://127.0.0.1:%d", ports["admin"])
-	call := func(method, path string, body string) int {
+	call := func(token, method, path string, body string) int {
 		req, _ := http.NewRequestWithContext(ctx, method, adminURL+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
@@ -190,13 +207,16 @@ func TestProductionTopology(t *testing.T) {
 
 	vs := "vs_topology_" + testevent.RandomID(12)
 	to := strings.ToLower(vs) + "@example.com"
-	if code := call(http.MethodPut, "/admin/sessions/"+vs, `{"email":"`+to+`"}`); code/100 != 2 {
-		t.Fatalf("registration through the admin API: %d", code)
+	if code := call(key, http.MethodPut, "/admin/sessions/"+vs, `{"email":"`+to+`"}`); code/100 != 2 {
+		t.Fatalf("registration through the admin API with the key: %d", code)
 	}
 	send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "selfie_manipulated"})
 	waitStatus(vs, workflows.StatusInReview)
-	if code := call(http.MethodPost, "/admin/sessions/"+vs+"/review", `{"decision":"approve","reviewer":"ops-topology"}`); code != http.StatusOK {
-		t.Fatalf("decision through the admin API: %d", code)
+	if code := call(adminToken, http.MethodPost, "/admin/sessions/"+vs+"/review", `{"decision":"approve","reviewer":"ops-topology"}`); code != http.StatusOK {
+		t.Fatalf("first approval through the admin API: %d", code)
+	}
+	if code := call(key, http.MethodPost, "/admin/sessions/"+vs+"/review", `{"decision":"approve","reviewer":"backend-topology"}`); code != http.StatusOK {
+		t.Fatalf("second approval through the admin API: %d", code)
 	}
 	waitStatus(vs, workflows.StatusVerified)
 	var subjects []string
@@ -214,7 +234,7 @@ func TestProductionTopology(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("through the production topology (Temporal Server 1.29.1 on PostgreSQL, worker and webhook processes): %s reviewed, approved, verified; emails %q",
+	t.Logf("through the production topology (Temporal Server 1.29.1 on PostgreSQL, worker, webhook and admin processes): %s reviewed, approved twice, verified; emails %q",
 		vs, subjects)
 }
 
