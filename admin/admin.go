@@ -340,6 +340,9 @@ func (a *API) decide(ctx context.Context, id, updateID string, d workflows.Revie
 	return Decide(ctx, a.Temporal, a.Policy, id, updateID, d)
 }
 
+// ErrCompleted refuses a decision for a session whose workflow completed.
+var ErrCompleted = errors.New("the session's workflow has completed: no review is open")
+
 // Decider is the part of the Temporal client a review decision uses.
 type Decider interface {
 	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
@@ -359,8 +362,15 @@ func Decide(ctx context.Context, c Decider, policy workflows.Policy, id, updateI
 	h, err := c.UpdateWorkflow(ctx, update)
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
-		if _, derr := c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), ""); derr != nil {
+		desc, derr := c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), "")
+		if derr != nil {
 			return workflows.State{}, derr // NotFound: no workflow ever ran for this session
+		}
+		if desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+			// It ended by itself: the session is final and no review is
+			// open. Only a run cut short (terminated, timed out) may have
+			// left one, which a new run restores.
+			return workflows.State{}, temporal.NewApplicationError(ErrCompleted.Error(), workflows.ErrTypeReviewRefused)
 		}
 		start := c.NewWithStartWorkflowOperation(client.StartWorkflowOptions{
 			ID: workflows.WorkflowID(id), TaskQueue: workflows.TaskQueue,

@@ -77,7 +77,7 @@ func TestAReviewerThatCannotBeStoredIsBadInput(t *testing.T) {
 		t.Run(reviewer, func(t *testing.T) {
 			api := &admin.API{Token: "tok", Contacts: &contacts{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			code, body := call(api, http.MethodPost, "/admin/sessions/vs_1/review", `{"decision":"approve","reviewer":"`+reviewer+`"}`)
-			if code != http.StatusBadRequest || body["error"] != workflows.ErrBadReviewer.Error() {
+			if code != http.StatusBadRequest || !strings.Contains(body["error"], workflows.ErrBadReviewer.Error()) {
 				t.Errorf("got %d %v; want 400 naming the reviewer", code, body)
 			}
 		})

@@ -21,8 +21,8 @@ const MaxBody = 8 << 20
 // encrypted payloads in the Temporal UI and CLI without holding the keys.
 //
 // A request is authenticated by the header "Authorization: Bearer <Token>"
-// (the CLI: --codec-auth), or by the token as the path segment before
-// encode or decode, Prefix+"<Token>/decode". The second form is for the
+// (the CLI: --codec-auth), or, to decode only, by the token as the path
+// segment before decode, Prefix+"<Token>/decode". The second form is for the
 // Temporal UI, which sends no header of its own (it passes only an OIDC
 // access token, and only over HTTPS): its codec endpoint is then
 // http://host/codec/<Token>.
@@ -61,7 +61,7 @@ func (s *Server) Handler() http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		token, ok := s.token(r)
+		token, inPath, ok := s.token(r)
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -69,6 +69,12 @@ func (s *Server) Handler() http.Handler {
 		if s.Token == "" || subtle.ConstantTimeCompare([]byte(token), []byte(s.Token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="codec"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		if inPath && !strings.HasSuffix(r.URL.Path, "/decode") {
+			// A token in a URL leaks (history, logs, referrers): the UI's
+			// form may only read, never make a payload Temporal trusts.
+			http.Error(w, "the token in the path decodes only; encode with an Authorization header", http.StatusForbidden)
 			return
 		}
 		if r.Method != http.MethodPost {
@@ -82,22 +88,24 @@ func (s *Server) Handler() http.Handler {
 }
 
 // token is the credential a request carries: from the path
-// (Prefix+"<token>/decode") or from its Authorization header
-// (Prefix+"decode"). ok is false for a path that is no codec route.
-func (s *Server) token(r *http.Request) (token string, ok bool) {
+// (Prefix+"<token>/decode"; inPath) or from its Authorization header
+// (Prefix+"decode", the scheme "Bearer" in any case). ok is false for a
+// path that is no codec route.
+func (s *Server) token(r *http.Request) (token string, inPath, ok bool) {
 	rest, found := strings.CutPrefix(r.URL.Path, Prefix)
 	if !found {
-		return "", false
+		return "", false, false
 	}
 	i := strings.LastIndexByte(rest, '/')
 	if op := rest[i+1:]; op != "encode" && op != "decode" {
-		return "", false
+		return "", false, false
 	}
 	if i >= 0 {
-		return rest[:i], true
+		return rest[:i], true, true
 	}
-	if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return bearer, true
+	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(cred), false, true
 	}
-	return "", true
+	return "", false, true
 }

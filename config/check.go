@@ -67,8 +67,12 @@ func (p *parser) checkPolicy(pol workflows.Policy) {
 	if pol.ExpireAfter <= 0 {
 		p.fail("EXPIRE_AFTER", "must be positive")
 	}
-	if pol.ReviewDeadline <= 0 {
-		p.fail("REVIEW_DEADLINE", "must be positive")
+	if pol.ReviewDeadline < MinReviewDeadline {
+		// Each deadline re-notifies ops: a shorter one floods them.
+		p.fail("REVIEW_DEADLINE", "must be at least 1h")
+	}
+	if pol.ReviewApprovalsHighRisk < 1 || pol.ReviewApprovalsHighRisk > MaxReviewApprovals {
+		p.fail("REVIEW_APPROVALS_HIGH_RISK", fmt.Sprintf("must be from 1 to %d", MaxReviewApprovals))
 	}
 	def := workflows.DefaultPolicy()
 	p.rec.setDefault("NON_RETRYABLE_CODES", strings.Join(def.NonRetryableCodes, ","))
@@ -79,6 +83,12 @@ func (p *parser) checkPolicy(pol workflows.Policy) {
 	slices.Sort(pairs)
 	p.rec.setDefault("ESCALATION_BY_CODE", strings.Join(pairs, ","))
 }
+
+// Bounds of the review settings.
+const (
+	MinReviewDeadline  = time.Hour
+	MaxReviewApprovals = 5
+)
 
 // Bounds of the reconciliation settings. Stripe keeps events 30 days: a run
 // at least weekly reads each well within them.
@@ -174,7 +184,7 @@ func (p *parser) check(c Config) {
 	p.hostPort("TEMPORAL_ADDRESS", c.Temporal.HostPort, true)
 
 	p.url("PUBLIC_BASE_URL", c.PublicBaseURL, "http", "https")
-	if c.ReturnURL != "" {
+	if p.getenv("RETURN_URL") != "" { // else derived from PUBLIC_BASE_URL, checked above
 		p.url("RETURN_URL", c.ReturnURL, "http", "https")
 	}
 	p.rec.setDefault("STRIPE_API_BASE", "https://api.stripe.com")
@@ -200,16 +210,14 @@ func (p *parser) check(c Config) {
 
 	if c.Production {
 		for i, s := range c.WebhookSecrets {
-			switch {
-			case len(s) < MinSecretBytes:
+			if len(s) < MinSecretBytes {
 				p.fail("STRIPE_WEBHOOK_SECRET", fmt.Sprintf("secret %d of %d %s", i+1, len(c.WebhookSecrets), tooShort(s)))
-			case strings.Contains(s, "REPLACE_ME"):
-				p.fail("STRIPE_WEBHOOK_SECRET", fmt.Sprintf("secret %d of %d is a placeholder from .env.example: use the endpoint's signing secret", i+1, len(c.WebhookSecrets)))
 			}
 		}
 		p.secret("RETRY_LINK_SECRET", c.RetryLinkSecret)
 		p.secret("ADMIN_TOKEN", c.AdminToken)
 		p.secret("OIDC_CLIENT_SECRET", c.OIDC.ClientSecret)
+		p.refusePlaceholders(c)
 	}
 }
 
@@ -253,13 +261,42 @@ func (p *parser) checkOIDC(o OIDC) {
 // secret reports a set secret shorter than MinSecretBytes; an unset one is
 // for CheckWebhook and CheckWorker.
 func (p *parser) secret(name, v string) {
-	switch {
-	case v != "" && len(v) < MinSecretBytes:
+	if v != "" && len(v) < MinSecretBytes {
 		p.fail(name, tooShort(v))
-	case strings.Contains(v, "REPLACE_ME"):
-		// .env.example's placeholders are long enough and public: a webhook
-		// that accepted one would take events forged by anyone.
-		p.fail(name, "is a placeholder from .env.example: make a secret (openssl rand -hex 32)")
+	}
+}
+
+// Placeholder marks the values .env.example ships for secrets and
+// passwords: long enough for every other check, and public.
+const Placeholder = "REPLACE_ME"
+
+// refusePlaceholders reports every variable that still holds a placeholder
+// as one problem, so that a production stack started from .env.example as
+// it is stops with one line naming them all. A webhook that accepted a
+// placeholder would take events forged by anyone.
+func (p *parser) refusePlaceholders(c Config) {
+	var names []string
+	check := func(name string, values ...string) {
+		for _, v := range values {
+			if strings.Contains(v, Placeholder) {
+				names = append(names, name)
+				return
+			}
+		}
+	}
+	check("STRIPE_WEBHOOK_SECRET", c.WebhookSecrets...)
+	check("STRIPE_API_KEY", c.StripeAPIKey)
+	check("RETRY_LINK_SECRET", c.RetryLinkSecret)
+	check("ADMIN_TOKEN", c.AdminToken)
+	check("CODEC_TOKEN", c.CodecToken)
+	check("OIDC_CLIENT_SECRET", c.OIDC.ClientSecret)
+	if u, err := url.Parse(c.DatabaseURL); err == nil && u.User != nil {
+		pass, _ := u.User.Password()
+		check("DATABASE_URL", pass) // its password
+	}
+	if len(names) > 0 {
+		p.fail(strings.Join(names, ", "), "placeholders from .env.example, which ENVIRONMENT=production refuses: "+
+			"put real values in .env (`openssl rand -hex 32` makes a secret), or set ENVIRONMENT=development for a local stack")
 	}
 }
 

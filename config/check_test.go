@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,9 @@ func TestEachBadValueIsRefusedByName(t *testing.T) {
 		{"REMINDER_AFTER", "-1h", ""},
 		{"EXPIRE_AFTER", "0s", ""},
 		{"REVIEW_DEADLINE", "-48h", ""},
+		{"REVIEW_DEADLINE", "59m", ""}, // each deadline re-notifies ops
+		{"REVIEW_APPROVALS_HIGH_RISK", "0", ""},
+		{"REVIEW_APPROVALS_HIGH_RISK", "9", ""},
 		{"EXPIRY_WARNING", "-1h", ""},
 		{"EXPIRY_WARNING", "a day", ""},
 		{"EXPIRY_WARNING", "144h", ""}, // the defaults' window: 7 days less the reminder's day
@@ -159,6 +163,31 @@ func TestProductionIsTheDefault(t *testing.T) {
 		if err != nil || c.Production != want {
 			t.Errorf("ENVIRONMENT=%q: production %v, %v; want %v", env, c.Production, err, want)
 		}
+	}
+}
+
+// .env.example's placeholders pass every other check (they are long
+// enough): production refuses them all in one line naming each variable,
+// and development, the compose file's dev stack, takes them as they are.
+func TestPlaceholdersAreOneProblemInProductionAndFineInDevelopment(t *testing.T) {
+	placeholder := func(prefix string) string { return prefix + config.Placeholder + "_0123456789abcdef0123456789" }
+	env := config.Map{
+		"STRIPE_WEBHOOK_SECRET": longSecret + "," + placeholder("whsec_"), "STRIPE_API_KEY": placeholder("sk_test_"),
+		"RETRY_LINK_SECRET": placeholder(""), "ADMIN_TOKEN": longSecret, "CODEC_TOKEN": placeholder(""),
+		"PAYLOAD_ENCRYPTION_KEYS": "k1:" + base64.StdEncoding.EncodeToString(make([]byte, 32)),
+		"DATABASE_URL":            "postgres://identity_verification:" + placeholder("") + "@postgresql:5432/identity_verification",
+	}
+	_, err := config.Load(env)
+	want := "STRIPE_WEBHOOK_SECRET, STRIPE_API_KEY, RETRY_LINK_SECRET, CODEC_TOKEN, DATABASE_URL: placeholders from .env.example"
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("production with placeholders: %v; want one line starting %q", err, want)
+	}
+	if strings.Contains(err.Error(), "0123456789abcdef") {
+		t.Error("the refusal shows a value")
+	}
+	env["ENVIRONMENT"] = "development"
+	if _, err := config.Load(env); err != nil {
+		t.Errorf("development with placeholders: %v; want them accepted", err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/contrib/envconfig"
 
 	"identityverification/codec"
+	"identityverification/retrylink"
 	"identityverification/store"
 	"identityverification/workflows"
 )
@@ -26,8 +27,9 @@ type Config struct {
 	Temporal client.Options
 
 	// Production (ENVIRONMENT=production, the default) demands secrets of
-	// at least MinSecretBytes; ENVIRONMENT=development (the dev stack, the
-	// tests) accepts short ones.
+	// at least MinSecretBytes and refuses .env.example's placeholders;
+	// ENVIRONMENT=development (the dev stack, the tests, the compose file
+	// started from .env.example as it is) accepts both.
 	Production bool
 
 	ListenAddr       string        // LISTEN_ADDR: webhook, retry links, /livez and /readyz (no metrics)
@@ -43,7 +45,7 @@ type Config struct {
 	OpsEmail         string        // OPS_EMAIL
 	PublicBaseURL    string        // PUBLIC_BASE_URL: where retry links point
 	RetryLinkSecret  string        // RETRY_LINK_SECRET: signs retry links
-	ReturnURL        string        // RETURN_URL: where Stripe sends the user after a session the admin API created (default PUBLIC_BASE_URL)
+	ReturnURL        string        // RETURN_URL: where Stripe sends the user after a session the admin API created (default: the webhook's thank-you page, PUBLIC_BASE_URL/verify/done)
 	RetryLinkTTL     time.Duration // RETRY_LINK_TTL: how long a retry link works
 	AdminAddr        string        // ADMIN_ADDR: the admin API's own listener
 	OpsAddr          string        // OPS_ADDR: health and metrics, every process; "off": none
@@ -86,7 +88,7 @@ func (o OIDC) Enabled() bool { return o.Issuer != "" }
 const DeskCallbackPath = "/desk/callback"
 
 // WorkerTuning is the worker's capacity. The defaults come from load runs
-// on a 2-core machine (README, Performance).
+// on a 2-core machine (docs/performance.md).
 type WorkerTuning struct {
 	WorkflowPollers int // WORKER_WORKFLOW_POLLERS: workflow-task pollers
 	ActivityPollers int // WORKER_ACTIVITY_POLLERS: activity-task pollers
@@ -161,6 +163,7 @@ func load(env Env) (Config, *recorder, error) {
 	env = rec
 	getenv := func(k string) string { v, _ := env.LookupEnv(k); return v }
 	p := parser{getenv: getenv, rec: rec}
+	publicBase := strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/")
 	c := Config{
 		Production:       p.production(),
 		ListenAddr:       p.str("LISTEN_ADDR", "127.0.0.1:8080"),
@@ -174,9 +177,9 @@ func load(env Env) (Config, *recorder, error) {
 		SMTPURL:          p.str("SMTP_URL", "smtp://127.0.0.1:1025"),
 		EmailFrom:        p.str("EMAIL_FROM", "identity@localhost"),
 		OpsEmail:         getenv("OPS_EMAIL"),
-		PublicBaseURL:    strings.TrimRight(p.str("PUBLIC_BASE_URL", "http://127.0.0.1:8080"), "/"),
+		PublicBaseURL:    publicBase,
 		RetryLinkSecret:  getenv("RETRY_LINK_SECRET"),
-		ReturnURL:        p.str("RETURN_URL", ""),
+		ReturnURL:        p.str("RETURN_URL", publicBase+retrylink.DonePath),
 		RetryLinkTTL:     p.duration("RETRY_LINK_TTL", 7*24*time.Hour),
 		AdminAddr:        p.str("ADMIN_ADDR", "127.0.0.1:8081"),
 		OpsAddr:          p.str("OPS_ADDR", "127.0.0.1:9090"),
@@ -202,7 +205,7 @@ func load(env Env) (Config, *recorder, error) {
 			// pollers are 8, not the SDK's 2: with 2, a verified session's
 			// comparison (and the emails beside it) waited up to 0.5 s for
 			// a poller, which made the event-to-database p99 0.3-1 s at
-			// half capacity; with 8, 180 ms (README, Performance).
+			// half capacity; with 8, 180 ms (docs/performance.md).
 			WorkflowPollers: p.integer("WORKER_WORKFLOW_POLLERS", 2),
 			ActivityPollers: p.integer("WORKER_ACTIVITY_POLLERS", 8),
 			WorkflowTasks:   p.integer("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 1000),
@@ -232,6 +235,7 @@ func load(env Env) (Config, *recorder, error) {
 	pol.ExpireAfter = p.duration("EXPIRE_AFTER", pol.ExpireAfter)
 	pol.ExpiryWarning = p.expiryWarning(pol)
 	pol.ReviewDeadline = p.duration("REVIEW_DEADLINE", pol.ReviewDeadline)
+	pol.ReviewApprovalsHighRisk = p.integer("REVIEW_APPROVALS_HIGH_RISK", workflows.DefaultHighRiskApprovals)
 	pol.Escalation = workflows.EscalationPolicy(p.str("ESCALATION", string(pol.Escalation)))
 	pol.LateFraud = workflows.LateFraudPolicy(p.str("LATE_FRAUD_POLICY", string(pol.LateFraud)))
 	if v := getenv("NON_RETRYABLE_CODES"); v != "" {

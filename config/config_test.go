@@ -103,3 +103,19 @@ func TestReconcileSettingsFromTheEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// Issue 19, item 9: a session made through the admin API sends the user
+// back to the webhook's thank-you page unless RETURN_URL says otherwise.
+func TestTheReturnURLDefaultsToTheThankYouPage(t *testing.T) {
+	c, err := config.Load(config.Map{"PUBLIC_BASE_URL": "https://verify.example.com/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ReturnURL != "https://verify.example.com/verify/done" {
+		t.Errorf("RETURN_URL = %q; want the thank-you page", c.ReturnURL)
+	}
+	c, _ = config.Load(config.Map{"RETURN_URL": "https://shop.example.com/thanks"})
+	if c.ReturnURL != "https://shop.example.com/thanks" {
+		t.Errorf("RETURN_URL = %q; want the one set", c.ReturnURL)
+	}
+}

@@ -56,6 +56,20 @@ type Server struct {
 // of the pinned module, a config with free 127.0.0.1 ports, then the
 // namespaces and this service's search attributes, as the compose job does.
 func StartTemporalServer(ctx context.Context, root, cli, dir, pgURL string, port int, namespaces ...string) (*Server, error) {
+	return StartTemporalServerWithDynamicConfig(ctx, root, cli, dir, pgURL, port, TestDynamicConfig, namespaces...)
+}
+
+// TestDynamicConfig is the dynamic config StartTemporalServer gives the
+// server: search attributes read through on every read, so that a test may
+// use one the moment it is registered. Temporal says not to set it in
+// production, and the compose file does not.
+const TestDynamicConfig = "system.forceSearchAttributesCacheRefreshOnRead:\n  - value: true\n"
+
+// StartTemporalServerWithDynamicConfig is StartTemporalServer with the
+// server's dynamic config given as YAML ("" for none, as the compose file
+// runs the server).
+func StartTemporalServerWithDynamicConfig(ctx context.Context, root, cli, dir, pgURL string, port int, dynamicConfig string,
+	namespaces ...string) (*Server, error) {
 	server, sqlTool, err := ServerTools(ctx, root, os.Stderr)
 	if err != nil {
 		return nil, err
@@ -99,7 +113,7 @@ func StartTemporalServer(ctx context.Context, root, cli, dir, pgURL string, port
 	}
 	configDir := filepath.Join(dir, "temporal-server-config")
 	if err := writeServerConfig(configDir, serverConfig{Host: host, Port: pgPort, User: user, Password: pass,
-		Database: s.databases[0], Visibility: s.databases[1], Ports: ports}); err != nil {
+		Database: s.databases[0], Visibility: s.databases[1], Ports: ports, Dynamic: dynamicConfig}); err != nil {
 		s.dropDatabases()
 		return nil, err
 	}
@@ -161,18 +175,22 @@ func lastLines(out []byte) string {
 type serverConfig struct {
 	Host, Port, User, Password, Database, Visibility string
 	Ports                                            map[string]int
+	Dynamic                                          string // the dynamic config's YAML
 }
 
 // writeServerConfig writes the server's config (the recipe's
 // development-postgres12.yaml with this run's databases and ports) and its
-// dynamic config, which refreshes search attributes on read so that a
-// just-registered one is usable at once.
+// dynamic config.
 func writeServerConfig(dir string, c serverConfig) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	dynamic := filepath.Join(dir, "dynamicconfig.yaml")
-	if err := os.WriteFile(dynamic, []byte("system.forceSearchAttributesCacheRefreshOnRead:\n  - value: true\n"), 0o644); err != nil {
+	content := c.Dynamic
+	if strings.TrimSpace(content) == "" {
+		content = "{}\n" // no setting: the server's defaults
+	}
+	if err := os.WriteFile(dynamic, []byte(content), 0o644); err != nil {
 		return err
 	}
 	f, err := os.Create(filepath.Join(dir, "server.yaml"))
@@ -182,7 +200,7 @@ func writeServerConfig(dir string, c serverConfig) error {
 	defer f.Close()
 	return serverConfigTemplate.Execute(f, struct {
 		serverConfig
-		Dynamic string
+		DynamicPath string
 	}{c, dynamic})
 }
 
@@ -263,6 +281,6 @@ clusterMetadata:
 dcRedirectionPolicy:
   policy: noop
 dynamicConfigClient:
-  filepath: "{{.Dynamic}}"
+  filepath: "{{.DynamicPath}}"
   pollInterval: 10s
 `))

@@ -140,7 +140,16 @@ func TestMismatchGoesToReviewAndApprovalVerifies(t *testing.T) {
 			!strings.Contains(err.Error(), workflows.ErrUnknownDecision.Error()) {
 			t.Fatalf("unknown decision: err = %v; want refused by the validator", err)
 		}
-		out, err := update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-1"})
+		// A name that differs: four eyes.
+		out, err := update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2", Subject: "oidc:ops-2"})
+		if err != nil || out.Status != workflows.StatusInReview || len(out.Review.Approvals) != 1 || out.Review.ApprovalsNeeded != 2 {
+			t.Fatalf("first approval: state %+v, err %v; want 1 of 2", out, err)
+		}
+		if _, err := update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2", Subject: "oidc:ops-2"}); err == nil ||
+			!strings.Contains(err.Error(), workflows.ErrSameApprover.Error()) {
+			t.Fatalf("the same person again: err = %v; want refused by the validator", err)
+		}
+		out, err = update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-1", Subject: "oidc:ops-1"})
 		if err != nil || out.Status != workflows.StatusVerified {
 			t.Fatalf("approve: state %+v, err %v", out, err)
 		}

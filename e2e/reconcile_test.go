@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +122,10 @@ func TestReconcileDeliversMissedEvents(t *testing.T) {
 				for _, id := range slices.Sorted(maps.Keys(runs)) {
 					if r := runs[id]; figures(r) != (reconcile.Result{}) {
 						t.Logf("%s: %s", id, r)
+					}
+					// Issue 19: no run can be read as a session's workflow.
+					if !strings.HasPrefix(id, reconcile.RunIDPrefix) || strings.HasPrefix(id, workflows.WorkflowIDPrefix) {
+						t.Errorf("run id %q: want it under %q, not %q", id, reconcile.RunIDPrefix, workflows.WorkflowIDPrefix)
 					}
 				}
 				if n := signals(t, s, delivered.sessionID); n != 1 {

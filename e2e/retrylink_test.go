@@ -30,8 +30,9 @@ type sessionProxy struct {
 	URL string
 	srv *httptest.Server
 
-	mu   sync.Mutex
-	gets map[string]int // GETs of each session
+	mu      sync.Mutex
+	gets    map[string]int // GETs of each session
+	creates []url.Values   // the forms of the sessions created
 }
 
 func startSessionProxy(t *testing.T) *sessionProxy {
@@ -65,6 +66,14 @@ func startSessionProxy(t *testing.T) *sessionProxy {
 		if id, ok := strings.CutPrefix(r.URL.Path, "/v1/identity/verification_sessions/"); ok && r.Method == http.MethodGet {
 			p.mu.Lock()
 			p.gets[strings.SplitN(id, "/", 2)[0]]++
+			p.mu.Unlock()
+		}
+		if r.URL.Path == "/v1/identity/verification_sessions" && r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			form, _ := url.ParseQuery(string(body))
+			p.mu.Lock()
+			p.creates = append(p.creates, form)
 			p.mu.Unlock()
 		}
 		proxy.ServeHTTP(w, r)

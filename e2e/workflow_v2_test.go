@@ -163,15 +163,34 @@ func TestATerminatedRunCarriesOnExactly(t *testing.T) {
 		t.Run("then the decision", func(t *testing.T) {
 			vs := openThenTerminate()
 			var st workflows.State
+			// A fraud review needs two people to approve; one rejects.
 			if code := s.admin(http.MethodPost, "/admin/sessions/"+vs+"/review", adminToken,
-				workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-fay"}, &st); code != http.StatusOK || st.Status != workflows.StatusVerified {
-				t.Fatalf("decision after terminate: %d %+v; want 200 verified", code, st)
+				workflows.ReviewDecision{Decision: "reject", Reviewer: "ops-fay"}, &st); code != http.StatusOK || st.Status != workflows.StatusRejected {
+				t.Fatalf("decision after terminate: %d %+v; want 200 rejected", code, st)
 			}
 			check(vs, st)
-			s.waitRow(vs, workflows.StatusVerified)
+			s.waitRow(vs, workflows.StatusRejected)
 			audit, _ := s.store.Audit(ctx, vs)
-			if last := audit[len(audit)-1]; last.From != "in_review" || last.To != "verified" {
-				t.Errorf("last transition %+v; want in_review -> verified", last)
+			if last := audit[len(audit)-1]; last.From != "in_review" || last.To != "rejected" {
+				t.Errorf("last transition %+v; want in_review -> rejected", last)
+			}
+		})
+		t.Run("a decision for a session whose workflow completed is refused and starts nothing", func(t *testing.T) {
+			vs, _ := s.newSession(store.Contact{})
+			s.send(testevent.Options{Type: "canceled", SessionID: vs})
+			s.waitClosed(vs)
+			desc, err := s.temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refusal map[string]string
+			if code := s.admin(http.MethodPost, "/admin/sessions/"+vs+"/review", adminToken,
+				workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-fay"}, &refusal); code != http.StatusConflict {
+				t.Errorf("decision for a completed session: %d %v; want 409", code, refusal)
+			}
+			after, err := s.temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
+			if err != nil || after.WorkflowExecutionInfo.Execution.RunId != desc.WorkflowExecutionInfo.Execution.RunId {
+				t.Errorf("a run was started for the decision: %v", err)
 			}
 		})
 		t.Run("a decision for a session that never ran is 404", func(t *testing.T) {

@@ -131,6 +131,11 @@ type progress struct {
 	// next. Empty until the first page is delivered.
 	Cursor        string `json:"cursor,omitempty"`
 	CursorCreated int64  `json:"cursor_created,omitempty"`
+	// PageSignaled are the events of the page under way signaled so far: a
+	// retried attempt does the page again, and counts each of them once
+	// (as signaled, in its figures and in the metric) without a second
+	// signal.
+	PageSignaled []string `json:"page_signaled,omitempty"`
 }
 
 // ReconcileEvents lists the identity events since the checkpoint, oldest
@@ -168,7 +173,7 @@ func (a *Activities) ReconcileEvents(ctx context.Context) (Result, error) {
 	r := start()
 	if activity.HasHeartbeatDetails(ctx) {
 		var p progress
-		if err := activity.GetHeartbeatDetails(ctx, &p); err == nil && p.Cursor != "" {
+		if err := activity.GetHeartbeatDetails(ctx, &p); err == nil && (p.Cursor != "" || len(p.PageSignaled) > 0) {
 			r.p = p // a retried attempt: resume after its last page
 		}
 	}
@@ -241,11 +246,10 @@ func (r *run) read(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.p.Pages++
 		events := slices.Clone(page.Events)
 		slices.Reverse(events) // oldest first
-		if err := r.deliverPage(ctx, events); err != nil {
-			return err
+		if err := r.deliverPage(ctx, events, 1); err != nil {
+			return err // the heartbeats hold the figures before this page: a retry reads it again
 		}
 		if len(events) > 0 {
 			cursor = r.p.Cursor
@@ -268,6 +272,7 @@ func (r *run) readWhole(ctx context.Context, maxPages int) error {
 	var events []stripeapi.ListedEvent
 	q := stripeapi.EventQuery{Type: EventTypes, CreatedGTE: r.p.Since, Limit: PageSize}
 	listed := false
+	r.p.Pages = 0 // a retry that resumes here lists the window again
 	for range MaxListPages {
 		page, err := r.list(ctx, q)
 		if err != nil {
@@ -297,7 +302,7 @@ func (r *run) readWhole(ctx context.Context, maxPages int) error {
 		if n <= 0 {
 			return nil // at the bound: the next run continues after the cursor
 		}
-		if err := r.deliverPage(ctx, events[:n]); err != nil {
+		if err := r.deliverPage(ctx, events[:n], 0); err != nil {
 			return err
 		}
 		events, delivered = events[n:], delivered+n
@@ -324,11 +329,14 @@ func cursorMissing(err error) bool {
 		strings.Contains(refused.Error(), "resource_missing")
 }
 
-// deliverPage delivers events in order, then records the page in a
-// heartbeat: a retry does the page again, not the pages before it. The
-// heartbeats within a page carry the progress before it.
-func (r *run) deliverPage(ctx context.Context, events []stripeapi.ListedEvent) error {
+// deliverPage delivers events in order, then records the page (counting
+// pages more pages read) in a heartbeat: a retry does the page again, not
+// the pages before it. The heartbeats within a page carry the progress
+// before it, and the events it signaled.
+func (r *run) deliverPage(ctx context.Context, events []stripeapi.ListedEvent, pages int) error {
 	p := r.p
+	p.PageSignaled = nil
+	p.Pages += pages
 	for _, e := range events {
 		if err := r.deliver(ctx, e, &p.Result); err != nil {
 			return err
@@ -340,6 +348,7 @@ func (r *run) deliverPage(ctx context.Context, events []stripeapi.ListedEvent) e
 		p.Cursor = e.ID
 	}
 	r.p = p
+	r.p.PageSignaled = nil
 	activity.RecordHeartbeat(ctx, r.p)
 	return nil
 }
@@ -359,6 +368,10 @@ func (r *run) deliver(ctx context.Context, e stripeapi.ListedEvent, res *Result)
 		return nil
 	}
 	res.Found++
+	if slices.Contains(r.p.PageSignaled, ev.ID) { // an earlier attempt signaled it
+		res.Signaled++
+		return nil
+	}
 	known, err := r.isKnown(ctx, ev.SessionID, ev.ID)
 	if err != nil {
 		return storeError(err)
@@ -374,6 +387,7 @@ func (r *run) deliver(ctx context.Context, e stripeapi.ListedEvent, res *Result)
 		return fmt.Errorf("reconcile: deliver %s: %w", ev.ID, err)
 	}
 	res.Signaled++
+	r.p.PageSignaled = append(r.p.PageSignaled, ev.ID) // heartbeaten with the page's progress
 	count(ctx, "signaled")
 	log.Info("reconcile: missed event delivered", "event_id", ev.ID, "type", ev.Type, "session_id", ev.SessionID)
 	return nil

@@ -49,7 +49,9 @@ type sessionWorkflows struct {
 	apply bool
 	err   error
 	calls []signalCall
-	seq   map[string]int64
+	// failAfter, when set, fails the delivery after that many, once.
+	failAfter int
+	seq       map[string]int64
 }
 
 type signalCall struct {
@@ -66,6 +68,10 @@ func (s *sessionWorkflows) SignalWithStartWorkflow(ctx context.Context, id, sign
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return nil, s.err
+	}
+	if s.failAfter > 0 && len(s.calls) == s.failAfter {
+		s.failAfter = 0
+		return nil, errors.New("temporal: unavailable (once)")
 	}
 	ev := arg.(workflows.Event)
 	s.calls = append(s.calls, signalCall{id, signal, ev, opts, wf, args[0].(workflows.Input)})
@@ -503,6 +509,28 @@ func TestAStripeOutageIsRetriedFromTheLastPage(t *testing.T) {
 	})
 }
 
+// Issue 19: an attempt that fails in the middle of a page (Temporal blinks
+// on one delivery) is retried; the events it had signaled are counted once,
+// as signaled, and not signaled again.
+func TestAnEventSignaledBeforeARetryIsCountedOnce(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		events, ids := recorded(t)
+		if err := e.stripe.Add(events...); err != nil {
+			t.Fatal(err)
+		}
+		e.workflows.failAfter = 120 // 20 events into the second page
+		res, err := e.runWorkflow()
+		want := reconcile.Result{Found: 150, Signaled: 150, Pages: 2, Since: now.Add(-time.Hour).Unix(),
+			Checkpoint: newest, Complete: true}
+		if err != nil || res != want {
+			t.Fatalf("result = %+v, %v; want %+v", res, err, want)
+		}
+		if got := e.workflows.signaled(); !slices.Equal(got, ids) {
+			t.Errorf("signaled %d events; want each of the %d once, oldest first", len(got), len(ids))
+		}
+	})
+}
+
 // A run that fails leaves the checkpoint where it was: the next run reads
 // the same window again.
 func TestAFailedRunDoesNotAdvanceTheCheckpoint(t *testing.T) {
@@ -518,7 +546,11 @@ func TestAFailedRunDoesNotAdvanceTheCheckpoint(t *testing.T) {
 		{"Stripe answering 503 is retried, then the run fails", func(e *env) {
 			e.stripe.FailNext(slices.Repeat([]int{http.StatusServiceUnavailable}, 10)...)
 		}, 5, ""},
-		{"Stripe refusing the key fails at once", func(e *env) { e.stripe.FailNext(http.StatusUnauthorized) },
+		// A refused key is the deployment's to mend, not a verdict: retried.
+		{"Stripe refusing the key is retried, then the run fails", func(e *env) {
+			e.stripe.FailNext(slices.Repeat([]int{http.StatusUnauthorized}, 10)...)
+		}, 5, ""},
+		{"Stripe refusing a parameter fails at once", func(e *env) { e.stripe.FailNext(http.StatusBadRequest) },
 			1, activities.ErrTypeStripeRefused},
 		{"Temporal down is retried, then the run fails", func(e *env) {
 			e.workflows.err = errors.New("temporal: unavailable")

@@ -15,9 +15,14 @@ import (
 	"identityverification/workflows"
 )
 
-// ScheduleID is the schedule's id in the namespace; its runs' workflow ids
-// start with it.
+// ScheduleID is the schedule's id in the namespace.
 const ScheduleID = "identity-verification-reconcile"
+
+// RunIDPrefix starts the workflow ids of the schedule's runs (Temporal adds
+// the time). Unlike ScheduleID it does not start with
+// workflows.WorkflowIDPrefix: no run can be taken for a session's workflow
+// ("identity-verification-reconcile-..." read as session "reconcile-...").
+const RunIDPrefix = "reconcile-identity-events"
 
 // runTimeout bounds one run, retries included; a run still going when the
 // next is due makes the schedule skip that one.
@@ -87,7 +92,7 @@ func schedule(every time.Duration) client.Schedule {
 		// No summary or arguments: they would be payloads, which the data
 		// converter encodes, and a worker without the key ring that wrote
 		// them (encryption turned off) could not read the schedule to update it.
-		Action: &client.ScheduleWorkflowAction{ID: ScheduleID, Workflow: WorkflowName, TaskQueue: workflows.TaskQueue,
+		Action: &client.ScheduleWorkflowAction{ID: RunIDPrefix, Workflow: WorkflowName, TaskQueue: workflows.TaskQueue,
 			WorkflowExecutionTimeout: runTimeout},
 		Policy: &client.SchedulePolicies{Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP, CatchupWindow: max(every, time.Minute)},
 		State:  &client.ScheduleState{Note: "kept by the identity-verification worker (RECONCILE_EVERY)"},
@@ -102,5 +107,5 @@ func matches(s client.Schedule, every time.Duration) bool {
 		slices.Equal(s.Spec.Intervals, []client.ScheduleIntervalSpec{{Every: every}}) &&
 		len(s.Spec.Calendars) == 0 && len(s.Spec.CronExpressions) == 0 &&
 		s.Policy.Overlap == enumspb.SCHEDULE_OVERLAP_POLICY_SKIP &&
-		a.Workflow == WorkflowName && a.TaskQueue == workflows.TaskQueue
+		a.ID == RunIDPrefix && a.Workflow == WorkflowName && a.TaskQueue == workflows.TaskQueue
 }

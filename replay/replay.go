@@ -5,7 +5,7 @@
 //
 // A history that no longer replays means the code changed the commands an
 // existing run already recorded: put the change behind workflow.GetVersion
-// (README, "Changing the workflow safely").
+// (docs/changing-the-workflow.md).
 package replay
 
 import (

@@ -193,6 +193,20 @@ func refuse(link Link, st State) (code int, msg, why string) {
 	return 0, "", ""
 }
 
+// DonePath is the page Stripe sends a user back to when they finish a
+// session (the default RETURN_URL): served by the webhook process, it says
+// what happens next and shows nothing of the session.
+const DonePath = "/verify/done"
+
+const msgDone = "Thank you. We are checking your documents and will email you as soon as there is news, usually within minutes. You can close this page."
+
+// Done serves DonePath.
+func Done(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	page(w, http.StatusOK, msgDone)
+}
+
 var pageTmpl = template.Must(template.New("").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Identity verification</title></head>
 <body style="font-family: sans-serif; max-width: 36em; margin: 3em auto"><p>{{.}}</p></body></html>

@@ -257,3 +257,13 @@ func TestHandlerRateLimitsPerSession(t *testing.T) {
 		t.Errorf("after tampered clicks: %d", c)
 	}
 }
+
+// Issue 19, item 9: the page Stripe sends a user back to by default.
+func TestTheThankYouPage(t *testing.T) {
+	w := httptest.NewRecorder()
+	retrylink.Done(w, httptest.NewRequest(http.MethodGet, retrylink.DonePath, nil))
+	if w.Code != http.StatusOK || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") ||
+		!strings.Contains(w.Body.String(), "will email you") {
+		t.Errorf("%d %q:\n%s", w.Code, w.Header().Get("Content-Type"), w.Body)
+	}
+}

@@ -282,7 +282,7 @@ func adminRoutes(cfg config.Config, st *store.Store, c client.Client, log *slog.
 	}
 	api := &admin.API{Token: cfg.AdminToken, Keys: st, Audit: st, Throttle: &access.Throttle{Counter: st}, Contacts: st,
 		Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log, Stripe: sc,
-		ReturnURL: cmp.Or(cfg.ReturnURL, cfg.PublicBaseURL), KeySecret: cmp.Or(cfg.AdminToken, cfg.StripeAPIKey)}
+		ReturnURL: cfg.ReturnURL, KeySecret: cmp.Or(cfg.AdminToken, cfg.StripeAPIKey)}
 	inner.Handle("/admin/", api.Handler())
 	return inner
 }

@@ -32,6 +32,7 @@ func NewRouter(h *Handler, retry http.Handler, ready *Readiness) http.Handler {
 	r.Handle(Route, h).Methods(http.MethodPost)
 	if retry != nil {
 		r.Handle(retrylink.Path+"{session_id}", retry).Methods(http.MethodGet)
+		r.HandleFunc(retrylink.DonePath, retrylink.Done).Methods(http.MethodGet)
 	}
 	if ready != nil {
 		r.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {

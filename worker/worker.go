@@ -217,7 +217,7 @@ func CheckSearchAttributes(ctx context.Context, c client.Client, namespace strin
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
-		return fmt.Errorf("%w on namespace %q: %v; register each with `temporal operator search-attribute create --name NAME --type TYPE` (see README)",
+		return fmt.Errorf("%w on namespace %q: %v; register each with `temporal operator search-attribute create --name NAME --type TYPE` (see docs/operations.md)",
 			ErrSearchAttributesMissing, namespace, missing)
 	}
 	return nil

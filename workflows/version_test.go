@@ -11,7 +11,7 @@ import (
 )
 
 // The warning before expiry is a change made behind workflow.GetVersion
-// (the README's "Changing the workflow safely" walks through it). A history
+// (docs/changing-the-workflow.md walks through it). A history
 // recorded before it (reminder, then expiry) replays on the old branch, one
 // recorded after it (reminder, warning, expiry, with the version marker) on
 // the new one; the same change made without GetVersion breaks the old one

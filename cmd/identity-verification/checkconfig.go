@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -14,16 +15,23 @@ import (
 // checkConfig loads the configuration from env for the role in args
 // (webhook, worker, admin or all, the default), prints every variable, whether it
 // is set, defaulted or unset, and its value (secrets masked), and returns
-// every problem found: bad
-// values and the secrets the role needs but lacks.
+// every problem found: bad values and the secrets the role needs but
+// lacks. With -q it prints only the verdict: the compose file's
+// check-config job, whose log is then the one line that says why a stack
+// does not start.
 func checkConfig(env config.Env, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	quiet := fs.Bool("q", false, "print only the verdict, not every variable")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("check-config: %w", err)
+	}
 	role := "all"
-	switch len(args) {
+	switch fs.NArg() {
 	case 0:
 	case 1:
-		role = args[0]
+		role = fs.Arg(0)
 	default:
-		return fmt.Errorf("check-config: unexpected argument %q", args[1])
+		return fmt.Errorf("check-config: unexpected argument %q", fs.Arg(1))
 	}
 	roles, err := service.ParseRoles(role)
 	if err != nil {
@@ -43,8 +51,10 @@ func checkConfig(env config.Env, args []string, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, source, s.Value)
 	}
 	tw.Flush()
-	for _, line := range strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n") {
-		fmt.Fprintln(out, strings.TrimRight(line, " "))
+	if !*quiet {
+		for _, line := range strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n") {
+			fmt.Fprintln(out, strings.TrimRight(line, " "))
+		}
 	}
 
 	var problems []string
@@ -68,7 +78,11 @@ func checkConfig(env config.Env, args []string, out io.Writer) error {
 	if roles.Admin {
 		add(cfg.CheckAdmin())
 	}
-	if len(problems) > 0 {
+	switch len(problems) {
+	case 0:
+	case 1:
+		return fmt.Errorf("configuration for %s: %s", role, problems[0])
+	default:
 		return fmt.Errorf("configuration for %s: %d problem(s):\n  %s", role, len(problems), strings.Join(problems, "\n  "))
 	}
 	fmt.Fprintf(out, "configuration for %s: ok\n", role)

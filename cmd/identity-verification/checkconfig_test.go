@@ -62,3 +62,22 @@ func TestCheckConfigRefusesAnUnknownRole(t *testing.T) {
 		t.Error("unknown role accepted")
 	}
 }
+
+// The compose file's gate job runs `check-config -q all`: its log is the
+// verdict alone, one line, so a refused production stack says why at once.
+func TestCheckConfigQuietPrintsTheVerdictOnly(t *testing.T) {
+	env := config.Map{"STRIPE_WEBHOOK_SECRET": testSecret, "STRIPE_API_KEY": "sk_test_" + testSecret,
+		"RETRY_LINK_SECRET": "retry-" + testSecret}
+	var out bytes.Buffer
+	if err := checkConfig(env, []string{"-q", "all"}, &out); err != nil || out.String() != "configuration for all: ok\n" {
+		t.Errorf("quiet, good configuration: %q, %v; want the verdict line alone", out.String(), err)
+	}
+
+	env["RETRY_LINK_SECRET"] = config.Placeholder + "_retry_link_secret_0123456789abcdef0123456789"
+	out.Reset()
+	err := checkConfig(env, []string{"-q", "all"}, &out)
+	if err == nil || out.Len() != 0 || strings.Contains(err.Error(), "\n") ||
+		!strings.HasPrefix(err.Error(), "configuration for all: RETRY_LINK_SECRET: placeholders from .env.example") {
+		t.Errorf("quiet, a placeholder in production: printed %q, error %v; want nothing printed and one line naming it", out.String(), err)
+	}
+}

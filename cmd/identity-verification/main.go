@@ -6,7 +6,7 @@
 //
 //	identity-verification [webhook|worker|admin|all]
 //	identity-verification replay [-query Q] [-days N] [-limit N] [-save DIR]
-//	identity-verification check-config [webhook|worker|admin|all]
+//	identity-verification check-config [-q] [webhook|worker|admin|all]
 //	identity-verification api-key create --name NAME --scopes S1,S2 | list | revoke ID
 //	identity-verification gen-key [-id ID]
 //	identity-verification register-endpoint -url https://HOST/webhooks/stripe
@@ -19,13 +19,14 @@
 // check-config validates the configuration the environment gives the role
 // without starting anything: it prints every variable with its value or
 // default (secrets masked to a prefix and a length) and exits 1 listing
-// every bad or missing value. Run it before a deploy.
+// every bad or missing value (-q: the verdict only). Run it before a
+// deploy.
 //
 // gen-key prints a new random payload encryption key as an entry of
 // PAYLOAD_ENCRYPTION_KEYS (id:base64): put it first to encrypt with it,
 // and keep the old keys after it to decrypt what they encrypted.
 //
-// Configuration is the environment; see the README's table.
+// Configuration is the environment; see docs/configuration.md.
 package main
 
 import (
