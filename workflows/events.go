@@ -368,7 +368,7 @@ func (w *verification) armInputTimers(ctx workflow.Context) {
 	}
 	w.st.ExpiresAt = now.Add(w.policy.ExpireAfter)
 	// The warning before expiry came in version 1 of this change: runs that
-	// armed their timers before it replay without it (see the README's
+	// armed their timers before it replay without it (see docs/changing-the-workflow.md,
 	// "Changing the workflow safely"). It is sent only when it falls after
 	// the reminder, so the user never gets the two at once.
 	if expiryWarningUnversioned || workflow.GetVersion(ctx, ChangeExpiryWarning, workflow.DefaultVersion, 1) >= 1 {
@@ -383,6 +383,10 @@ func (w *verification) armInputTimers(ctx workflow.Context) {
 // ChangeExpiryWarning is the workflow.GetVersion change id of the warning
 // before expiry.
 const ChangeExpiryWarning = "expiry-warning"
+
+// workflowV3Unversioned is set only by a test: workflow v3 without its
+// GetVersion, which the replayer must catch on the histories from before.
+var workflowV3Unversioned = false
 
 // expiryWarningUnversioned is set only by a test: the same change without
 // GetVersion, which the replayer must catch.

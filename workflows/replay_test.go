@@ -44,6 +44,10 @@ var recordedPaths = []string{
 	"duplicates_and_stale_events", "canceled", "continue_as_new_run1", "continue_as_new_run2",
 	"late_redaction_new_run", "late_failure_counted", "late_fraud_reopens_review", "smtp_outage_then_verified",
 	"terminated_mid_review_decided", "reminder_warning_then_expiry",
+	// Workflow v3 (the marker "workflow-v3"): the paths whose commands it changed.
+	"v3_verified_mismatch_four_eyes", "v3_late_fraud_record_superseded", "v3_stale_email_dropped",
+	"v3_reminder_warning_then_expiry", "v3_alternate_exhausted_review_rejected", "v3_same_type_no_switch_review_rejected",
+	"v3_reordered_failure_then_verified",
 }
 
 func TestReplayRecordedHistories(t *testing.T) {
@@ -128,7 +132,8 @@ func TestRecordHistories(t *testing.T) {
 		func() { r.path("verified_match", store.Contact{}, ev("e1", "verified", 0)) },
 		func() {
 			vs, run := r.start("verified_mismatch_review_approved", store.Contact{FirstName: "Ada"}, ev("e1", "verified", 0))
-			r.decide(vs, "approve")
+			r.decideAs(vs, "approve", "oidc:recorder-1")
+			r.decideAs(vs, "approve", "oidc:recorder-2") // four eyes since workflow v3
 			r.save("verified_mismatch_review_approved", vs, run)
 		},
 		func() {
@@ -178,6 +183,45 @@ func TestRecordHistories(t *testing.T) {
 				ev("e2", "verified", time.Second))
 		},
 		func() { r.terminatedMidReview() },
+		func() {
+			vs, run := r.start("v3_verified_mismatch_four_eyes", store.Contact{FirstName: "Ada"}, ev("e1", "verified", 0))
+			r.decideAs(vs, "approve", "oidc:recorder-1")
+			r.decideAs(vs, "approve", "oidc:recorder-2")
+			r.save("v3_verified_mismatch_four_eyes", vs, run)
+		},
+		func() {
+			p := r.policy
+			p.LateFraud = workflows.LateFraudRecord
+			vs := "vs_v3_late_fraud_record_superseded"
+			r.st.UpsertContact(context.Background(), store.Contact{SessionID: vs, Email: "v3lf@example.com"})
+			run := r.deliver(vs, p, failed("e1", "selfie_manipulated", time.Second), ev("e2", "verified", 2*time.Second))
+			r.save("v3_late_fraud_record_superseded", vs, run)
+		},
+		func() {
+			r.mailer.down("v3_stale_email_dropped@example.com", 6*time.Second)
+			r.path("v3_stale_email_dropped", store.Contact{}, failed("e1", "document_expired", 0), ev("e2", "verified", time.Second))
+		},
+		func() {
+			r.path("v3_reminder_warning_then_expiry", store.Contact{}, failed("e1", "document_expired", 0))
+		},
+		func() {
+			vs, run := r.start("v3_alternate_exhausted_review_rejected", store.Contact{}, failed("e1", "document_expired", 0),
+				failed("e2", "", time.Second), failed("e3", "document_expired", 2*time.Second),
+				alternate(failed("e4", "id_number_mismatch", 3*time.Second)), alternate(failed("e5", "id_number_mismatch", 4*time.Second)))
+			r.decide(vs, "reject")
+			r.save("v3_alternate_exhausted_review_rejected", vs, run)
+		},
+		func() {
+			vs, run := r.start("v3_same_type_no_switch_review_rejected", store.Contact{},
+				alternate(failed("e1", "id_number_mismatch", 0)), alternate(failed("e2", "id_number_mismatch", time.Second)),
+				alternate(failed("e3", "id_number_mismatch", 2*time.Second)))
+			r.decide(vs, "reject")
+			r.save("v3_same_type_no_switch_review_rejected", vs, run)
+		},
+		func() {
+			r.path("v3_reordered_failure_then_verified", store.Contact{}, failed("e2", "document_expired", 2*time.Second),
+				failed("e1", "document_unverified_other", time.Second), ev("e3", "verified", 3*time.Second))
+		},
 	} {
 		wg.Add(1)
 		go func() { defer wg.Done(); fn() }()
@@ -247,11 +291,15 @@ func (r *recorder) waitReview(vs string) {
 }
 
 // decide waits for the session's review to open, then decides it.
-func (r *recorder) decide(vs, decision string) {
+func (r *recorder) decide(vs, decision string) { r.decideAs(vs, decision, "") }
+
+// decideAs decides as a principal (four eyes counts them).
+func (r *recorder) decideAs(vs, decision, subject string) {
 	r.waitReview(vs)
 	h, err := r.c.UpdateWorkflow(context.Background(), client.UpdateWorkflowOptions{
 		WorkflowID: workflows.WorkflowID(vs), UpdateName: workflows.UpdateReviewDecision,
-		Args: []any{workflows.ReviewDecision{Decision: decision, Reviewer: "ops-recorder"}}, WaitForStage: client.WorkflowUpdateStageCompleted})
+		Args:         []any{workflows.ReviewDecision{Decision: decision, Reviewer: "ops-recorder", Subject: subject}},
+		WaitForStage: client.WorkflowUpdateStageCompleted})
 	if err == nil {
 		err = h.Get(context.Background(), nil)
 	}

@@ -7,6 +7,8 @@ package workflows_test
 // path (beforeV3), which is also the defect the change mends.
 
 import (
+	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -420,5 +422,32 @@ func TestTheUIDetailsEscapeWhatComesFromOutside(t *testing.T) {
 	h.run(workflows.Input{})
 	if !strings.Contains(details, `1 of 2 approvals, by \[click\]\(https\://evil\.example\)`) {
 		t.Errorf("details do not escape the reviewer:\n%s", details)
+	}
+}
+
+// Item 12: durations in the workflow's input and state read as Go
+// durations in the Temporal UI; inputs written before as nanoseconds read.
+func TestPolicyDurationsAreGoDurationStrings(t *testing.T) {
+	p := workflows.DefaultPolicy()
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"reminder_after":"24h0m0s"`, `"expire_after":"168h0m0s"`, `"review_deadline":"48h0m0s"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("policy JSON %s lacks %s", b, want)
+		}
+	}
+	var back workflows.Policy
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, p) {
+		t.Errorf("round trip: %+v, %v; want %+v", back, err, p)
+	}
+	var old workflows.Policy
+	if err := json.Unmarshal([]byte(`{"max_attempts":3,"reminder_after":86400000000000,"expire_after":604800000000000,"review_deadline":172800000000000}`), &old); err != nil ||
+		old.ReminderAfter != 24*time.Hour || old.ExpireAfter != 7*24*time.Hour || old.ReviewDeadline != 48*time.Hour {
+		t.Errorf("an input from before: %+v, %v", old, err)
+	}
+	if err := json.Unmarshal([]byte(`{"expire_after":"a week"}`), &old); err == nil {
+		t.Error("a duration that is none was accepted")
 	}
 }

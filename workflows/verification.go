@@ -77,7 +77,7 @@ type verification struct {
 
 func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 	w := &verification{
-		v3:     workflow.GetVersion(ctx, ChangeWorkflowV3, workflow.DefaultVersion, 1) >= 1,
+		v3:     workflowV3Unversioned || workflow.GetVersion(ctx, ChangeWorkflowV3, workflow.DefaultVersion, 1) >= 1,
 		policy: in.Policy.withDefaults(),
 		events: workflow.GetSignalChannelWithOptions(ctx, SignalEvent, workflow.SignalChannelOptions{
 			Description: "A Stripe identity.verification_session.* event (sent by the webhook)."}),

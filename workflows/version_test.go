@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -49,4 +50,29 @@ func TestTheExpiryWarningIsVersioned(t *testing.T) {
 		t.Fatalf("the change without GetVersion: %s; want a nondeterminism failure (TMPRL1100)", res.Line())
 	}
 	t.Logf("without GetVersion: %s", res.Line())
+}
+
+// Workflow v3 is one GetVersion asked when a run starts: the histories
+// recorded before it replay on the old branches, those recorded after it on
+// the new ones, and v3 taken without the version breaks the old ones.
+func TestWorkflowV3IsVersioned(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(historiesDir, "*.json"))
+	undo := workflows.SetWorkflowV3Unversioned()
+	defer undo()
+	broken := 0
+	for _, f := range files {
+		if strings.HasPrefix(filepath.Base(f), "v3_") {
+			continue
+		}
+		if res := replay.File(replay.New(), f); !res.OK() {
+			if res.Code != "TMPRL1100" {
+				t.Errorf("%s: %s; want a nondeterminism failure", f, res.Line())
+			}
+			broken++
+		}
+	}
+	if broken == 0 {
+		t.Fatal("v3 without GetVersion replays every old history: the test shows nothing")
+	}
+	t.Logf("without GetVersion, %d of the old histories no longer replay", broken)
 }
