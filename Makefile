@@ -17,7 +17,7 @@ test: tools lint
 	$(MAKE) fuzz
 
 # Pinned tools, each in its own module under tools/, built once into .bin/.
-tools: $(BIN)/temporal $(BIN)/mailpit $(BIN)/stripe-mock $(BIN)/workflowcheck
+tools: $(BIN)/temporal $(BIN)/mailpit $(BIN)/stripe-mock $(BIN)/dex $(BIN)/workflowcheck
 
 $(BIN)/temporal: tools/temporal/go.mod tools/temporal/go.sum
 	cd tools/temporal && $(GO) build -o ../../$(BIN)/ tool
@@ -25,6 +25,10 @@ $(BIN)/mailpit: tools/mailpit/go.mod tools/mailpit/go.sum
 	cd tools/mailpit && $(GO) build -o ../../$(BIN)/ tool
 $(BIN)/stripe-mock: tools/stripemock/go.mod tools/stripemock/go.sum
 	cd tools/stripemock && $(GO) build -o ../../$(BIN)/ tool
+# Dex, the OpenID Provider of make dev and the e2e tests (state in memory:
+# built without cgo, so no C compiler is needed for its SQLite driver).
+$(BIN)/dex: tools/dex/go.mod tools/dex/go.sum
+	cd tools/dex && CGO_ENABLED=0 $(GO) build -o ../../$(BIN)/ tool
 $(BIN)/workflowcheck: tools/workflowcheck/go.mod tools/workflowcheck/go.sum
 	cd tools/workflowcheck && $(GO) build -o ../../$(BIN)/ tool
 

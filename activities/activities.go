@@ -170,6 +170,15 @@ type Progress struct {
 	LastErrorCode     string `json:"last_error_code,omitempty"`
 	LastErrorReason   string `json:"last_error_reason,omitempty"`
 	Escalation        string `json:"escalation"`
+	// Comparing is the verified event whose outputs are being compared
+	// (null or absent when none): while it is set the expected values are
+	// frozen.
+	Comparing json.RawMessage `json:"comparing,omitempty"`
+}
+
+// IsComparing reports whether a comparison of the verified outputs runs.
+func (p Progress) IsComparing() bool {
+	return len(p.Comparing) > 0 && string(p.Comparing) != "null"
 }
 
 // RecordTransition persists a transition, the event ledger entry, the audit
@@ -184,7 +193,8 @@ func (a *Activities) RecordTransition(ctx context.Context, t Transition) error {
 	_, err := a.Store.RecordTransition(ctx, store.Transition{SessionID: t.SessionID, Key: t.Key, Seq: p.Seq,
 		EventID: t.EventID, EventType: t.EventType, From: t.From, To: p.Status, StripeStatus: p.StripeStatus,
 		SessionType: p.SessionType, Attempts: p.Attempts + p.AlternateAttempts, LastErrorCode: p.LastErrorCode,
-		LastErrorReason: p.LastErrorReason, Escalation: p.Escalation, Note: t.Note, State: string(t.State), RunID: t.RunID})
+		LastErrorReason: p.LastErrorReason, Escalation: p.Escalation, Comparing: p.IsComparing(), Note: t.Note,
+		State: string(t.State), RunID: t.RunID})
 	return storeError(err)
 }
 

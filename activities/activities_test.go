@@ -512,6 +512,39 @@ func TestRetryLinksAreForTheCurrentAttempt(t *testing.T) {
 	})
 }
 
+// The workflow's state says when a comparison runs: a transition recorded
+// with it freezes the expected values, and so does one past requires_input.
+func TestATransitionThatStartsAComparisonFreezesTheExpectedValues(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		for _, c := range []struct{ name, state string }{
+			{"comparing", `"status":"created","escalation":"none","seq":1,"comparing":{"id":"evt_v","type":"identity.verification_session.verified"}`},
+			{"processing", `"status":"processing","escalation":"none","seq":1`},
+		} {
+			vs := unique("vs_freeze_" + c.name)
+			e.register(store.Contact{SessionID: vs, Email: "freeze@example.com", LastName: "Lovelace"})
+			tr := activities.Transition{SessionID: vs, Key: "evt_1", From: "new",
+				State: json.RawMessage(`{"session_id":"` + vs + `",` + c.state + `}`)}
+			if _, err := e.tenv.ExecuteActivity(e.acts.RecordTransition, tr); err != nil {
+				t.Fatal(err)
+			}
+			err := e.store.UpsertContact(context.Background(), store.Contact{SessionID: vs, Email: "eve@example.com", LastName: "Lovelace"})
+			if !errors.Is(err, store.ErrFrozen) {
+				t.Errorf("%s: a changed registration: %v; want ErrFrozen", c.name, err)
+			}
+		}
+		vs := unique("vs_not_frozen")
+		e.register(store.Contact{SessionID: vs, Email: "open@example.com"})
+		tr := activities.Transition{SessionID: vs, Key: "evt_1", From: "new",
+			State: json.RawMessage(`{"session_id":"` + vs + `","status":"requires_input","escalation":"none","seq":1,"comparing":null}`)}
+		if _, err := e.tenv.ExecuteActivity(e.acts.RecordTransition, tr); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.UpsertContact(context.Background(), store.Contact{SessionID: vs, Email: "new@example.com"}); err != nil {
+			t.Errorf("a change while the session waits for the user: %v", err)
+		}
+	})
+}
+
 // Issue 19, item 2: a cancel Stripe refuses because the session is canceled
 // or verified already has nothing left to do; any other refusal stays a
 // refusal; a refused key is retryable, of its own type.

@@ -1,13 +1,14 @@
-// Package admin is the small admin API, on its own listener and behind a
-// bearer token: the business creates a session (or registers the contact
-// and expected values of one it created itself) before the user verifies,
-// and ops list open reviews, read a session's state and decide reviews
-// without the Temporal UI.
+// Package admin is the small admin API, on its own listener and behind
+// bearer credentials (ADMIN_TOKEN, a machine's full-scope token, or scoped
+// API keys): the business creates a session (or registers the contact and
+// expected values of one it created itself) before the user verifies, and
+// ops list open reviews, read a session's state, decide reviews and read
+// the audit log without the Temporal UI. Every change is an audit row.
 package admin
 
 import (
+	"cmp"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,14 +28,16 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
+	"identityverification/access"
 	"identityverification/store"
 	"identityverification/stripeapi"
 	"identityverification/workflows"
 )
 
-// Contacts is where registrations go.
+// Contacts is where registrations go: stored with their audit row in one
+// transaction, refused once the session's values are frozen.
 type Contacts interface {
-	UpsertContact(ctx context.Context, c store.Contact) error
+	RegisterContact(ctx context.Context, c store.Contact, audit *store.AuditRecord) ([]string, error)
 }
 
 // Temporal is the part of the client the admin API uses.
@@ -61,11 +64,24 @@ type Stripe interface {
 	Status(ctx context.Context, sessionID string) (string, error)
 }
 
-// API serves /admin/sessions, /admin/sessions/{id} and /admin/reviews.
+// API serves /admin/sessions, /admin/sessions/{id}, /admin/reviews and
+// /admin/audit.
 type API struct {
-	Token    string // required bearer token
+	// Token is ADMIN_TOKEN, a machine's credential with every scope; empty:
+	// only API keys.
+	Token string
+	// Keys are the scoped API keys; Throttle counts failed
+	// authentications per source (nil: none counted).
+	Keys     Keys
+	Throttle *access.Throttle
+	// Audit is the audit log; nil writes none.
+	Audit    Audit
 	Contacts Contacts
-	Reviews  Reviews
+	// KeySecret keys the idempotency keys and client references derived
+	// from a create request (ADMIN_TOKEN, or another secret every replica
+	// shares).
+	KeySecret string
+	Reviews   Reviews
 	// Stripe and ReturnURL serve POST /admin/sessions.
 	Stripe    Stripe
 	ReturnURL string
@@ -134,13 +150,22 @@ func plainText(s string, max int) bool {
 // Handler returns the routes. Authentication comes before routing: a
 // caller without the token gets the same 401 for every path and method, so
 // the answer tells nothing about which routes exist.
+//
+// Each route needs a scope: a credential without it gets 403.
 func (a *API) Handler() http.Handler {
 	r := mux.NewRouter()
-	r.HandleFunc("/admin/sessions", a.create).Methods(http.MethodPost)
-	r.HandleFunc("/admin/reviews", a.reviews).Methods(http.MethodGet)
-	r.Handle("/admin/sessions/{id}", validSessionID(a.register)).Methods(http.MethodPut)
-	r.Handle("/admin/sessions/{id}", validSessionID(a.state)).Methods(http.MethodGet)
-	r.Handle("/admin/sessions/{id}/review", validSessionID(a.review)).Methods(http.MethodPost)
+	r.Handle("/admin/sessions", a.need(access.ScopeSessionsCreate, store.AuditSessionCreate,
+		http.HandlerFunc(a.create))).Methods(http.MethodPost)
+	r.Handle("/admin/reviews", a.need(access.ScopeSessionsRead, store.AuditReviewsList,
+		http.HandlerFunc(a.reviews))).Methods(http.MethodGet)
+	r.Handle("/admin/audit", a.need(access.ScopeAuditRead, store.AuditAuditRead,
+		http.HandlerFunc(a.auditLog))).Methods(http.MethodGet)
+	r.Handle("/admin/sessions/{id}", a.need(access.ScopeSessionsRegister, store.AuditSessionRegister,
+		validSessionID(a.register))).Methods(http.MethodPut)
+	r.Handle("/admin/sessions/{id}", a.need(access.ScopeSessionsRead, store.AuditSessionRead,
+		validSessionID(a.state))).Methods(http.MethodGet)
+	r.Handle("/admin/sessions/{id}/review", a.need(access.ScopeReviewsDecide, store.AuditReviewDecide,
+		validSessionID(a.review))).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusNotFound, map[string]string{"error": "no such route"})
 	})
@@ -150,16 +175,29 @@ func (a *API) Handler() http.Handler {
 	return a.authenticate(r)
 }
 
-func (a *API) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || a.Token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="admin"`)
-			reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+// refusedRegistration answers 409 for a registration the store refused
+// (a redacted session, frozen values), with an audit row; false otherwise.
+func (a *API) refusedRegistration(w http.ResponseWriter, r *http.Request, id string, err error) bool {
+	var frozen *store.FrozenError
+	switch {
+	case errors.Is(err, store.ErrRedacted):
+		a.audit(r, store.AuditSessionRegister, id, store.AuditRefused, "redacted")
+		reply(w, http.StatusConflict, map[string]string{"error": "the session was redacted: its personal data is not kept any more"})
+	case errors.As(err, &frozen):
+		a.audit(r, store.AuditSessionRegister, id, store.AuditRefused, "frozen: would change "+strings.Join(frozen.Fields, ","))
+		reply(w, http.StatusConflict, map[string]string{"error": frozen.Error()})
+	default:
+		return false
+	}
+	return true
+}
+
+// sessionOf is the request's session id, when it has a valid one.
+func sessionOf(r *http.Request) string {
+	if id := mux.Vars(r)["id"]; sessionID.MatchString(id) {
+		return id
+	}
+	return ""
 }
 
 // validSessionID refuses a path whose {id} is not a VerificationSession id.
@@ -184,10 +222,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := mux.Vars(r)["id"]
-	err := a.Contacts.UpsertContact(r.Context(), store.Contact{SessionID: id, Email: reg.Email, FirstName: reg.FirstName,
-		LastName: reg.LastName, DOB: reg.DOB, ClientReferenceID: reg.ClientReferenceID})
-	if errors.Is(err, store.ErrRedacted) {
-		reply(w, http.StatusConflict, map[string]string{"error": "the session was redacted: its personal data is not kept any more"})
+	_, err := a.Contacts.RegisterContact(r.Context(), store.Contact{SessionID: id, Email: reg.Email, FirstName: reg.FirstName,
+		LastName: reg.LastName, DOB: reg.DOB, ClientReferenceID: reg.ClientReferenceID}, a.auditRecord(r, store.AuditSessionRegister))
+	if a.refusedRegistration(w, r, id, err) {
 		return
 	}
 	if err != nil {
@@ -211,7 +248,41 @@ func (a *API) state(w http.ResponseWriter, r *http.Request) {
 	if a.temporalError(w, id, err) {
 		return
 	}
-	reply(w, http.StatusOK, st)
+	reply(w, http.StatusOK, withApprovals(st))
+}
+
+// StateAnswer is the state as the admin API answers it: the workflow's
+// state and, while a review waits for more approvals, what it has ("1 of
+// 2 approvals, by ann@example.com").
+type StateAnswer struct {
+	workflows.State
+	ApprovalStatus string `json:"approval_status,omitempty"`
+}
+
+func withApprovals(st workflows.State) StateAnswer {
+	return StateAnswer{State: st, ApprovalStatus: ApprovalStatus(st.Review)}
+}
+
+// ApprovalStatus says how far an open review's approvals are, from the
+// workflow's state: "1 of 2 approvals, by ann@example.com" (empty for a
+// review that needs one approval and has none, or is decided).
+func ApprovalStatus(rv *workflows.Review) string {
+	if !rv.Open() {
+		return ""
+	}
+	need := max(rv.ApprovalsNeeded, 1)
+	if need == 1 && len(rv.Approvals) == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("%d of %d approvals", len(rv.Approvals), need)
+	if len(rv.Approvals) > 0 {
+		var by []string
+		for _, ap := range rv.Approvals {
+			by = append(by, cmp.Or(ap.Reviewer, ap.Subject))
+		}
+		s += ", by " + strings.Join(by, ", ")
+	}
+	return s
 }
 
 func (a *API) review(w http.ResponseWriter, r *http.Request) {
@@ -232,9 +303,9 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": workflows.ErrUnknownDecision.Error()})
 		return
 	}
-	// The principal is the credential's, never the caller's word: four
-	// eyes counts it.
-	d.Subject = workflows.SubjectAdminToken
+	// Four eyes counts the authenticated principal, never what the body
+	// says: the reviewer is the machine's word, the subject its credential.
+	d.Subject = principal(r.Context()).Subject
 	id := mux.Vars(r)["id"]
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
@@ -246,14 +317,17 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 	st, err := a.decide(ctx, id, key, d)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.Type() == workflows.ErrTypeReviewRefused {
+		a.audit(r, store.AuditReviewDecide, id, store.AuditRefused, d.Decision+": "+appErr.Message())
 		reply(w, http.StatusConflict, map[string]string{"error": appErr.Message()})
 		return
 	}
 	if a.temporalError(w, id, err) {
+		a.audit(r, store.AuditReviewDecide, id, store.AuditFailed, d.Decision)
 		return
 	}
-	a.Log.Info("admin: review decided", "session_id", id, "decision", d.Decision, "reviewer", d.Reviewer)
-	reply(w, http.StatusOK, st)
+	a.audit(r, store.AuditReviewDecide, id, store.AuditOK, d.Decision+" as "+d.Reviewer)
+	a.Log.Info("admin: review decided", "session_id", id, "decision", d.Decision, "subject", d.Subject)
+	reply(w, http.StatusOK, withApprovals(st))
 }
 
 // decide sends the decision to the session's workflow and waits until it is

@@ -22,12 +22,12 @@ type contacts struct {
 	redacted map[string]bool
 }
 
-func (c *contacts) UpsertContact(_ context.Context, ct store.Contact) error {
+func (c *contacts) RegisterContact(_ context.Context, ct store.Contact, _ *store.AuditRecord) ([]string, error) {
 	if c.redacted[ct.SessionID] {
-		return store.ErrRedacted
+		return nil, store.ErrRedacted
 	}
 	c.stored = append(c.stored, ct)
-	return nil
+	return []string{"email"}, nil
 }
 
 func TestRegistrationsAreValidatedBeforeAnythingIsStored(t *testing.T) {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -86,7 +87,7 @@ func (n *NewSession) validate() error {
 // the same key, and Stripe answers it with the session it made first.
 func (a *API) keys(n NewSession, header string) (idem, ref string) {
 	mac := func(parts ...string) string {
-		h := hmac.New(sha256.New, []byte(a.Token))
+		h := hmac.New(sha256.New, []byte(cmp.Or(a.KeySecret, a.Token)))
 		for _, p := range parts {
 			h.Write([]byte(p))
 			h.Write([]byte{0})
@@ -154,10 +155,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	err = a.Contacts.UpsertContact(ctx, store.Contact{SessionID: vs.ID, Email: n.Email, FirstName: n.FirstName,
-		LastName: n.LastName, DOB: n.DOB, ClientReferenceID: ref})
-	if errors.Is(err, store.ErrRedacted) {
-		reply(w, http.StatusConflict, map[string]string{"error": "the session was redacted: its personal data is not kept any more"})
+	_, err = a.Contacts.RegisterContact(ctx, store.Contact{SessionID: vs.ID, Email: n.Email, FirstName: n.FirstName,
+		LastName: n.LastName, DOB: n.DOB, ClientReferenceID: ref}, a.auditRecord(r, store.AuditSessionRegister))
+	if a.refusedRegistration(w, r, vs.ID, err) {
 		return
 	}
 	if err != nil {
@@ -174,6 +174,11 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "Temporal unavailable: the session's workflow did not start; retry the same request"})
 		return
 	}
+	detail := "created"
+	if vs.Replayed {
+		detail = "replayed"
+	}
+	a.audit(r, store.AuditSessionCreate, vs.ID, store.AuditOK, detail)
 	a.Log.Info("admin: session created", "session_id", vs.ID, "replayed", vs.Replayed)
 	w.Header().Set("Cache-Control", "no-store")
 	reply(w, http.StatusCreated, Created{SessionID: vs.ID, ClientSecret: vs.ClientSecret, URL: vs.URL,

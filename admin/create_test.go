@@ -73,8 +73,8 @@ func (f *fakeTemporal) SignalWithStartWorkflow(_ context.Context, id, signal str
 // failingContacts fails every write.
 type failingContacts struct{}
 
-func (failingContacts) UpsertContact(context.Context, store.Contact) error {
-	return errors.New("database down")
+func (failingContacts) RegisterContact(context.Context, store.Contact, *store.AuditRecord) ([]string, error) {
+	return nil, errors.New("database down")
 }
 
 const newSession = `{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace","dob":"1815-12-10"}`

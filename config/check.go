@@ -201,6 +201,8 @@ func (p *parser) check(c Config) {
 	}
 	p.databaseURL(c.DatabaseURL)
 
+	p.checkOIDC(c.OIDC)
+
 	p.email("EMAIL_FROM", c.EmailFrom)
 	if c.OpsEmail != "" {
 		p.email("OPS_EMAIL", c.OpsEmail)
@@ -214,7 +216,45 @@ func (p *parser) check(c Config) {
 		}
 		p.secret("RETRY_LINK_SECRET", c.RetryLinkSecret)
 		p.secret("ADMIN_TOKEN", c.AdminToken)
+		p.secret("OIDC_CLIENT_SECRET", c.OIDC.ClientSecret)
 		p.refusePlaceholders(c)
+	}
+}
+
+// checkOIDC checks the desk's sign-in settings: all four or none (the desk
+// is off), URLs with a host, the redirect to the desk's callback, and
+// groups that let someone in.
+func (p *parser) checkOIDC(o OIDC) {
+	set := map[string]string{"OIDC_ISSUER": o.Issuer, "OIDC_CLIENT_ID": o.ClientID,
+		"OIDC_CLIENT_SECRET": o.ClientSecret, "OIDC_REDIRECT_URL": o.RedirectURL}
+	anySet := false
+	for _, v := range set {
+		anySet = anySet || v != ""
+	}
+	if !anySet {
+		if len(o.ReviewerGroups) > 0 || len(o.AdminGroups) > 0 {
+			p.fail("OIDC_ISSUER", "REVIEWER_GROUPS or ADMIN_GROUPS is set, but the desk's sign-in is not: set OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and OIDC_REDIRECT_URL")
+		}
+		return
+	}
+	for _, name := range []string{"OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_REDIRECT_URL"} {
+		if set[name] == "" {
+			p.fail(name, "is not set: the review desk's sign-in needs OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and OIDC_REDIRECT_URL together")
+		}
+	}
+	if o.Issuer != "" {
+		p.url("OIDC_ISSUER", o.Issuer, "https", "http")
+	}
+	if o.RedirectURL != "" {
+		if u := p.url("OIDC_REDIRECT_URL", o.RedirectURL, "https", "http"); u != nil && u.Path != DeskCallbackPath {
+			p.fail("OIDC_REDIRECT_URL", "must end in "+DeskCallbackPath+" (the desk's callback, as registered at the provider)")
+		}
+	}
+	if o.GroupsClaim == "" || strings.ContainsFunc(o.GroupsClaim, func(r rune) bool { return r <= ' ' }) {
+		p.fail("OIDC_GROUPS_CLAIM", "must name a claim of the ID token, such as groups")
+	}
+	if len(o.ReviewerGroups) == 0 && len(o.AdminGroups) == 0 {
+		p.fail("REVIEWER_GROUPS", "is not set: with neither REVIEWER_GROUPS nor ADMIN_GROUPS nobody can sign in to the desk")
 	}
 }
 
@@ -249,6 +289,7 @@ func (p *parser) refusePlaceholders(c Config) {
 	check("RETRY_LINK_SECRET", c.RetryLinkSecret)
 	check("ADMIN_TOKEN", c.AdminToken)
 	check("CODEC_TOKEN", c.CodecToken)
+	check("OIDC_CLIENT_SECRET", c.OIDC.ClientSecret)
 	if u, err := url.Parse(c.DatabaseURL); err == nil && u.User != nil {
 		pass, _ := u.User.Password()
 		check("DATABASE_URL", pass) // its password

@@ -49,7 +49,8 @@ type Config struct {
 	RetryLinkTTL     time.Duration // RETRY_LINK_TTL: how long a retry link works
 	AdminAddr        string        // ADMIN_ADDR: the admin API's own listener
 	OpsAddr          string        // OPS_ADDR: health and metrics, every process; "off": none
-	AdminToken       string        // ADMIN_TOKEN: bearer token; empty disables the admin API
+	AdminToken       string        // ADMIN_TOKEN: a machine's full-scope bearer token; scoped API keys beside it
+	OIDC             OIDC          // the review desk's single sign-on
 	Policy           workflows.Policy
 	ShutdownGrace    time.Duration // SHUTDOWN_GRACE
 	LogLevel         string        // LOG_LEVEL
@@ -62,6 +63,29 @@ type Config struct {
 	CodecToken   string   // CODEC_TOKEN: the codec server's token; empty disables it
 	CodecOrigins []string // CODEC_CORS_ORIGINS: browser origins allowed to call it (the Temporal UI's)
 }
+
+// OIDC is how the review desk signs people in: OpenID Connect,
+// authorization code with PKCE, against the company's provider. The desk
+// is off while Issuer is empty.
+type OIDC struct {
+	Issuer       string // OIDC_ISSUER: the provider's issuer URL (discovery at Issuer/.well-known/openid-configuration)
+	ClientID     string // OIDC_CLIENT_ID
+	ClientSecret string // OIDC_CLIENT_SECRET
+	RedirectURL  string // OIDC_REDIRECT_URL: https://<admin host>/desk/callback, registered at the provider
+	GroupsClaim  string // OIDC_GROUPS_CLAIM: the ID token claim that lists the person's groups
+	// ReviewerGroups may review (REVIEWER_GROUPS); AdminGroups may also
+	// open the desk's admin pages (ADMIN_GROUPS). Anyone in neither
+	// cannot sign in.
+	ReviewerGroups []string
+	AdminGroups    []string
+}
+
+// Enabled reports whether the desk signs people in (OIDC_ISSUER is set).
+func (o OIDC) Enabled() bool { return o.Issuer != "" }
+
+// DeskCallbackPath is the path OIDC_REDIRECT_URL must have: where the desk
+// takes the provider's answer.
+const DeskCallbackPath = "/desk/callback"
 
 // WorkerTuning is the worker's capacity. The defaults come from load runs
 // on a 2-core machine (docs/performance.md).
@@ -160,11 +184,20 @@ func load(env Env) (Config, *recorder, error) {
 		AdminAddr:        p.str("ADMIN_ADDR", "127.0.0.1:8081"),
 		OpsAddr:          p.str("OPS_ADDR", "127.0.0.1:9090"),
 		AdminToken:       getenv("ADMIN_TOKEN"),
-		Codec:            p.keyRing("PAYLOAD_ENCRYPTION_KEYS"),
-		CodecToken:       getenv("CODEC_TOKEN"),
-		CodecOrigins:     p.list("CODEC_CORS_ORIGINS"),
-		ShutdownGrace:    p.duration("SHUTDOWN_GRACE", 20*time.Second),
-		LogLevel:         p.str("LOG_LEVEL", "info"),
+		OIDC: OIDC{
+			Issuer:         p.str("OIDC_ISSUER", ""),
+			ClientID:       p.str("OIDC_CLIENT_ID", ""),
+			ClientSecret:   getenv("OIDC_CLIENT_SECRET"),
+			RedirectURL:    p.str("OIDC_REDIRECT_URL", ""),
+			GroupsClaim:    p.str("OIDC_GROUPS_CLAIM", "groups"),
+			ReviewerGroups: p.list("REVIEWER_GROUPS"),
+			AdminGroups:    p.list("ADMIN_GROUPS"),
+		},
+		Codec:         p.keyRing("PAYLOAD_ENCRYPTION_KEYS"),
+		CodecToken:    getenv("CODEC_TOKEN"),
+		CodecOrigins:  p.list("CODEC_CORS_ORIGINS"),
+		ShutdownGrace: p.duration("SHUTDOWN_GRACE", 20*time.Second),
+		LogLevel:      p.str("LOG_LEVEL", "info"),
 		Worker: WorkerTuning{
 			// On 2 cores, more workflow pollers or task slots did not move
 			// the service's end-to-end rate (they did the trivial
@@ -256,6 +289,13 @@ var (
 func (c Config) CheckWebhook() error {
 	return errors.Join(check(len(c.WebhookSecrets) > 0, ErrNoWebhookSecret),
 		check(c.StripeAPIKey != "", ErrNoStripeKey), check(c.RetryLinkSecret != "", ErrNoRetryLinkSecret))
+}
+
+// CheckAdmin validates what the admin process needs (the admin API, the
+// review desk, the codec server): the Stripe key, with which the API
+// creates sessions and the desk shows reviewers Stripe's report.
+func (c Config) CheckAdmin() error {
+	return check(c.StripeAPIKey != "", ErrNoStripeKey)
 }
 
 // CheckWorker validates what the worker process needs.

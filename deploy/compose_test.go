@@ -39,7 +39,7 @@ const (
 
 // ours are the services that run this repository's image, and the role
 // each checks or runs: the check-config job checks both roles.
-var ours = map[string]string{"worker": "worker", "webhook": "webhook", "check-config": "all"}
+var ours = map[string]string{"worker": "worker", "webhook": "webhook", "admin": "admin", "check-config": "all"}
 
 // builder is the one service that builds the image the others run.
 const builder = "check-config"
@@ -256,7 +256,7 @@ func published(s types.ServiceConfig, target int) (hostIP, port string) {
 
 func TestEveryServiceResolves(t *testing.T) {
 	want := []string{"postgresql", "postgresql-setup", "temporal-admin-tools", "temporal", "temporal-create-namespace",
-		"temporal-ui", "mailpit", "check-config", "worker", "webhook"}
+		"temporal-ui", "mailpit", "check-config", "worker", "webhook", "admin"}
 	p := mustLoad(t, production, nil)
 	if got := p.ServiceNames(); !reflect.DeepEqual(sorted(got), sorted(want)) {
 		t.Errorf("services in production: %v; want %v", got, want)
@@ -430,6 +430,11 @@ func TestOurServicesGetAValidConfiguration(t *testing.T) {
 						t.Errorf("lacks what the worker needs:\n%v", err)
 					}
 				}
+				if role == "admin" || role == "all" {
+					if err := cfg.CheckAdmin(); err != nil {
+						t.Errorf("lacks what the admin needs:\n%v", err)
+					}
+				}
 				if cfg.Production != (sh == production) {
 					t.Errorf("production %v in the %s shape", cfg.Production, sh)
 				}
@@ -477,10 +482,14 @@ func TestOurServicesGetAValidConfiguration(t *testing.T) {
 				}
 			})
 		}
-		// The check sees what each of the two will run with.
+		// The check sees what each of the three will run with (the admin
+		// holds no retry-link secret: it has no retry links).
 		check := environment(service(t, p, builder))
-		for _, name := range []string{"worker", "webhook"} {
+		for _, name := range []string{"worker", "webhook", "admin"} {
 			for k, v := range environment(service(t, p, name)) {
+				if name == "admin" && k == "RETRY_LINK_SECRET" && v == "" {
+					continue
+				}
 				if check[k] != v {
 					t.Errorf("%s: %s checks %s=%q, which %s runs with %q", sh, builder, k, check[k], name, v)
 				}
@@ -511,29 +520,44 @@ const binary = "/usr/local/bin/identity-verification"
 
 func TestPortsAndHostsLineUp(t *testing.T) {
 	p := mustLoad(t, dev, nil)
-	webhook, worker := service(t, p, "webhook"), service(t, p, "worker")
-	wh, wk := environment(webhook), environment(worker)
+	webhook, worker, adm := service(t, p, "webhook"), service(t, p, "worker"), service(t, p, "admin")
+	wh, wk, ad := environment(webhook), environment(worker), environment(adm)
 	cfg, _ := config.Load(wh)
+	acfg, _ := config.Load(ad)
 
-	// The webhook's three listeners: all interfaces inside the container,
-	// each published, the public one on every host interface and the
-	// admin and ops ones on loopback only.
+	// The webhook's two listeners and the admin's two: all interfaces
+	// inside the container, each published, the public one on every host
+	// interface and the admin and ops ones on loopback only.
 	for _, l := range []struct {
+		svc                types.ServiceConfig
 		name, addr, hostIP string
-	}{{"LISTEN_ADDR", cfg.ListenAddr, ""}, {"ADMIN_ADDR", cfg.AdminAddr, "127.0.0.1"}, {"OPS_ADDR", cfg.OpsAddr, "127.0.0.1"}} {
+	}{{webhook, "LISTEN_ADDR", cfg.ListenAddr, ""}, {webhook, "OPS_ADDR", cfg.OpsAddr, "127.0.0.1"},
+		{adm, "ADMIN_ADDR", acfg.AdminAddr, "127.0.0.1"}, {adm, "OPS_ADDR", acfg.OpsAddr, "127.0.0.1"}} {
 		host, port := hostPort(t, l.name, l.addr)
 		if host != "0.0.0.0" && host != "" {
-			t.Errorf("%s=%s: a container must listen on 0.0.0.0", l.name, l.addr)
+			t.Errorf("%s %s=%s: a container must listen on 0.0.0.0", l.svc.Name, l.name, l.addr)
 		}
-		ip, pub := published(webhook, port)
+		ip, pub := published(l.svc, port)
 		if pub == "" {
-			t.Errorf("%s=%s: the webhook does not publish port %d", l.name, l.addr, port)
+			t.Errorf("%s=%s: %s does not publish port %d", l.name, l.addr, l.svc.Name, port)
 		} else if ip != l.hostIP {
-			t.Errorf("%s: published on %q; want %q", l.name, ip, l.hostIP)
+			t.Errorf("%s %s: published on %q; want %q", l.svc.Name, l.name, ip, l.hostIP)
 		}
 	}
-	if len(webhook.Ports) != 3 {
-		t.Errorf("the webhook publishes %d ports; want its three listeners only", len(webhook.Ports))
+	if len(webhook.Ports) != 2 || len(adm.Ports) != 2 {
+		t.Errorf("the webhook publishes %d ports, the admin %d; want their two listeners each", len(webhook.Ports), len(adm.Ports))
+	}
+	// The webhook, on the internet, holds no admin secret; the admin holds
+	// no webhook or retry-link secret.
+	for _, k := range []string{"ADMIN_TOKEN", "CODEC_TOKEN", "OIDC_CLIENT_SECRET"} {
+		if _, ok := webhook.Environment[k]; ok {
+			t.Errorf("the webhook's environment has %s: it belongs to the admin service", k)
+		}
+	}
+	for _, k := range []string{"STRIPE_WEBHOOK_SECRET", "RETRY_LINK_SECRET"} {
+		if ad[k] != "" {
+			t.Errorf("the admin's environment holds %s", k)
+		}
 	}
 	_, listenPort := hostPort(t, "LISTEN_ADDR", cfg.ListenAddr)
 	_, pub := published(webhook, listenPort)
@@ -559,7 +583,7 @@ func TestPortsAndHostsLineUp(t *testing.T) {
 	}
 	want := net.JoinHostPort("temporal", strconv.Itoa(frontend))
 	for svc, addr := range map[string]string{
-		"worker": wk["TEMPORAL_ADDRESS"], "webhook": wh["TEMPORAL_ADDRESS"],
+		"worker": wk["TEMPORAL_ADDRESS"], "webhook": wh["TEMPORAL_ADDRESS"], "admin": ad["TEMPORAL_ADDRESS"],
 		"temporal-ui":               environment(service(t, p, "temporal-ui"))["TEMPORAL_ADDRESS"],
 		"temporal-create-namespace": environment(service(t, p, "temporal-create-namespace"))["TEMPORAL_ADDRESS"],
 	} {
@@ -589,7 +613,7 @@ func TestPortsAndHostsLineUp(t *testing.T) {
 			t.Errorf("a role of postgresql-setup is %q: want one of its own, not the superuser", role)
 		}
 	}
-	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh} {
+	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh, "admin": ad} {
 		u, host, port := urlHostPort(t, svc+" DATABASE_URL", env["DATABASE_URL"], 5432)
 		pass, _ := u.User.Password()
 		if u.Scheme != "postgres" || host != "postgresql" || port != 5432 || strings.TrimPrefix(u.Path, "/") != setup["SERVICE_DB"] ||
@@ -610,14 +634,14 @@ func TestPortsAndHostsLineUp(t *testing.T) {
 		t.Errorf("temporal-admin-tools (plugin %s, %s@%s:%s) does not set up the postgresql service as Temporal's role", admin["SQL_PLUGIN"],
 			admin["SQL_USER"], admin["SQL_HOST"], admin["SQL_PORT"])
 	}
-	for _, job := range []string{"temporal-admin-tools", "worker", "webhook"} {
+	for _, job := range []string{"temporal-admin-tools", "worker", "webhook", "admin"} {
 		if d := service(t, p, job).DependsOn["postgresql-setup"]; d.Condition != types.ServiceConditionCompletedSuccessfully {
 			t.Errorf("%s starts before postgresql-setup made its role and databases (%+v)", job, d)
 		}
 	}
 
 	// SMTP: Mailpit's SMTP port; the Stripe API: stripe-mock's.
-	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh} {
+	for svc, env := range map[string]config.Map{"worker": wk, "webhook": wh, "admin": ad} {
 		if _, host, port := urlHostPort(t, "SMTP_URL", env["SMTP_URL"], 0); host != "mailpit" || port != 1025 {
 			t.Errorf("%s: SMTP_URL=%s; want Mailpit's SMTP, mailpit:1025", svc, env["SMTP_URL"])
 		}
@@ -651,13 +675,13 @@ func TestTheUIDecodesThroughTheCodecServerWhenOneIsConfigured(t *testing.T) {
 		env[k] = v
 	}
 	p = mustLoad(t, production, env)
-	webhook, ui := service(t, p, "webhook"), service(t, p, "temporal-ui")
-	cfg, err := config.Load(environment(webhook))
+	adm, ui := service(t, p, "admin"), service(t, p, "temporal-ui")
+	cfg, err := config.Load(environment(adm))
 	if err != nil || cfg.Codec == nil || cfg.CodecToken != token {
-		t.Fatalf("webhook with keys and a codec token: codec %v, %v", cfg.Codec, err)
+		t.Fatalf("admin with keys and a codec token: codec %v, %v", cfg.Codec, err)
 	}
 	_, adminPort := hostPort(t, "ADMIN_ADDR", cfg.AdminAddr)
-	_, adminPub := published(webhook, adminPort)
+	_, adminPub := published(adm, adminPort)
 	want := "http://localhost:" + adminPub + "/codec/" + token
 	if got := environment(ui)["TEMPORAL_CODEC_ENDPOINT"]; got != want {
 		t.Errorf("the UI's codec endpoint is %q; want the admin listener's %q", got, want)
@@ -1246,7 +1270,7 @@ func TestTheGuideShowsEveryServiceAndTheSetupJobs(t *testing.T) {
 // anotherTemporal is what the guide says to start when Temporal runs
 // elsewhere (Temporal Cloud, a cluster): everything but Temporal's own
 // services, with the jobs ours wait for.
-var anotherTemporal = []string{"postgresql", "postgresql-setup", "mailpit", "check-config", "worker", "webhook"}
+var anotherTemporal = []string{"postgresql", "postgresql-setup", "mailpit", "check-config", "worker", "webhook", "admin"}
 
 // With --no-deps, Compose keeps only the dependencies among the services
 // named: those must still hold every wait our services need that is not

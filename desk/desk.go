@@ -1,42 +1,49 @@
-// Package desk is the review desk: a small server-rendered page on the admin
-// listener, under /desk/, for reviewers who do not use Temporal. A reviewer
-// signs in once with the admin token and a name of their own, sees the open
-// reviews oldest first, opens one and approves or rejects it through the
-// same workflow Update the admin API uses.
+// Package desk is the review desk: a small server-rendered site on the admin
+// listener, under /desk/, for reviewers who do not use Temporal. People sign
+// in with the company's OpenID Provider (authorization code with PKCE);
+// their groups give them roles: a reviewer sees the open reviews oldest
+// first, opens one (with what is needed to decide it: Stripe's report, a
+// Dashboard link, for a mismatch the expected beside the verified values)
+// and approves or rejects it through the same workflow Update the admin API
+// uses; an admin also sees the admin pages (API keys, the audit log).
 //
-// Sessions live in memory (a random id in an HttpOnly, SameSite=Strict
-// cookie, Secure over https) and expire; every form carries a CSRF token,
-// checked on every POST. Pages show what a reviewer needs to decide (reason,
-// field names or failure code, attempts, age, deadline) and no personal data.
-// html/template escapes everything; no JavaScript is served.
+// Every decision carries the provider's verified subject and email, never a
+// typed name. Sessions live in the database (the SHA-256 of a random id in
+// an HttpOnly, SameSite=Strict cookie, Secure over https), so any replica
+// serves any request and signing out ends the session everywhere; every form
+// carries a CSRF token. Sign-in failures are throttled per source and per
+// account. Every sign-in, view of a reviewer's details, decision and admin
+// page is an audit row. html/template escapes everything; no JavaScript is
+// served.
 package desk
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"encoding/base64"
-	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"html/template"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
-	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/sdk/temporal"
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.temporal.io/sdk/converter"
+	"golang.org/x/oauth2"
 
+	"identityverification/access"
 	"identityverification/admin"
+	"identityverification/config"
 	"identityverification/store"
+	"identityverification/stripeapi"
 	"identityverification/workflows"
 )
 
@@ -46,15 +53,15 @@ const Prefix = "/desk/"
 // Cookie names.
 const (
 	sessionCookie = "desk_session"
-	loginCookie   = "desk_login" // the sign-in form's CSRF token, before a session exists
+	loginCookie   = "desk_login" // the sign-in under way, before a session exists
 )
 
 // Defaults.
 const (
 	DefaultSessionTTL = 8 * time.Hour
-	loginFormTTL      = 30 * time.Minute
-	maxSessions       = 1000
+	loginTTL          = 10 * time.Minute
 	queueLimit        = 200
+	auditPageLimit    = 200
 )
 
 //go:embed templates/*.html static/desk.css
@@ -67,49 +74,72 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
+	"whenSec": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"join":    func(s []string) string { return strings.Join(s, ", ") },
 }).ParseFS(assets, "templates/*.html"))
 
-// Cases is where the desk reads review cases (the store).
-type Cases interface {
+// Store is what the desk keeps and reads in the database.
+type Store interface {
 	DeskOpenCases(ctx context.Context, limit int) ([]store.DeskCase, error)
 	DeskCase(ctx context.Context, sessionID string) (store.DeskCase, error)
+	Contact(ctx context.Context, sessionID string) (store.Contact, error)
+
+	CreateDeskLogin(ctx context.Context, l store.DeskLogin) error
+	TakeDeskLogin(ctx context.Context, idHash string) (store.DeskLogin, error)
+	CreateDeskSession(ctx context.Context, s store.DeskSession, replaced string) error
+	DeskSessionByHash(ctx context.Context, idHash string) (store.DeskSession, error)
+	DeleteDeskSession(ctx context.Context, idHash string) error
+	SetDeskFlash(ctx context.Context, idHash, flash string) error
+	TakeDeskFlash(ctx context.Context, idHash string) (string, error)
+
+	AppendAudit(ctx context.Context, r store.AuditRecord) error
+	AuditLog(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error)
+	APIKeys(ctx context.Context) ([]store.APIKey, error)
 }
 
-// Temporal is the part of the client the desk uses.
-type Temporal = admin.Decider
+// Temporal is the part of the client the desk uses: decisions, and the
+// state query for a review's approvals.
+type Temporal interface {
+	admin.Decider
+	QueryWorkflow(ctx context.Context, workflowID, runID, queryType string, args ...any) (converter.EncodedValue, error)
+}
+
+// Stripe reads what a reviewer sees of a session at Stripe.
+type Stripe interface {
+	ReviewView(ctx context.Context, sessionID string) (stripeapi.ReviewView, error)
+}
 
 // Desk serves the review desk. Set the exported fields, then call Handler.
 type Desk struct {
-	Token    string // the admin token, required
-	Cases    Cases
+	Store    Store
 	Temporal Temporal
 	// Policy starts a new run when a decision comes for a session whose run
 	// has closed, as the admin API does.
-	Policy     workflows.Policy
+	Policy workflows.Policy
+	// OIDC is the provider the desk signs people in with.
+	OIDC config.OIDC
+	// Stripe and StripeKey serve the reviewer's view (the key's mode picks
+	// the Dashboard's test or live pages); a nil Stripe shows none.
+	Stripe    Stripe
+	StripeKey string
+	// Throttle counts sign-in failures per source and per account (nil:
+	// none counted).
+	Throttle *access.Throttle
+	// HTTPClient calls the provider (nil: http.DefaultClient).
+	HTTPClient *http.Client
 	Log        *slog.Logger
 	SessionTTL time.Duration    // 0: DefaultSessionTTL
 	Now        func() time.Time // nil: time.Now
 
 	once     sync.Once
-	key      []byte // signs the sign-in form's CSRF token
 	mu       sync.Mutex
-	sessions map[string]*session
-}
-
-// session is one signed-in reviewer.
-type session struct {
-	reviewer string
-	csrf     string
-	expires  time.Time
-	flash    string // shown once on the next page
+	provider *provider // discovered on first use, kept once it worked
 }
 
 var sessionID = regexp.MustCompile(`^vs_[A-Za-z0-9_]{1,100}$`)
 
 func (d *Desk) init() {
 	d.once.Do(func() {
-		d.key = randomBytes(32)
-		d.sessions = map[string]*session{}
 		if d.SessionTTL <= 0 {
 			d.SessionTTL = DefaultSessionTTL
 		}
@@ -119,6 +149,9 @@ func (d *Desk) init() {
 		if d.Log == nil {
 			d.Log = slog.Default()
 		}
+		if d.HTTPClient == nil {
+			d.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+		}
 	})
 }
 
@@ -126,12 +159,15 @@ func (d *Desk) init() {
 func (d *Desk) Handler() http.Handler {
 	d.init()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /desk/{$}", d.signedIn(d.queue))
-	mux.HandleFunc("GET /desk/login", d.loginForm)
-	mux.HandleFunc("POST /desk/login", d.login)
-	mux.HandleFunc("POST /desk/logout", d.signedIn(d.logout))
-	mux.HandleFunc("GET /desk/reviews/{id}", d.signedIn(d.review))
-	mux.HandleFunc("POST /desk/reviews/{id}", d.signedIn(d.decide))
+	mux.HandleFunc("GET /desk/{$}", d.signedIn(access.RoleReviewer, d.queue))
+	mux.HandleFunc("GET /desk/login", d.loginPage)
+	mux.HandleFunc("GET /desk/login/start", d.startLogin)
+	mux.HandleFunc("GET "+config.DeskCallbackPath, d.callback)
+	mux.HandleFunc("POST /desk/logout", d.signedIn("", d.logout))
+	mux.HandleFunc("GET /desk/reviews/{id}", d.signedIn(access.RoleReviewer, d.review))
+	mux.HandleFunc("POST /desk/reviews/{id}", d.signedIn(access.RoleReviewer, d.decide))
+	mux.HandleFunc("GET /desk/admin/keys", d.signedIn(access.RoleAdmin, d.keysPage))
+	mux.HandleFunc("GET /desk/admin/audit", d.signedIn(access.RoleAdmin, d.auditPage))
 	mux.HandleFunc("GET /desk/desk.css", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
@@ -155,17 +191,31 @@ func headers(next http.Handler) http.Handler {
 	})
 }
 
+// session is a signed-in person, as the request's cookie names them.
+type session struct {
+	store.DeskSession
+}
+
+func (s *session) has(role string) bool { return role == "" || slices.Contains(s.Roles, role) }
+
 type handler func(w http.ResponseWriter, r *http.Request, s *session)
 
-// signedIn passes the request on with its session; without one, a GET goes
-// to the sign-in page and a POST is refused. Every POST must carry the
+// signedIn passes the request on with its session when the person holds
+// role. Without a session, a GET goes to the sign-in page and a POST is
+// refused; without the role, 403 (an audit row). Every POST must carry the
 // session's CSRF token: a form without it is refused with 403.
-func (d *Desk) signedIn(next handler) http.HandlerFunc {
+func (d *Desk) signedIn(role string, next handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		_, s := d.session(r)
+		s, err := d.session(r)
+		if err != nil {
+			d.Log.Error("desk: read session", "error", err)
+			d.render(w, http.StatusServiceUnavailable, "error.html", page{Title: "Unavailable",
+				Error: "The database did not answer; reload in a moment."})
+			return
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-			if s == nil || !sameToken(r.PostFormValue("csrf"), s.csrf) {
+			if s == nil || !access.SameSecret(r.PostFormValue("csrf"), s.CSRF) {
 				d.render(w, http.StatusForbidden, "error.html", page{Title: "Refused",
 					Error: "This form has expired or did not come from the desk. Reload the page and try again."})
 				return
@@ -174,39 +224,60 @@ func (d *Desk) signedIn(next handler) http.HandlerFunc {
 			http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 			return
 		}
+		if !s.has(role) {
+			d.audit(r, s, store.AuditDeskAdmin, "", store.AuditDenied, r.URL.Path)
+			d.render(w, http.StatusForbidden, "error.html", page{Title: "Not allowed", Person: s.Email, CSRF: s.CSRF,
+				Admin: s.has(access.RoleAdmin), Error: "This page is for the desk's admins."})
+			return
+		}
 		next(w, r, s)
 	}
 }
 
-// session returns the request's live session, if any.
-func (d *Desk) session(r *http.Request) (string, *session) {
+// session returns the request's live session, or nil.
+func (d *Desk) session(r *http.Request) (*session, error) {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil || c.Value == "" {
-		return "", nil
+		return nil, nil
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.sessions[c.Value]
-	if s == nil {
-		return "", nil
+	ds, err := d.Store.DeskSessionByHash(r.Context(), hashID(c.Value))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
 	}
-	if !d.Now().Before(s.expires) {
-		delete(d.sessions, c.Value)
-		return "", nil
+	if err != nil {
+		return nil, err
 	}
-	return c.Value, s
+	if !d.Now().Before(ds.ExpiresAt) {
+		if err := d.Store.DeleteDeskSession(r.Context(), ds.IDHash); err != nil {
+			d.Log.Error("desk: delete expired session", "error", err)
+		}
+		return nil, nil
+	}
+	return &session{ds}, nil
 }
 
 // page is what every template gets.
 type page struct {
-	Title    string
-	Reviewer string // signed in as; empty on the sign-in page
-	CSRF     string
-	Error    string
-	Flash    string
-	Cases    []caseView
-	Case     *caseView
-	Name     string // the reviewer name typed at sign-in, kept on a refusal
+	Title  string
+	Person string // signed in as (the verified email); empty on the sign-in page
+	Admin  bool   // the person may open the admin pages
+	CSRF   string
+	Error  string
+	Flash  string
+	Cases  []caseView
+	Case   *caseView
+	// The review page: approvals so far, what the reviewer sees of the
+	// session at Stripe, and its audit trail.
+	Approvals string
+	Reviewer  *reviewerView
+	Trail     []store.AuditRecord
+	// The admin pages.
+	Keys  []store.APIKey
+	Audit []store.AuditRecord
+}
+
+func (d *Desk) page(s *session, title string) page {
+	return page{Title: title, Person: s.Email, Admin: s.has(access.RoleAdmin), CSRF: s.CSRF}
 }
 
 // caseView is a case as a template shows it.
@@ -251,222 +322,57 @@ func (d *Desk) render(w http.ResponseWriter, code int, name string, p page) {
 	}
 }
 
-// The sign-in form's CSRF token is not tied to a session (there is none
-// yet): it is a signed, expiring random value, set as a cookie and put in the
-// form; the POST must bring both, equal, with a valid signature.
-func (d *Desk) loginToken() string {
-	b := make([]byte, 8+16, 8+16+sha256.Size)
-	binary.BigEndian.PutUint64(b, uint64(d.Now().Add(loginFormTTL).Unix()))
-	copy(b[8:], randomBytes(16))
-	m := hmac.New(sha256.New, d.key)
-	m.Write(b)
-	return base64.RawURLEncoding.EncodeToString(m.Sum(b))
+// audit appends a row for the person (nil: nobody signed in). A row that
+// cannot be written is logged.
+func (d *Desk) audit(r *http.Request, s *session, action, sessionID, result, detail string) {
+	rec := store.AuditRecord{Action: action, SessionID: sessionID, Source: access.Source(r), Result: result, Detail: detail}
+	if s != nil {
+		rec.Actor, rec.ActorName = s.Subject, s.Email
+	}
+	d.appendAudit(r.Context(), rec)
 }
 
-func (d *Desk) validLoginToken(tok string) bool {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) != 8+16+sha256.Size {
-		return false
+func (d *Desk) appendAudit(ctx context.Context, rec store.AuditRecord) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := d.Store.AppendAudit(ctx, rec); err != nil {
+		d.Log.Error("desk: append to the audit log", "action", rec.Action, "session_id", rec.SessionID, "error", err)
 	}
-	m := hmac.New(sha256.New, d.key)
-	m.Write(b[:24])
-	if !hmac.Equal(m.Sum(nil), b[24:]) {
-		return false
-	}
-	return d.Now().Unix() < int64(binary.BigEndian.Uint64(b))
 }
 
-func (d *Desk) loginForm(w http.ResponseWriter, r *http.Request) {
-	if _, s := d.session(r); s != nil {
-		http.Redirect(w, r, Prefix, http.StatusSeeOther)
+func (d *Desk) logout(w http.ResponseWriter, r *http.Request, s *session) {
+	if err := d.Store.DeleteDeskSession(r.Context(), s.IDHash); err != nil {
+		d.Log.Error("desk: sign out", "error", err)
+		d.render(w, http.StatusServiceUnavailable, "error.html", page{Title: "Unavailable",
+			Error: "The database did not answer, so you are still signed in; try again in a moment."})
 		return
 	}
-	d.showLogin(w, r, http.StatusOK, "", "")
-}
-
-func (d *Desk) showLogin(w http.ResponseWriter, r *http.Request, code int, name, problem string) {
-	tok := d.loginToken()
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: tok, Path: Prefix, MaxAge: int(loginFormTTL / time.Second),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: https(r)})
-	d.render(w, code, "login.html", page{Title: "Sign in", CSRF: tok, Error: problem, Name: name})
-}
-
-func (d *Desk) login(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	form := r.PostFormValue("csrf")
-	c, err := r.Cookie(loginCookie)
-	if err != nil || !sameToken(form, c.Value) || !d.validLoginToken(form) {
-		d.render(w, http.StatusForbidden, "error.html", page{Title: "Refused",
-			Error: "This sign-in form has expired or did not come from the desk. Reload the page and try again."})
-		return
-	}
-	name := strings.TrimSpace(r.PostFormValue("reviewer"))
-	if !sameToken(r.PostFormValue("token"), d.Token) {
-		d.Log.Warn("desk: sign-in refused: wrong token")
-		d.showLogin(w, r, http.StatusUnauthorized, keepable(name), "The admin token is not right.")
-		return
-	}
-	if !workflows.ValidReviewer(name) {
-		d.showLogin(w, r, http.StatusBadRequest, keepable(name),
-			"Your name is required: "+workflows.ErrBadReviewer.Error()+".")
-		return
-	}
-	id := base64.RawURLEncoding.EncodeToString(randomBytes(32))
-	s := &session{reviewer: name, csrf: base64.RawURLEncoding.EncodeToString(randomBytes(32)),
-		expires: d.Now().Add(d.SessionTTL)}
-	d.mu.Lock()
-	if old, err := r.Cookie(sessionCookie); err == nil {
-		delete(d.sessions, old.Value) // signing in again ends the previous session
-	}
-	now := d.Now()
-	for k, v := range d.sessions {
-		if !now.Before(v.expires) {
-			delete(d.sessions, k)
-		}
-	}
-	full := len(d.sessions) >= maxSessions
-	if !full {
-		d.sessions[id] = s
-	}
-	d.mu.Unlock()
-	if full {
-		d.render(w, http.StatusServiceUnavailable, "error.html", page{Title: "Busy", Error: "Too many reviewers are signed in; try again later."})
-		return
-	}
-	d.Log.Info("desk: reviewer signed in", "reviewer", name)
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: Prefix, MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: https(r)})
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: Prefix, MaxAge: int(d.SessionTTL / time.Second),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: https(r)})
-	http.Redirect(w, r, Prefix, http.StatusSeeOther)
-}
-
-// keepable is the typed name when it may be shown again in the form.
-func keepable(name string) string {
-	if utf8.ValidString(name) && len(name) <= 4*workflows.MaxReviewerLen {
-		return name
-	}
-	return ""
-}
-
-func (d *Desk) logout(w http.ResponseWriter, r *http.Request, _ *session) {
-	if c, err := r.Cookie(sessionCookie); err == nil {
-		d.mu.Lock()
-		delete(d.sessions, c.Value)
-		d.mu.Unlock()
-	}
+	d.audit(r, s, store.AuditSignOut, "", store.AuditOK, "")
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: Prefix, MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: https(r)})
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 }
 
-// takeFlash returns and clears the session's one-time message.
-func (d *Desk) takeFlash(s *session) string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f := s.flash
-	s.flash = ""
-	return f
-}
-
-func (d *Desk) queue(w http.ResponseWriter, r *http.Request, s *session) {
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	p := page{Title: "Open reviews", Reviewer: s.reviewer, CSRF: s.csrf, Flash: d.takeFlash(s)}
-	cases, err := d.Cases.DeskOpenCases(ctx, queueLimit)
-	if err != nil {
-		d.Log.Error("desk: list open reviews", "error", err)
-		p.Error = "The database did not answer; reload in a moment."
-		d.render(w, http.StatusServiceUnavailable, "queue.html", p)
-		return
-	}
-	for _, c := range cases {
-		p.Cases = append(p.Cases, d.view(c))
-	}
-	d.render(w, http.StatusOK, "queue.html", p)
-}
-
-func (d *Desk) review(w http.ResponseWriter, r *http.Request, s *session) {
-	d.showReview(w, r, s, http.StatusOK, d.takeFlash(s), "")
-}
-
-func (d *Desk) showReview(w http.ResponseWriter, r *http.Request, s *session, code int, flash, problem string) {
-	p := page{Title: "Review", Reviewer: s.reviewer, CSRF: s.csrf, Flash: flash, Error: problem}
-	id := r.PathValue("id")
-	if !sessionID.MatchString(id) {
-		p.Error = "There is no such review."
-		d.render(w, http.StatusNotFound, "review.html", p)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	c, err := d.Cases.DeskCase(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		p.Error = "There is no such review."
-		code = http.StatusNotFound
-	case err != nil:
-		d.Log.Error("desk: read review", "session_id", id, "error", err)
-		p.Error = "The database did not answer; reload in a moment."
-		code = http.StatusServiceUnavailable
-	default:
-		v := d.view(c)
-		p.Case = &v
-		p.Title = "Review of " + c.SessionID
-	}
-	d.render(w, code, "review.html", p)
-}
-
-func (d *Desk) decide(w http.ResponseWriter, r *http.Request, s *session) {
-	id := r.PathValue("id")
-	if !sessionID.MatchString(id) {
-		d.showReview(w, r, s, http.StatusNotFound, "", "")
-		return
-	}
-	// Every desk session signs in with the one admin token: one principal,
-	// whatever name it types (four eyes needs two).
-	dec := workflows.ReviewDecision{Decision: r.PostFormValue("decision"), Reviewer: s.reviewer, Subject: workflows.SubjectAdminToken}
-	if !utf8.ValidString(dec.Decision) || len(dec.Decision) > 32 || strings.ContainsFunc(dec.Decision, workflows.Unprintable) {
-		d.showReview(w, r, s, http.StatusBadRequest, "", workflows.ErrUnknownDecision.Error())
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	st, err := admin.Decide(ctx, d.Temporal, d.Policy, id, "", dec)
-	var appErr *temporal.ApplicationError
-	var notFound *serviceerror.NotFound
-	switch {
-	case errors.As(err, &appErr) && appErr.Type() == workflows.ErrTypeReviewRefused:
-		d.showReview(w, r, s, http.StatusConflict, "", "The decision was refused: "+appErr.Message()+".")
-		return
-	case errors.As(err, &notFound):
-		d.showReview(w, r, s, http.StatusNotFound, "", "No workflow runs for this session.")
-		return
-	case err != nil:
-		d.Log.Error("desk: decide", "session_id", id, "error", err)
-		d.showReview(w, r, s, http.StatusServiceUnavailable, "", "Temporal did not answer; try again in a moment.")
-		return
-	}
-	d.Log.Info("desk: review decided", "session_id", id, "decision", dec.Decision, "reviewer", dec.Reviewer)
-	d.mu.Lock()
-	s.flash = "Decided: " + dec.Decision + ". The session is now " + string(st.Status) + "."
-	d.mu.Unlock()
-	http.Redirect(w, r, Prefix+"reviews/"+url.PathEscape(id), http.StatusSeeOther)
-}
-
-// sameToken compares in constant time; an empty value never matches.
-func sameToken(got, want string) bool {
-	return got != "" && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+// hashID is what the database keeps of a cookie's random id.
+func hashID(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:])
 }
 
 func https(r *http.Request) bool {
 	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
+func randomString() string {
+	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		panic("desk: no randomness: " + err.Error())
 	}
-	return b
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// provider is the discovered OpenID Provider.
+type provider struct {
+	oauth    oauth2.Config
+	verifier *oidc.IDTokenVerifier
 }

@@ -3,27 +3,82 @@ package desk_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"html"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
+	"identityverification/access"
+	"identityverification/config"
 	"identityverification/desk"
+	"identityverification/devstack"
 	"identityverification/store"
+	"identityverification/store/storetest"
+	"identityverification/stripeapi"
 	"identityverification/workflows"
 )
 
-type cases struct{ open []store.DeskCase }
+// The desk under test is served at a fixed address, so that Dex (started
+// once, a real OpenID Provider with its own login page) knows its
+// callback; each test puts its own desk behind it.
+var (
+	deskURL string
+	dex     *devstack.Dex
+	current atomic.Pointer[http.Handler]
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		deskURL = "http://" + ln.Addr().String()
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*current.Load()).ServeHTTP(w, r) }))
+		dir, _ := os.MkdirTemp("", "desk-test-")
+		defer os.RemoveAll(dir)
+		wd, _ := os.Getwd()
+		root, err := devstack.Root(wd)
+		if err == nil {
+			var bin string
+			if bin, err = devstack.Tool(context.Background(), root, "dex", os.Stderr); err == nil {
+				var port int
+				if port, err = devstack.FreePort(); err == nil {
+					dex, err = devstack.StartDex(context.Background(), bin, dir, port, devstack.DexClient{ID: "review-desk",
+						Secret: "desk-test-secret", RedirectURIs: []string{deskURL + config.DeskCallbackPath}}, devstack.DevUsers)
+				}
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "desk:", err)
+			return 1
+		}
+		defer dex.Stop()
+		return m.Run()
+	}())
+}
+
+// cases serves fixed review cases over the real store (everything else).
+type cases struct {
+	*store.Store
+	open []store.DeskCase
+}
 
 func (c *cases) DeskOpenCases(context.Context, int) ([]store.DeskCase, error) { return c.open, nil }
 func (c *cases) DeskCase(_ context.Context, id string) (store.DeskCase, error) {
@@ -35,15 +90,17 @@ func (c *cases) DeskCase(_ context.Context, id string) (store.DeskCase, error) {
 	return store.DeskCase{}, store.ErrNotFound
 }
 
-// temporalFake records the updates and answers them with err, or a state.
+// temporalFake records the updates and answers them with err, or a state;
+// its state query answers state.
 type temporalFake struct {
 	updates []client.UpdateWorkflowOptions
 	err     error
+	state   workflows.State
 }
 
 func (f *temporalFake) UpdateWorkflow(_ context.Context, o client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error) {
 	f.updates = append(f.updates, o)
-	return handle{err: f.err}, nil
+	return handle{err: f.err, state: f.state}, nil
 }
 func (f *temporalFake) DescribeWorkflowExecution(context.Context, string, string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
 	return nil, errors.New("not used")
@@ -54,8 +111,15 @@ func (f *temporalFake) NewWithStartWorkflowOperation(client.StartWorkflowOptions
 func (f *temporalFake) UpdateWithStartWorkflow(context.Context, client.UpdateWithStartWorkflowOptions) (client.WorkflowUpdateHandle, error) {
 	return nil, errors.New("not used")
 }
+func (f *temporalFake) QueryWorkflow(context.Context, string, string, string, ...any) (converter.EncodedValue, error) {
+	p, _ := converter.GetDefaultDataConverter().ToPayloads(f.state)
+	return client.NewValue(p), nil
+}
 
-type handle struct{ err error }
+type handle struct {
+	err   error
+	state workflows.State
+}
 
 func (handle) WorkflowID() string { return "" }
 func (handle) RunID() string      { return "" }
@@ -64,47 +128,104 @@ func (h handle) Get(_ context.Context, v any) error {
 	if h.err != nil {
 		return h.err
 	}
-	*(v.(*workflows.State)) = workflows.State{Status: workflows.StatusVerified}
+	st := h.state
+	if st.Status == "" {
+		st.Status = workflows.StatusVerified
+	}
+	*(v.(*workflows.State)) = st
 	return nil
+}
+
+// stripeFake is Stripe's answer for the reviewer's view.
+type stripeFake struct{}
+
+func (stripeFake) ReviewView(context.Context, string) (stripeapi.ReviewView, error) {
+	return stripeapi.ReviewView{ReportID: "vr_1", Checks: []stripeapi.Check{{Name: "document", Status: "verified"},
+		{Name: "selfie", Status: "unverified", ErrorCode: "selfie_face_mismatch"}},
+		Verified: stripeapi.Outputs{FirstName: "Ada", LastName: "Byron", DOB: "1815-12-10"}}, nil
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
+// browser is a person's browser: cookies kept, redirects followed.
 type browser struct {
-	t   *testing.T
-	srv *httptest.Server
-	c   *http.Client
+	t *testing.T
+	c *http.Client
 }
 
-func newDesk(t *testing.T, cs *cases, tf *temporalFake) *browser {
-	return newDeskAt(t, cs, tf, time.Now)
+type deskEnv struct {
+	t     *testing.T
+	st    *store.Store
+	cases *cases
+	tf    *temporalFake
+	desk  *desk.Desk
 }
 
-func newDeskAt(t *testing.T, cs *cases, tf *temporalFake, now func() time.Time) *browser {
-	t.Helper()
-	d := &desk.Desk{Token: "admin-secret", Cases: cs, Temporal: tf, Now: now, SessionTTL: time.Hour,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	srv := httptest.NewServer(d.Handler())
-	t.Cleanup(srv.Close)
-	jar, _ := cookiejar.New(nil)
-	return &browser{t: t, srv: srv, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}}
-}
-
-func (b *browser) do(method, path string, form url.Values) (*http.Response, string) {
-	b.t.Helper()
-	req, _ := http.NewRequest(method, b.srv.URL+path, strings.NewReader(form.Encode()))
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+// forEachDatabase puts a desk on a fresh store of each engine behind deskURL.
+func forEachDatabase(t *testing.T, fn func(t *testing.T, e *deskEnv)) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			st, err := store.Open(context.Background(), db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			e := &deskEnv{t: t, st: st, cases: &cases{Store: st}, tf: &temporalFake{}}
+			e.desk = &desk.Desk{Store: e.cases, Temporal: e.tf, Stripe: stripeFake{}, StripeKey: "sk_test_desk",
+				Throttle: &access.Throttle{Counter: st}, SessionTTL: time.Hour,
+				OIDC: config.OIDC{Issuer: dex.Issuer, ClientID: dex.ClientID, ClientSecret: dex.ClientSecret,
+					RedirectURL: deskURL + config.DeskCallbackPath, GroupsClaim: "groups",
+					ReviewerGroups: []string{"reviewers"}, AdminGroups: []string{"admins"}},
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			h := e.desk.Handler()
+			current.Store(&h)
+			fn(t, e)
+		})
 	}
-	res, err := b.c.Do(req)
+}
+
+func (e *deskEnv) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: e.t, c: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
+}
+
+// signIn signs in through Dex's login page as the dev user with email.
+func (b *browser) signIn(email string) (*http.Response, string) {
+	b.t.Helper()
+	res, err := dex.SignIn(context.Background(), b.c, deskURL+"/desk/login/start", email, dex.User(email).Password)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
 	return res, string(body)
+}
+
+func (b *browser) do(method, path string, form url.Values) (*http.Response, string) {
+	b.t.Helper()
+	req, _ := http.NewRequest(method, deskURL+path, strings.NewReader(form.Encode()))
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	c := *b.c
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	res, err := c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res, string(body)
+}
+
+func (b *browser) cookie(name string) *http.Cookie {
+	u, _ := url.Parse(deskURL + "/desk/")
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
 }
 
 func csrf(t *testing.T, body string) string {
@@ -116,157 +237,248 @@ func csrf(t *testing.T, body string) string {
 	return m[1]
 }
 
-// signIn signs in as reviewer and returns the session's CSRF token.
-func (b *browser) signIn(token, reviewer string) (*http.Response, string) {
-	b.t.Helper()
-	_, body := b.do("GET", "/desk/login", nil)
-	return b.do("POST", "/desk/login", url.Values{"csrf": {csrf(b.t, body)}, "token": {token}, "reviewer": {reviewer}})
+func TestAReviewerSignsInAtTheProviderAndDecidesAsTheProvidersSubject(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		e.cases.open = []store.DeskCase{{SessionID: "vs_old", Reason: "non_retryable:selfie_manipulated", Status: "open",
+			LastErrorCode: "selfie_manipulated", Attempts: 1, OpenedAt: time.Now().Add(-3 * time.Hour), DeadlineAt: time.Now().Add(-time.Hour)}}
+		b := e.browser()
+		if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/desk/login" {
+			t.Fatalf("GET /desk/ signed out: %d %s; want 303 to the sign-in page", res.StatusCode, res.Header.Get("Location"))
+		}
+		res, body := b.signIn("ann@example.com")
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, "Signed in as ann@example.com") {
+			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+		}
+		if b.cookie("desk_login") != nil {
+			t.Error("the sign-in cookie outlived the sign-in")
+		}
+		res, body = b.do("GET", "/desk/", nil)
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, "vs_old") || !strings.Contains(body, `<strong id="reviewer">ann@example.com</strong>`) ||
+			strings.Contains(body, "/desk/admin/keys") {
+			t.Fatalf("queue: %d %s", res.StatusCode, body)
+		}
+		_, body = b.do("GET", "/desk/reviews/vs_old", nil)
+		for _, want := range []string{"https://dashboard.stripe.com/test/identity/verification-sessions/vs_old", "selfie_face_mismatch", "review.view"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("the review page lacks %q", want)
+			}
+		}
+		if strings.Contains(body, "Byron") {
+			t.Error("the review page shows verified values for a review that is not a mismatch")
+		}
+		tok := csrf(t, body)
+		for _, bad := range []string{"", "x" + tok} {
+			if res, _ := b.do("POST", "/desk/reviews/vs_old", url.Values{"csrf": {bad}, "decision": {"approve"}}); res.StatusCode != http.StatusForbidden {
+				t.Errorf("decision with CSRF %q: %d; want 403", bad, res.StatusCode)
+			}
+		}
+		// A form that says who decides changes nothing: the session does.
+		res, _ = b.do("POST", "/desk/reviews/vs_old", url.Values{"csrf": {tok}, "decision": {"approve"},
+			"reviewer": {"eve@example.com"}, "subject": {"oidc:eve"}})
+		if res.StatusCode != http.StatusSeeOther || len(e.tf.updates) != 1 {
+			t.Fatalf("decision: %d, %d updates", res.StatusCode, len(e.tf.updates))
+		}
+		sub := "oidc:" + devstack.DexSubject("ann")
+		if got := e.tf.updates[0].Args[0].(workflows.ReviewDecision); got != (workflows.ReviewDecision{Decision: "approve",
+			Reviewer: "ann@example.com", Subject: sub}) {
+			t.Errorf("decision sent %+v; want the provider's subject and email", got)
+		}
+		if _, body = b.do("GET", "/desk/reviews/vs_old", nil); !strings.Contains(body, "Decided: approve. The session is now verified.") {
+			t.Errorf("no confirmation after the decision: %s", body)
+		}
+		rows, _ := e.st.AuditLog(context.Background(), store.AuditFilter{})
+		var got []string
+		for _, r := range rows {
+			got = append(got, fmt.Sprintf("%s %s %s %s %s %s", r.Actor, r.ActorName, r.Action, r.SessionID, r.Result, r.Detail))
+		}
+		want := []string{
+			sub + " ann@example.com desk.sign_in  ok reviewer",
+			sub + " ann@example.com review.view vs_old ok ",
+			sub + " ann@example.com review.decide vs_old ok approve",
+			sub + " ann@example.com review.view vs_old ok ",
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("audit rows:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
 }
 
-func TestSignIn(t *testing.T) {
-	b := newDesk(t, &cases{}, &temporalFake{})
-	if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/desk/login" {
-		t.Fatalf("GET /desk/ signed out: %d %s; want 303 to the sign-in page", res.StatusCode, res.Header.Get("Location"))
-	}
-	if res, body := b.signIn("wrong", "ops-eve"); res.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "The admin token is not right.") {
-		t.Fatalf("wrong token: %d %s", res.StatusCode, body)
-	}
-	if res, body := b.signIn("admin-secret", "ops\x00eve"); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, workflows.ErrBadReviewer.Error()) {
-		t.Fatalf("bad reviewer: %d %s", res.StatusCode, body)
-	}
-	// Without the form's token, or with a made-up one, sign-in is refused.
-	for _, tok := range []string{"", "forged"} {
-		if res, _ := b.do("POST", "/desk/login", url.Values{"csrf": {tok}, "token": {"admin-secret"}, "reviewer": {"ops-eve"}}); res.StatusCode != http.StatusForbidden {
-			t.Fatalf("sign-in with CSRF %q: %d; want 403", tok, res.StatusCode)
+func TestTheDeskShowsApprovalsAndTheValuesOfAMismatch(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		ctx := context.Background()
+		if err := e.st.UpsertContact(ctx, store.Contact{SessionID: "vs_mm", Email: "x@example.com", FirstName: "Ada", LastName: "Lovelace<b>", DOB: "1815-12-10"}); err != nil {
+			t.Fatal(err)
 		}
-	}
-	res, _ := b.signIn("admin-secret", "ops-eve")
-	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/desk/" {
-		t.Fatalf("sign-in: %d %s", res.StatusCode, res.Header.Get("Location"))
-	}
-	var session *http.Cookie
-	for _, c := range res.Cookies() {
-		if c.Name == "desk_session" {
-			session = c
+		e.cases.open = []store.DeskCase{{SessionID: "vs_mm", Reason: "mismatch", MismatchedFields: []string{"last_name"},
+			Status: "open", Attempts: 1, OpenedAt: time.Now()},
+			{SessionID: "vs_esc", Reason: "mismatch<script>alert(1)</script>", Status: "open", OpenedAt: time.Now()}}
+		e.tf.state = workflows.State{Status: workflows.StatusInReview, Review: &workflows.Review{Reason: "mismatch", ApprovalsNeeded: 2,
+			Approvals: []workflows.Approval{{Subject: "oidc:bob", Reviewer: "bob@example.com"}}}}
+		b := e.browser()
+		b.signIn("ann@example.com")
+		_, body := b.do("GET", "/desk/", nil)
+		if strings.Contains(body, "<script>") || !strings.Contains(body, "mismatch&lt;script&gt;") {
+			t.Errorf("the reason is not escaped: %s", body)
 		}
-	}
-	if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.Secure || len(session.Value) < 40 {
-		t.Fatalf("session cookie %+v; want HttpOnly, SameSite=Strict, not Secure over http, random", session)
-	}
-	if res, body := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusOK || !strings.Contains(body, "No review is open.") ||
-		!strings.Contains(res.Header.Get("Content-Security-Policy"), "default-src 'none'") {
-		t.Fatalf("queue: %d %v %s", res.StatusCode, res.Header, body)
-	}
+		_, body = b.do("GET", "/desk/reviews/vs_mm", nil)
+		for _, want := range []string{`<dd id="approvals">1 of 2 approvals, by bob@example.com</dd>`,
+			`<tr class="differs"><td>last_name</td><td>Lovelace&lt;b&gt;</td><td>Byron</td></tr>`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("the review page lacks %s:\n%s", want, body)
+			}
+		}
+		// The first of two approvals: the page says the review waits.
+		e.tf.state.Review.Approvals = append(e.tf.state.Review.Approvals, workflows.Approval{Subject: "oidc:ann", Reviewer: "ann@example.com"})
+		e.tf.state.Review.Approvals = e.tf.state.Review.Approvals[1:]
+		b.do("POST", "/desk/reviews/vs_mm", url.Values{"csrf": {csrf(t, body)}, "decision": {"approve"}})
+		if _, body = b.do("GET", "/desk/reviews/vs_mm", nil); !strings.Contains(body, "Your approval is recorded: 1 of 2 approvals, by ann@example.com.") {
+			t.Errorf("after the first approval: %s", body)
+		}
+		// The workflow refuses a second approval by the same person; the desk shows why.
+		e.tf.err = temporal.NewApplicationError(workflows.ErrSameApprover.Error(), workflows.ErrTypeReviewRefused)
+		res, body := b.do("POST", "/desk/reviews/vs_mm", url.Values{"csrf": {csrf(t, body)}, "decision": {"approve"}})
+		if res.StatusCode != http.StatusConflict || !strings.Contains(body, html.EscapeString("The decision was refused: "+workflows.ErrSameApprover.Error())) {
+			t.Errorf("the same approver again: %d %s", res.StatusCode, body)
+		}
+	})
 }
 
-func TestSessionCookieIsSecureBehindHTTPS(t *testing.T) {
-	b := newDesk(t, &cases{}, &temporalFake{})
-	_, body := b.do("GET", "/desk/login", nil)
-	req, _ := http.NewRequest("POST", b.srv.URL+"/desk/login", strings.NewReader(url.Values{"csrf": {csrf(t, body)},
-		"token": {"admin-secret"}, "reviewer": {"ops-eve"}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Forwarded-Proto", "https")
-	res, err := b.c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	for _, c := range res.Cookies() {
-		if c.Name == "desk_session" && !c.Secure {
-			t.Errorf("session cookie over https is not Secure: %+v", c)
+func TestAReviewerCannotOpenTheAdminPages(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		if err := e.st.CreateAPIKey(context.Background(), store.APIKey{ID: "0123456789ab", Name: "backend",
+			Scopes: []string{"sessions:create"}, SecretHash: "x"}); err != nil {
+			t.Fatal(err)
 		}
-	}
+		ann := e.browser()
+		ann.signIn("ann@example.com")
+		for _, p := range []string{"/desk/admin/keys", "/desk/admin/audit"} {
+			if res, _ := ann.do("GET", p, nil); res.StatusCode != http.StatusForbidden {
+				t.Errorf("a reviewer opens %s: %d; want 403", p, res.StatusCode)
+			}
+		}
+		ada := e.browser()
+		ada.signIn("ada@example.com")
+		res, body := ada.do("GET", "/desk/admin/keys", nil)
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, "backend") || !strings.Contains(body, "sessions:create") {
+			t.Errorf("an admin opens the keys: %d %s", res.StatusCode, body)
+		}
+		res, body = ada.do("GET", "/desk/admin/audit", nil)
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, "desk.admin_page") || !strings.Contains(body, "denied") {
+			t.Errorf("an admin opens the audit log: %d; want it with the reviewer's refused visits", res.StatusCode)
+		}
+	})
 }
 
-func TestQueueAndDecision(t *testing.T) {
-	now := time.Now()
-	cs := &cases{open: []store.DeskCase{
-		{SessionID: "vs_old", Reason: "non_retryable:selfie_manipulated", Status: "open", LastErrorCode: "selfie_manipulated",
-			Attempts: 1, OpenedAt: now.Add(-3 * time.Hour), DeadlineAt: now.Add(-time.Hour)},
-		{SessionID: "vs_new", Reason: "mismatch<script>alert(1)</script>", MismatchedFields: []string{"dob", "last_name"},
-			Status: "open", Attempts: 2, OpenedAt: now.Add(-5 * time.Minute), DeadlineAt: now.Add(47 * time.Hour)},
-	}}
-	tf := &temporalFake{}
-	b := newDesk(t, cs, tf)
-	b.signIn("admin-secret", "ops-eve")
-	res, body := b.do("GET", "/desk/", nil)
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("queue: %d", res.StatusCode)
-	}
-	if strings.Contains(body, "<script>") || !strings.Contains(body, "mismatch&lt;script&gt;") {
-		t.Errorf("the reason is not escaped: %s", body)
-	}
-	if i, j := strings.Index(body, "vs_old"), strings.Index(body, "vs_new"); i < 0 || j < i {
-		t.Errorf("queue not in the store's order (oldest first): %s", body)
-	}
-	for _, want := range []string{"dob, last_name", "selfie_manipulated", "3 hours", "overdue"} {
-		if !strings.Contains(body, want) {
-			t.Errorf("queue lacks %q: %s", want, body)
+func TestSomeoneInNoAllowedGroupCannotSignIn(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		b := e.browser()
+		res, body := b.signIn("nobody@example.com")
+		if res.StatusCode != http.StatusForbidden || !strings.Contains(body, "not in a group that may use the review desk") {
+			t.Fatalf("sign-in outside the groups: %d %s", res.StatusCode, body)
 		}
-	}
-	_, body = b.do("GET", "/desk/reviews/vs_old", nil)
-	tok := csrf(t, body)
-
-	// A form without its token, or with another, is refused and sends nothing.
-	for _, bad := range []string{"", "x" + tok} {
-		if res, _ := b.do("POST", "/desk/reviews/vs_old", url.Values{"csrf": {bad}, "decision": {"approve"}}); res.StatusCode != http.StatusForbidden {
-			t.Errorf("decision with CSRF %q: %d; want 403", bad, res.StatusCode)
+		if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther {
+			t.Errorf("after a refused sign-in: %d; want the sign-in page", res.StatusCode)
 		}
-	}
-	if len(tf.updates) != 0 {
-		t.Fatalf("%d updates sent without a CSRF token", len(tf.updates))
-	}
+		rows, _ := e.st.AuditLog(context.Background(), store.AuditFilter{})
+		if len(rows) != 1 || rows[0].Actor != "oidc:"+devstack.DexSubject("nobody") || rows[0].Result != store.AuditDenied ||
+			rows[0].Detail != "in no allowed group" {
+			t.Errorf("audit rows %+v; want the refusal with the subject", rows)
+		}
+	})
+}
 
-	// A refusal shows the validator's reason.
-	tf.err = temporal.NewApplicationError("decision must be approve or reject", workflows.ErrTypeReviewRefused)
-	res, body = b.do("POST", "/desk/reviews/vs_old", url.Values{"csrf": {tok}, "decision": {"maybe"}})
-	if res.StatusCode != http.StatusConflict || !strings.Contains(body, "The decision was refused: decision must be approve or reject.") {
-		t.Errorf("refused decision: %d %s", res.StatusCode, body)
-	}
-	tf.err = nil
-	res, _ = b.do("POST", "/desk/reviews/vs_old", url.Values{"csrf": {tok}, "decision": {"approve"}})
-	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/desk/reviews/vs_old" {
-		t.Fatalf("decision: %d %s", res.StatusCode, res.Header.Get("Location"))
-	}
-	last := tf.updates[len(tf.updates)-1]
-	d := last.Args[0].(workflows.ReviewDecision)
-	if last.UpdateName != workflows.UpdateReviewDecision || last.WorkflowID != workflows.WorkflowID("vs_old") ||
-		d != (workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-eve", Subject: workflows.SubjectAdminToken}) || last.WaitForStage != client.WorkflowUpdateStageCompleted {
-		t.Errorf("update %+v", last)
-	}
-	if _, body = b.do("GET", "/desk/reviews/vs_old", nil); !strings.Contains(body, "Decided: approve. The session is now verified.") {
-		t.Errorf("no confirmation after the decision: %s", body)
-	}
-	if res, _ := b.do("GET", "/desk/reviews/vs_nope", nil); res.StatusCode != http.StatusNotFound {
-		t.Errorf("unknown review: %d", res.StatusCode)
-	}
+func TestSessionsRotateOnSignInAndEndEverywhereOnSignOut(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		b := e.browser()
+		b.signIn("ann@example.com")
+		first := b.cookie("desk_session")
+		if first == nil || len(first.Value) < 40 {
+			t.Fatalf("session cookie %+v", first)
+		}
+		res, _ := b.signIn("ann@example.com")
+		res.Body.Close()
+		second := b.cookie("desk_session")
+		if second == nil || second.Value == first.Value {
+			t.Fatal("signing in again kept the session id")
+		}
+		var hdr *http.Cookie
+		for _, c := range res.Cookies() {
+			if c.Name == "desk_session" {
+				hdr = c
+			}
+		}
+		if hdr == nil || !hdr.HttpOnly || hdr.SameSite != http.SameSiteStrictMode || hdr.Secure {
+			t.Errorf("session cookie %+v; want HttpOnly, SameSite=Strict, not Secure over http", hdr)
+		}
+		old := &browser{t: t, c: &http.Client{Jar: newJar(first)}}
+		if res, _ := old.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther {
+			t.Errorf("the session from before the new sign-in: %d; want it ended", res.StatusCode)
+		}
+		_, body := b.do("GET", "/desk/", nil)
+		b.do("POST", "/desk/logout", url.Values{"csrf": {csrf(t, body)}})
+		// The cookie's id, from any browser (any replica), is worthless now.
+		stolen := &browser{t: t, c: &http.Client{Jar: newJar(second)}}
+		if res, _ := stolen.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther {
+			t.Errorf("after sign-out: %d; want the session ended", res.StatusCode)
+		}
+	})
+}
 
-	// Signing out ends the session: the old token is worthless.
-	b.do("POST", "/desk/logout", url.Values{"csrf": {tok}})
-	if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther {
-		t.Errorf("after sign-out: %d; want 303 to the sign-in page", res.StatusCode)
-	}
-	n := len(tf.updates)
-	if res, _ := b.do("POST", "/desk/reviews/vs_old", url.Values{"csrf": {tok}, "decision": {"approve"}}); res.StatusCode != http.StatusForbidden || len(tf.updates) != n {
-		t.Errorf("decision after sign-out: %d", res.StatusCode)
-	}
+func newJar(c *http.Cookie) http.CookieJar {
+	jar, _ := cookiejar.New(nil)
+	u, _ := url.Parse(deskURL + "/desk/")
+	jar.SetCookies(u, []*http.Cookie{{Name: c.Name, Value: c.Value, Path: "/desk/"}})
+	return jar
 }
 
 func TestSessionsExpire(t *testing.T) {
-	now := time.Now()
-	b := newDeskAt(t, &cases{}, &temporalFake{}, func() time.Time { return now })
-	b.signIn("admin-secret", "ops-eve")
-	if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusOK {
-		t.Fatalf("signed in: %d", res.StatusCode)
-	}
-	now = now.Add(time.Hour + time.Second)
-	if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/desk/login" {
-		t.Fatalf("after the session's hour: %d %s; want 303 to the sign-in page", res.StatusCode, res.Header.Get("Location"))
-	}
-	// A sign-in form older than its half hour is refused too.
-	_, body := b.do("GET", "/desk/login", nil)
-	now = now.Add(31 * time.Minute)
-	if res, _ := b.do("POST", "/desk/login", url.Values{"csrf": {csrf(t, body)}, "token": {"admin-secret"}, "reviewer": {"ops-eve"}}); res.StatusCode != http.StatusForbidden {
-		t.Fatalf("stale sign-in form: %d; want 403", res.StatusCode)
-	}
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		now := time.Now()
+		e.desk.Now = func() time.Time { return now }
+		b := e.browser()
+		b.signIn("ann@example.com")
+		if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusOK {
+			t.Fatalf("signed in: %d", res.StatusCode)
+		}
+		now = now.Add(time.Hour + time.Second)
+		if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/desk/login" {
+			t.Fatalf("after the session's hour: %d %s; want 303 to the sign-in page", res.StatusCode, res.Header.Get("Location"))
+		}
+	})
+}
+
+func TestTwentyWrongSignInsAreThrottled(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		b := e.browser()
+		var codes []int
+		for i := range 20 {
+			// A callback with a forged state: a failed sign-in.
+			res, _ := b.do("GET", fmt.Sprintf("/desk/callback?code=c%d&state=forged", i), nil)
+			codes = append(codes, res.StatusCode)
+			if i >= access.DefaultFailureLimit && res.Header.Get("Retry-After") == "" {
+				t.Errorf("attempt %d: no Retry-After", i+1)
+			}
+		}
+		for i, c := range codes {
+			want := http.StatusUnauthorized
+			if i >= access.DefaultFailureLimit {
+				want = http.StatusTooManyRequests
+			}
+			if c != want {
+				t.Fatalf("attempt %d: %d; want %d (codes %v)", i+1, c, want, codes)
+			}
+		}
+		// A new sign-in from the same address waits too, before the provider.
+		if res, _ := b.do("GET", "/desk/login/start", nil); res.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("a new sign-in from the throttled address: %d; want 429", res.StatusCode)
+		}
+		rows, _ := e.st.AuditLog(context.Background(), store.AuditFilter{})
+		n := map[string]int{}
+		for _, r := range rows {
+			n[r.Result]++
+		}
+		if n[store.AuditDenied] != 10 || n[store.AuditThrottled] != 10 {
+			t.Errorf("audit results %v; want 10 denied, 10 throttled", n)
+		}
+	})
 }

@@ -34,7 +34,7 @@ import (
 )
 
 // Tools names the pinned tools: the folder under tools/ and the binary name.
-var Tools = map[string]string{"temporal": "temporal", "mailpit": "mailpit", "stripemock": "stripe-mock"}
+var Tools = map[string]string{"temporal": "temporal", "mailpit": "mailpit", "stripemock": "stripe-mock", "dex": "dex"}
 
 // Root finds the repository root (the folder with go.mod and tools/) from dir up.
 func Root(dir string) (string, error) {
@@ -59,6 +59,11 @@ func Tool(ctx context.Context, root, name string, log io.Writer) (string, error)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(root, ".bin")+"/", "tool")
 	cmd.Dir = filepath.Join(root, "tools", name)
 	cmd.Stdout, cmd.Stderr = log, log
+	if name == "dex" {
+		// Dex links SQLite through cgo; the dev stack keeps its state in
+		// memory, so it builds without a C compiler (as the Makefile does).
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("devstack: build %s: %w", name, err)
 	}

@@ -231,7 +231,7 @@ var commands = map[string]runner{
 	"STRIPE_WEBHOOK_SECRET=whsec_devstack_not_a_secret go run ./cmd/stripe-event -url http://127.0.0.1:8080/webhooks/stripe -type verified -session vs_demo_...": {
 		tests: []string{"e2e.TestRunCommand"},
 		how:   "runs the command `make dev` prints, as printed (with that stack's port, secret and demo session)"},
-	"identity-verification check-config [webhook|worker|all]": {
+	"identity-verification check-config [webhook|worker|admin|all]": {
 		tests: []string{"cmd/identity-verification.TestCheckConfigPrintsTheEffectiveConfigurationMasked",
 			"cmd/identity-verification.TestCheckConfigFailsWithEveryProblem", "cmd/identity-verification.TestCheckConfigRefusesAnUnknownRole",
 			"cmd/identity-verification.TestCheckConfigQuietPrintsTheVerdictOnly"},
@@ -255,7 +255,20 @@ var commands = map[string]runner{
 		"deploy.TestTheDatabaseRolesHaveLeastPrivilege", "deploy.TestTheDockerfileBuildsAStaticNonRootImage", "e2e.TestProductionTopology"}},
 	"docker compose ps -a": {notRun: noEngine, tests: []string{"deploy.TestHealthChecksBackEveryDependency",
 		"deploy.TestTheGuideShowsEveryServiceAndTheSetupJobs"}},
-	"docker compose up -d --no-deps postgresql postgresql-setup mailpit check-config worker webhook": {notRun: noEngine,
+	"identity-verification api-key create --name backend --scopes sessions:create,sessions:register,sessions:read": {
+		tests: []string{"cmd/identity-verification.TestAPIKeysAreMadeListedAndRevokedWithTheSecretShownOnce", "e2e.TestProductionTopology"},
+		how:   "run the subcommand as main does (apiKey with its arguments) on both databases; the topology test runs the built binary's api-key create with the admin service's environment"},
+	"identity-verification api-key list": {
+		tests: []string{"cmd/identity-verification.TestAPIKeysAreMadeListedAndRevokedWithTheSecretShownOnce"},
+		how:   "runs the subcommand as main does, on both databases"},
+	"identity-verification api-key revoke 3f9a0c1d2e4b": {
+		tests: []string{"cmd/identity-verification.TestAPIKeysAreMadeListedAndRevokedWithTheSecretShownOnce"},
+		how:   "revokes the key it made (its own id), as main does, on both databases"},
+	"curl -H \"Authorization: Bearer $KEY\" 'http://127.0.0.1:8081/admin/audit?session=vs_...&since=2026-12-01T00:00:00Z&limit=100'": {
+		tests: []string{"e2e.TestTheAuditLogOfAScriptedScenario", "admin.TestKeysWorkWithinTheirScopesAndNotOnceRevoked"},
+		notRun: "curl needs a running admin listener and a key; the tests named make the same GET /admin/audit with an " +
+			"audit:read key, with since (the e2e test) and session (the admin test), and check the rows"},
+	"docker compose up -d --no-deps postgresql postgresql-setup mailpit check-config worker webhook admin": {notRun: noEngine,
 		tests: []string{"deploy.TestAnotherTemporalStartsTheRestWithoutTemporal"}},
 }
 

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/cookiejar"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -19,13 +22,14 @@ import (
 // TestRunCommand runs the README's run command (cmd/devstack) twice on one
 // data folder: the printed test-event command, run as printed, yields an
 // email; the load tool (docs/performance.md's `go run ./cmd/loadgen`, with a
-// few sessions and this stack's addresses) runs against it; Ctrl-C leaves
-// nothing listening, and the second run keeps the first run's data.
+// few sessions and this stack's addresses) runs against it; a printed
+// reviewer signs in to the desk at Dex; Ctrl-C leaves nothing listening,
+// and the second run keeps the first run's data.
 func TestRunCommand(t *testing.T) {
 	bin := buildCommand(t, "../cmd/devstack")
 	data := t.TempDir()
 	ports := map[string]int{}
-	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "webhook", "admin", "ops"} {
+	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "dex-port", "webhook", "admin", "ops"} {
 		p, err := devstack.FreePort()
 		if err != nil {
 			t.Fatal(err)
@@ -34,7 +38,7 @@ func TestRunCommand(t *testing.T) {
 	}
 	args := []string{"-data", data, "-listen", fmt.Sprintf("127.0.0.1:%d", ports["webhook"]),
 		"-admin-listen", fmt.Sprintf("127.0.0.1:%d", ports["admin"]), "-ops-listen", fmt.Sprintf("127.0.0.1:%d", ports["ops"])}
-	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port"} {
+	for _, name := range []string{"temporal-port", "ui-port", "smtp-port", "mailpit-port", "stripe-port", "dex-port"} {
 		args = append(args, fmt.Sprintf("-%s=%d", name, ports[name]))
 	}
 	mailpit := &devstack.Mailpit{APIURL: fmt.Sprintf("http://127.0.0.1:%d", ports["mailpit-port"])}
@@ -58,6 +62,7 @@ func TestRunCommand(t *testing.T) {
 		t.Errorf("go run ./cmd/loadgen against the stack: %v\n%s", err, out)
 	}
 	checkUIDecodes(t, ports["temporal-port"], ports["ui-port"], ports["admin"], first.session)
+	signInAsPrinted(t, first, ports["dex-port"], ports["admin"])
 	first.stop(t)
 	for name, p := range ports {
 		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
@@ -156,5 +161,38 @@ func (s *runningStack) stop(t *testing.T) {
 	case <-time.After(time.Minute):
 		s.cmd.Process.Kill()
 		t.Error("the run command did not stop on Ctrl-C")
+	}
+}
+
+var printedUser = regexp.MustCompile(`(?m)^  (ann@example\.com)\s+(\S+)\s+reviewers$`)
+
+// signInAsPrinted signs in to the printed review desk as the printed
+// reviewer, through Dex's login page.
+func signInAsPrinted(t *testing.T, s *runningStack, dexPort, adminPort int) {
+	t.Helper()
+	m := printedUser.FindStringSubmatch(s.out.String())
+	desk := fmt.Sprintf("http://127.0.0.1:%d/desk/", adminPort)
+	if m == nil || !strings.Contains(s.out.String(), "Review desk     "+desk) {
+		t.Fatalf("the run command does not say how to sign in to the desk:\n%s", s.out.String())
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	dex := &devstack.Dex{Issuer: fmt.Sprintf("http://127.0.0.1:%d/dex", dexPort)}
+	res, err := dex.SignIn(context.Background(), c, desk+"login/start", m[1], m[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("the printed reviewer signs in: %d; want the desk", res.StatusCode)
+	}
+	res, err = c.Get(desk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(body), `<strong id="reviewer">`+m[1]+`</strong>`) {
+		t.Errorf("the desk after signing in:\n%s", body)
 	}
 }

@@ -436,21 +436,26 @@ func TestFaultDatabaseDown(t *testing.T) {
 	s.waitState(res.Plan[len(res.Plan)-1].ID, "the outage shown to ops", func(st workflows.State) bool {
 		return slices.ContainsFunc(st.Issues, func(is workflows.Issue) bool { return is.Code == workflows.IssueDatabaseUnavailable })
 	})
-	// A second process (webhook and worker) started while the database is
-	// down runs: its webhook is ready, its admin API answers 503 until the
+	// A second process (webhook, worker, admin) started while the database
+	// is down runs: its webhook is ready, its admin API authenticates first
+	// (401 without a credential) and answers ADMIN_TOKEN 503 until the
 	// database is back, then serves (its worker starts polling once it can
 	// open the database).
 	late := startLate(t, s.env)
 	late.answers(t, late.opsURL+"/readyz", http.StatusOK)
-	if code, body := late.get(t, late.adminURL+"/admin/reviews"); code != http.StatusServiceUnavailable || strings.Contains(body, "127.0.0.1") {
-		t.Errorf("admin API with its database down: %d %q; want 503 without internals", code, body)
+	if code, body := late.get(t, late.adminURL+"/admin/reviews"); code != http.StatusUnauthorized || strings.Contains(body, "database") {
+		t.Errorf("admin API with its database down, no credential: %d %q; want 401, not a word of the database", code, body)
+	}
+	if code, body := late.get(t, late.adminURL+"/admin/reviews", adminToken); code != http.StatusServiceUnavailable ||
+		strings.Contains(body, "127.0.0.1") || strings.Contains(body, "database") {
+		t.Errorf("admin API with its database down, ADMIN_TOKEN: %d %q; want a plain 503", code, body)
 	}
 	time.Sleep(time.Until(down.Add(size(5*time.Second, time.Minute))))
 	late.running(t)
 	if err := pg.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	late.answers(t, late.adminURL+"/admin/reviews", http.StatusUnauthorized) // served: no token
+	late.answers(t, late.adminURL+"/admin/reviews", http.StatusOK, adminToken) // served
 	late.polls(t)
 	res.Plan = append(res.Plan, before.Plan...)
 	b := s.count("database down", components.mailpit, res, s.settle(res.Plan, 3*time.Minute))
@@ -598,7 +603,7 @@ func startLate(t *testing.T, env config.Map) *lateProcess {
 	p := &lateProcess{adminURL: "http://" + lns[1].Addr().String(), opsURL: "http://" + lns[2].Addr().String(),
 		done: make(chan error, 1)}
 	go func() {
-		p.done <- service.Run(ctx, loaded, service.Roles{Webhook: true, Worker: true, Listener: lns[0], AdminListener: lns[1],
+		p.done <- service.Run(ctx, loaded, service.Roles{Webhook: true, Worker: true, Admin: true, Listener: lns[0], AdminListener: lns[1],
 			OpsListener: lns[2]}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	t.Cleanup(func() {
@@ -624,11 +629,16 @@ func (p *lateProcess) running(t *testing.T) {
 	}
 }
 
-// get answers a GET's status and body.
-func (p *lateProcess) get(t *testing.T, url string) (int, string) {
+// get answers a GET's status and body, sent with a bearer token when one
+// is given.
+func (p *lateProcess) get(t *testing.T, url string, token ...string) (int, string) {
 	t.Helper()
 	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for _, tok := range token {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -638,11 +648,11 @@ func (p *lateProcess) get(t *testing.T, url string) (int, string) {
 }
 
 // answers waits until url answers want.
-func (p *lateProcess) answers(t *testing.T, url string, want int) {
+func (p *lateProcess) answers(t *testing.T, url string, want int, token ...string) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%s to answer %d", url, want), func() error {
 		p.running(t)
-		if code, _ := p.get(t, url); code != want {
+		if code, _ := p.get(t, url, token...); code != want {
 			return fmt.Errorf("status %d", code)
 		}
 		return nil

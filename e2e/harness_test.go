@@ -130,8 +130,16 @@ const (
 	adminToken = "e2e-admin-token"
 )
 
+// withDesk in a test's env asks for the review desk: the stack starts Dex
+// (the dev users, its own login page) and signs people in with it.
+const withDesk = "E2E_WITH_DESK"
+
+// deskSecret is the desk's client secret at the stack's Dex.
+const deskSecret = "e2e-desk-client-secret"
+
 // stack is the service running against one database.
 type stack struct {
+	dex        *devstack.Dex // with withDesk
 	t          testing.TB
 	db         string
 	webhookURL string
@@ -201,6 +209,28 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	for k, v := range env {
 		base[k] = v
 	}
+	var dex *devstack.Dex
+	if base[withDesk] != "" {
+		delete(base, withDesk)
+		port, err := devstack.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		callback := "http://" + adminLn.Addr().String() + config.DeskCallbackPath
+		dex, err = devstack.StartDex(context.Background(), components.bins["dex"], t.TempDir(), port,
+			devstack.DexClient{ID: "review-desk", Secret: deskSecret, RedirectURIs: []string{callback}}, devstack.DevUsers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(dex.Stop)
+		for k, v := range map[string]string{"OIDC_ISSUER": dex.Issuer, "OIDC_CLIENT_ID": dex.ClientID,
+			"OIDC_CLIENT_SECRET": dex.ClientSecret, "OIDC_REDIRECT_URL": callback,
+			"REVIEWER_GROUPS": "reviewers", "ADMIN_GROUPS": "admins"} {
+			if _, set := base[k]; !set {
+				base[k] = v
+			}
+		}
+	}
 	cfg, err := config.Load(base)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +246,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 	// instead of resending to a closed port until its redelivery window ends.
 	stopped := make(chan struct{})
 	go func() {
-		err := service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Listener: ln, AdminListener: adminLn, OpsListener: opsLn}, log)
+		err := service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: worker, Admin: true, Listener: ln, AdminListener: adminLn, OpsListener: opsLn}, log)
 		if ctx.Err() == nil {
 			t.Errorf("the service stopped during the test: %v", err)
 			err = nil // reported
@@ -230,7 +260,7 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 			t.Errorf("service stopped with: %v", err)
 		}
 	})
-	s := &stack{t: t, db: db.Name, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
+	s := &stack{t: t, db: db.Name, dex: dex, webhookURL: "http://" + ln.Addr().String() + "/webhooks/stripe",
 		adminURL: "http://" + adminLn.Addr().String(), opsURL: "http://" + opsLn.Addr().String(),
 		namespace: base["TEMPORAL_NAMESPACE"], env: base, stopped: stopped}
 	up := func() {
@@ -244,12 +274,15 @@ func startRoles(t testing.TB, db storetest.Database, env config.Map, worker bool
 		up()
 		return devstack.HTTPOK(context.Background(), s.opsURL+"/readyz")
 	})
-	// The admin API answers 503 until its store is open and migrated (it
-	// may wait for the worker's migration lock): a test starts once it has.
+	// The admin API answers ADMIN_TOKEN 503 until its store is open and
+	// migrated (it may wait for the worker's migration lock): a test
+	// starts once it has.
 	eventually(t, "the admin API serves", func() error {
 		up()
 		c := http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get(s.adminURL + "/admin/sessions/vs_ready")
+		req, _ := http.NewRequest(http.MethodGet, s.adminURL+"/admin/sessions/vs_ready", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := c.Do(req)
 		if err != nil {
 			return err
 		}

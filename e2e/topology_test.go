@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -31,13 +32,13 @@ import (
 // (TEST_DATABASE_URL's server), its schema set up with its SQL tool and the
 // namespace and search attributes created as the compose job creates them;
 // the service's role and database made by the compose file's
-// postgresql-setup job; the worker and the webhook as two processes of the
-// built binary, each with the environment the compose file gives its
-// service (loaded with compose-go from .env.example as it is: the dev
-// stack), the compose hosts mapped to 127.0.0.1. A
-// session then goes through it: registered through the admin API, failed
-// with a code that opens a review, decided through the admin API, verified
-// in the database, emailed through Mailpit. `make topology` runs it alone.
+// postgresql-setup job; the worker, the webhook and the admin as three
+// processes of the built binary, each with the environment the compose
+// file gives its service (loaded with compose-go from .env.example as it
+// is: the dev stack), the compose hosts mapped to 127.0.0.1. A session then
+// goes through it: registered through the admin API with a key made by
+// `api-key create`, failed with a code that opens a review, decided through
+// the admin API, verified in the database, emailed through Mailpit. `make topology` runs it alone.
 func TestProductionTopology(t *testing.T) {
 	pg := os.Getenv("TEST_DATABASE_URL")
 	if pg == "" {
@@ -51,7 +52,7 @@ func TestProductionTopology(t *testing.T) {
 	}
 	project := loadCompose(t, root)
 	env := map[string]map[string]string{}
-	for _, name := range []string{"worker", "webhook"} {
+	for _, name := range []string{"worker", "webhook", "admin"} {
 		s, ok := project.Services[name]
 		if !ok {
 			t.Fatalf("docker-compose.yml has no %s service", name)
@@ -63,8 +64,8 @@ func TestProductionTopology(t *testing.T) {
 			}
 		}
 	}
-	if env["webhook"]["ADMIN_TOKEN"] == "" { // off unless the operator sets it in .env, as here
-		env["webhook"]["ADMIN_TOKEN"] = "topology-admin-token-" + testevent.RandomID(24)
+	if env["admin"]["ADMIN_TOKEN"] == "" { // none unless the operator sets it in .env, as here
+		env["admin"]["ADMIN_TOKEN"] = "topology-admin-token-" + testevent.RandomID(24)
 	}
 	ns := env["worker"]["TEMPORAL_NAMESPACE"]
 	if ns == "" {
@@ -110,7 +111,7 @@ func TestProductionTopology(t *testing.T) {
 
 	// The compose hosts, mapped to the components started here.
 	ports := map[string]int{}
-	for _, name := range []string{"listen", "admin", "ops-webhook", "ops-worker"} {
+	for _, name := range []string{"listen", "admin", "ops-webhook", "ops-worker", "ops-admin"} {
 		ports[name], _ = devstack.FreePort()
 	}
 	mapped := func(role string) []string {
@@ -147,7 +148,7 @@ func TestProductionTopology(t *testing.T) {
 	}
 	bin := buildCommand(t, "../cmd/identity-verification")
 	logs := t.TempDir()
-	for _, role := range []string{"worker", "webhook"} {
+	for _, role := range []string{"worker", "webhook", "admin"} {
 		p, err := devstack.StartProcess(role, bin, filepath.Join(logs, role+".log"), mapped(role), role)
 		if err != nil {
 			t.Fatal(err)
@@ -171,10 +172,23 @@ func TestProductionTopology(t *testing.T) {
 	}
 	defer st.Close()
 	secret, _, _ := strings.Cut(env["webhook"]["STRIPE_WEBHOOK_SECRET"], ",")
-	token := env["webhook"]["ADMIN_TOKEN"]
+	adminToken := env["admin"]["ADMIN_TOKEN"]
+	// A scoped key for the business backend, made as an operator makes it,
+	// with the admin's environment.
+	cmd := exec.Command(bin, "api-key", "create", "--name", "backend", "--scopes", "sessions:register")
+	cmd.Env = mapped("admin")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("api-key create: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`(?m)^key:\s+(ivk_\S+)$`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("api-key create printed no key:\n%s", out)
+	}
+	key := string(m[1])
 	webhookURL := fmt.Sprintf("http://127.0.0.1:%d/webhooks/stripe", ports["listen"])
 	adminURL := fmt.Sprintf("http://127.0.0.1:%d", ports["admin"])
-	call := func(method, path string, body string) int {
+	call := func(token, method, path string, body string) int {
 		req, _ := http.NewRequestWithContext(ctx, method, adminURL+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
@@ -210,17 +224,24 @@ func TestProductionTopology(t *testing.T) {
 
 	vs := "vs_topology_" + testevent.RandomID(12)
 	to := strings.ToLower(vs) + "@example.com"
-	// The admin API answers 503 until the webhook process's database is
-	// open (it may wait for the worker's migration), as to any client.
+	// The admin API answers ADMIN_TOKEN 503 until the admin process's
+	// database is open (it may wait for the worker's migration); the key,
+	// which lives in that database, then works.
+	eventually(t, "the admin API", func() error {
+		if code := call(adminToken, http.MethodGet, "/admin/reviews", ""); code != http.StatusOK {
+			return fmt.Errorf("%d", code)
+		}
+		return nil
+	})
 	eventually(t, "registration through the admin API", func() error {
-		switch code := call(http.MethodPut, "/admin/sessions/"+vs, `{"email":"`+to+`"}`); {
+		switch code := call(key, http.MethodPut, "/admin/sessions/"+vs, `{"email":"`+to+`"}`); {
 		case code/100 == 2:
 			return nil
 		case code == http.StatusServiceUnavailable:
 			return fmt.Errorf("%d", code)
 		default:
-			b, _ := os.ReadFile(filepath.Join(logs, "webhook.log"))
-			t.Fatalf("registration through the admin API: %d; the webhook's log:\n%s", code, b)
+			b, _ := os.ReadFile(filepath.Join(logs, "admin.log"))
+			t.Fatalf("registration through the admin API: %d; the admin's log:\n%s", code, b)
 			return nil
 		}
 	})
@@ -229,7 +250,7 @@ func TestProductionTopology(t *testing.T) {
 	// admin token is one).
 	send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "under_supported_age"})
 	waitStatus(vs, workflows.StatusInReview)
-	if code := call(http.MethodPost, "/admin/sessions/"+vs+"/review", `{"decision":"approve","reviewer":"ops-topology"}`); code != http.StatusOK {
+	if code := call(adminToken, http.MethodPost, "/admin/sessions/"+vs+"/review", `{"decision":"approve","reviewer":"ops-topology"}`); code != http.StatusOK {
 		t.Fatalf("decision through the admin API: %d", code)
 	}
 	waitStatus(vs, workflows.StatusVerified)
@@ -261,7 +282,7 @@ func TestProductionTopology(t *testing.T) {
 			failed++
 		}
 	}
-	t.Logf("through the production topology (Temporal Server 1.29.1 on PostgreSQL, worker and webhook processes): %s reviewed, approved, verified; emails %q; failed workflow tasks %d",
+	t.Logf("through the production topology (Temporal Server 1.29.1 on PostgreSQL, worker, webhook and admin processes): %s reviewed, approved, verified; emails %q; failed workflow tasks %d",
 		vs, subjects, failed)
 }
 

@@ -1,9 +1,11 @@
 // Package service wires the processes from configuration: a Temporal client,
-// the webhook server and the worker. The command, the dev stack and the
+// the webhook server, the admin listener (admin API, review desk, codec
+// server) and the worker. The command, the dev stack and the
 // end-to-end tests all start the service through Run.
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 	"golang.org/x/sync/errgroup"
 
+	"identityverification/access"
 	"identityverification/admin"
 	"identityverification/codec"
 	"identityverification/config"
@@ -35,12 +38,16 @@ import (
 
 // Roles says which parts this process runs.
 type Roles struct {
-	Webhook bool
+	Webhook bool // the webhook and retry links (public)
 	Worker  bool
+	// Admin runs the admin listener: the admin API, the review desk (with
+	// OIDC_ISSUER) and the codec server (with CODEC_TOKEN). A process of
+	// its own in production, so the public webhook holds none of their
+	// secrets.
+	Admin bool
 	// Listener for the webhook; nil listens on cfg.ListenAddr.
 	Listener net.Listener
-	// AdminListener for the admin API (with the webhook, when ADMIN_TOKEN is
-	// set); nil listens on cfg.AdminAddr.
+	// AdminListener for the admin listener; nil listens on cfg.AdminAddr.
 	AdminListener net.Listener
 	// OpsListener for health and metrics (every process); nil listens on
 	// cfg.OpsAddr, or not at all when it is config.OpsOff.
@@ -95,6 +102,11 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 			return err
 		}
 	}
+	if roles.Admin {
+		if err := cfg.CheckAdmin(); err != nil {
+			return err
+		}
+	}
 	// One registry per process: its own metrics, the webhook's, the
 	// activities' and the Temporal SDK's, served on the ops listener.
 	reg := ops.NewRegistry()
@@ -140,11 +152,9 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 		run("webhook", func() error {
 			return runWebhook(ctx, cfg, roles.Listener, c, reg, ready, log.With("component", "webhook"))
 		})
-		if cfg.AdminToken != "" || cfg.CodecToken != "" {
-			run("admin listener", func() error { return runAdmin(ctx, cfg, roles.AdminListener, c, log.With("component", "admin")) })
-		} else {
-			log.Info("admin listener off (set ADMIN_TOKEN for the admin API, CODEC_TOKEN for the codec server)")
-		}
+	}
+	if roles.Admin {
+		run("admin listener", func() error { return runAdmin(ctx, cfg, roles.AdminListener, c, log.With("component", "admin")) })
 	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -187,30 +197,37 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 }
 
 // runAdmin serves, on ln (or cfg.AdminAddr) until ctx is done, the admin
-// API when ADMIN_TOKEN is set and the codec server (for the Temporal UI and
-// CLI) when CODEC_TOKEN is, each behind its own token.
+// API (ADMIN_TOKEN and API keys), the review desk when OIDC_ISSUER is set
+// and the codec server (for the Temporal UI and CLI) when CODEC_TOKEN is.
 func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, log *slog.Logger) error {
 	mux := http.NewServeMux()
-	var routes []string
+	routes := []string{"/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews", "/admin/audit"}
 	// The admin API and the review desk need the database; the codec server
-	// does not. The listener serves at once, and the first two answer 503
-	// until their store is open (store.OpenRetrying waits while the
-	// database is down; an error no wait can mend stops the process).
-	var adminAPI atomic.Pointer[http.ServeMux]
-	openErr := make(chan error, 1)
-	opened := make(chan *store.Store, 1)
-	if cfg.AdminToken != "" {
-		waiting := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if m := adminAPI.Load(); m != nil {
-				m.ServeHTTP(w, r)
-				return
-			}
-			w.Header().Set("Retry-After", "5")
-			http.Error(w, "the database is not ready; try again shortly", http.StatusServiceUnavailable)
-		})
+	// does not. The listener serves at once; until the store is open
+	// (store.OpenRetrying waits while the database is down; an error no
+	// wait can mend stops the process), authentication still comes first:
+	// anyone without ADMIN_TOKEN gets 401, ADMIN_TOKEN a plain 503.
+	var opened atomic.Pointer[http.ServeMux]
+	waiting := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m := opened.Load(); m != nil {
+			m.ServeHTTP(w, r)
+			return
+		}
+		token, ok := access.Bearer(r)
+		if !ok || !access.SameSecret(token, cfg.AdminToken) || !strings.HasPrefix(r.URL.Path, "/admin/") {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="admin"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":"unauthorized"}` + "\n"))
+			return
+		}
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "starting; try again shortly", http.StatusServiceUnavailable)
+	})
+	mux.Handle("/admin/", waiting)
+	if cfg.OIDC.Enabled() {
 		mux.Handle(desk.Prefix, waiting)
-		mux.Handle("/admin/", waiting)
-		routes = append(routes, desk.Prefix, "/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews")
+		routes = append(routes, desk.Prefix)
 	}
 	if cfg.CodecToken != "" && cfg.Codec != nil {
 		srv := &codec.Server{Codec: cfg.Codec, Token: cfg.CodecToken, Origins: cfg.CodecOrigins}
@@ -225,27 +242,18 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	if cfg.AdminToken != "" {
-		go func() {
-			st, err := store.OpenRetrying(sctx, cfg.DatabaseURL, log)
-			if err != nil {
-				openErr <- err
-				opened <- nil
-				return
-			}
-			opened <- st
-			inner := http.NewServeMux()
-			// The review desk: a page for reviewers, signed in with the same token.
-			dk := &desk.Desk{Token: cfg.AdminToken, Cases: st, Temporal: c, Policy: cfg.Policy, Log: log.With("component", "desk")}
-			inner.Handle(desk.Prefix, dk.Handler())
-			api := &admin.API{Token: cfg.AdminToken, Contacts: st, Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log,
-				Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), ReturnURL: cfg.ReturnURL}
-			inner.Handle("/admin/", api.Handler())
-			adminAPI.Store(inner)
-		}()
-	} else {
-		opened <- nil
-	}
+	openErr := make(chan error, 1)
+	stores := make(chan *store.Store, 1)
+	go func() {
+		st, err := store.OpenRetrying(sctx, cfg.DatabaseURL, log)
+		if err != nil {
+			openErr <- err
+			stores <- nil
+			return
+		}
+		stores <- st
+		opened.Store(adminRoutes(cfg, st, c, log))
+	}()
 	log.Info("admin listener listening", "addr", ln.Addr().String(), "routes", routes)
 	served := make(chan error, 1)
 	go func() { served <- webhook.Serve(sctx, ln, mux, cfg.ShutdownGrace, log) }()
@@ -257,21 +265,39 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 		<-served
 	}
 	stop() // the opener gives up, if it still waits
-	if st := <-opened; st != nil {
+	if st := <-stores; st != nil {
 		st.Close() // after Serve: its requests have ended, or outlived the grace
 	}
 	return err
 }
 
-// ParseRoles reads "webhook", "worker" or "all".
+// adminRoutes are the admin API and the review desk on an open store.
+func adminRoutes(cfg config.Config, st *store.Store, c client.Client, log *slog.Logger) *http.ServeMux {
+	inner := http.NewServeMux()
+	sc := stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase)
+	if cfg.OIDC.Enabled() {
+		dk := &desk.Desk{Store: st, Temporal: c, Policy: cfg.Policy, OIDC: cfg.OIDC, Stripe: sc, StripeKey: cfg.StripeAPIKey,
+			Throttle: &access.Throttle{Counter: st}, Log: log.With("component", "desk")}
+		inner.Handle(desk.Prefix, dk.Handler())
+	}
+	api := &admin.API{Token: cfg.AdminToken, Keys: st, Audit: st, Throttle: &access.Throttle{Counter: st}, Contacts: st,
+		Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log, Stripe: sc,
+		ReturnURL: cfg.ReturnURL, KeySecret: cmp.Or(cfg.AdminToken, cfg.StripeAPIKey)}
+	inner.Handle("/admin/", api.Handler())
+	return inner
+}
+
+// ParseRoles reads "webhook", "worker", "admin" or "all".
 func ParseRoles(s string) (Roles, error) {
 	switch strings.ToLower(s) {
 	case "webhook":
 		return Roles{Webhook: true}, nil
 	case "worker":
 		return Roles{Worker: true}, nil
+	case "admin":
+		return Roles{Admin: true}, nil
 	case "all", "":
-		return Roles{Webhook: true, Worker: true}, nil
+		return Roles{Webhook: true, Worker: true, Admin: true}, nil
 	}
-	return Roles{}, fmt.Errorf("unknown role %q: want webhook, worker or all", s)
+	return Roles{}, fmt.Errorf("unknown role %q: want webhook, worker, admin or all", s)
 }

@@ -60,7 +60,7 @@ func TestACheckpointIsSavedAndNeverMovesBack(t *testing.T) {
 func TestCheckpointMigrationRollsBackAndReapplies(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		p, err := goose.NewProvider(goose.Dialect(s.Dialect()), s.DB(), os.DirFS("migrations"))
+		p, err := goose.NewProvider(goose.Dialect(s.Dialect()), s.DB(), os.DirFS("migrations"), store.GoMigrations(s.Dialect()))
 		if err != nil {
 			t.Fatal(err)
 		}

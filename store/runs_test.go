@@ -130,7 +130,7 @@ func TestRunsMigrationRollsBackAndReapplies(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		p, err := goose.NewProvider(goose.Dialect(s.Dialect()), s.DB(), os.DirFS("migrations"))
+		p, err := goose.NewProvider(goose.Dialect(s.Dialect()), s.DB(), os.DirFS("migrations"), store.GoMigrations(s.Dialect()))
 		if err != nil {
 			t.Fatal(err)
 		}

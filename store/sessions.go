@@ -61,6 +61,9 @@ type Transition struct {
 	LastErrorReason string
 	Escalation      string
 	Note            string // short, no personal data
+	// Comparing: the workflow compares the verified outputs with the
+	// expected values (its state's comparing is set); it freezes them.
+	Comparing bool
 	// State is the workflow's complete state after this transition, as JSON
 	// (no personal data), kept on the session row so the workflow can be
 	// restored exactly. It moves with the row under the Seq rule: the newest
@@ -77,42 +80,116 @@ type Transition struct {
 // UpsertContact registers or replaces the contact and expected values for a
 // session; the session's status is left alone. A session already redacted
 // gives ErrRedacted and nothing is stored: redaction is final, and a late
-// registration must not bring personal data back.
+// registration must not bring personal data back. Once the session's
+// expected values are frozen (the user started verifying, or a comparison
+// runs), a registration that changes the email or an expected value gives
+// a *FrozenError (errors.Is ErrFrozen) and nothing is stored; the same
+// registration again is fine.
 func (s *Store) UpsertContact(ctx context.Context, c Contact) error {
+	_, err := s.RegisterContact(ctx, c, nil)
+	return err
+}
+
+// RegisterContact is UpsertContact that also says which fields changed
+// (RegistrationFields names, empty when none did) and, when audit is not
+// nil, appends it to the audit log in the same transaction, its Detail
+// naming the fields that changed: every change of a registration is in the
+// audit log, or did not happen.
+func (s *Store) RegisterContact(ctx context.Context, c Contact, audit *AuditRecord) (changed []string, err error) {
 	if c.SessionID == "" {
-		return errors.New("store: contact without session id")
+		return nil, errors.New("store: contact without session id")
 	}
 	t := now()
-	// The check and the write are one statement, so a redaction racing the
-	// registration either purges it or makes it a no-op.
-	res, err := s.db.ExecContext(ctx, `
-INSERT INTO sessions (session_id, client_reference_id, contact_email, expected_first_name,
-                      expected_last_name, expected_dob, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-ON CONFLICT (session_id) DO UPDATE SET
-    client_reference_id = excluded.client_reference_id,
-    contact_email = excluded.contact_email,
-    expected_first_name = excluded.expected_first_name,
-    expected_last_name = excluded.expected_last_name,
-    expected_dob = excluded.expected_dob,
-    updated_at = excluded.updated_at
-WHERE sessions.redacted_at IS NULL`,
-		c.SessionID, nullable(clean(c.ClientReferenceID)), nullable(clean(c.Email)), nullable(clean(c.FirstName)),
-		nullable(clean(c.LastName)), nullable(clean(c.DOB)), t)
+	lock := ""
+	if s.dialect == goose.DialectPostgres {
+		lock = " FOR UPDATE" // SQLite's write transactions are exclusive already
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		// The row exists (a registration may come before any event), and
+		// is locked: a transition that freezes it waits, or is seen.
+		if _, err := tx.ExecContext(ctx, `
+INSERT INTO sessions (session_id, created_at, updated_at) VALUES ($1, $2, $2)
+ON CONFLICT (session_id) DO NOTHING`, c.SessionID, t); err != nil {
+			return err
+		}
+		var ref, email, first, last, dob sql.NullString
+		var status string
+		var redacted, frozen sql.NullTime
+		if err := tx.QueryRowContext(ctx, `
+SELECT client_reference_id, contact_email, expected_first_name, expected_last_name, expected_dob,
+       status, redacted_at, expected_frozen_at
+FROM sessions WHERE session_id = $1`+lock, c.SessionID).Scan(&ref, &email, &first, &last, &dob,
+			&status, &redacted, &frozen); err != nil {
+			return err
+		}
+		if redacted.Valid {
+			return ErrRedacted
+		}
+		var expected []string
+		for _, f := range []struct {
+			name     string
+			old      sql.NullString
+			new      string
+			expected bool
+		}{{"email", email, c.Email, true}, {"first_name", first, c.FirstName, true}, {"last_name", last, c.LastName, true},
+			{"dob", dob, c.DOB, true}, {"client_reference_id", ref, c.ClientReferenceID, false}} {
+			if f.old.String != clean(f.new) {
+				changed = append(changed, f.name)
+				if f.expected {
+					expected = append(expected, f.name)
+				}
+			}
+		}
+		if frozen.Valid && len(expected) > 0 {
+			return &FrozenError{Status: status, Fields: expected}
+		}
+		if len(changed) > 0 {
+			if _, err := tx.ExecContext(ctx, `
+UPDATE sessions SET client_reference_id = $2, contact_email = $3, expected_first_name = $4,
+       expected_last_name = $5, expected_dob = $6, updated_at = $7
+WHERE session_id = $1`, c.SessionID, nullable(clean(c.ClientReferenceID)), nullable(clean(c.Email)),
+				nullable(clean(c.FirstName)), nullable(clean(c.LastName)), nullable(clean(c.DOB)), t); err != nil {
+				return err
+			}
+		}
+		if audit != nil {
+			audit.SessionID = c.SessionID
+			switch {
+			case len(changed) == 0:
+				audit.Detail = "unchanged"
+			case !email.Valid && !first.Valid && !last.Valid && !dob.Valid && !ref.Valid:
+				audit.Detail = "registered: " + strings.Join(changed, ",")
+			default:
+				audit.Detail = "changed: " + strings.Join(changed, ",")
+			}
+			_, err := tx.ExecContext(ctx, insertAudit, auditArgs(audit)...)
+			return err
+		}
+		return nil
+	})
+	if errors.Is(err, ErrRedacted) || errors.Is(err, ErrFrozen) {
+		return nil, err
+	}
 	if err != nil {
-		return fmt.Errorf("store: upsert contact: %w", classify(err))
+		return nil, fmt.Errorf("store: register contact: %w", classify(err))
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("store: upsert contact: %w", classify(err))
-	}
-	if n == 0 {
-		// Both engines count an insert or an update as one row; none means
-		// the WHERE skipped the update, and redacted_at is never cleared.
-		return ErrRedacted
-	}
-	return nil
+	return changed, nil
 }
+
+// FrozenError refuses a registration that would change the email or an
+// expected value of a session whose values are frozen.
+type FrozenError struct {
+	Status string   // the session's status when refused
+	Fields []string // the fields the registration would have changed
+}
+
+func (e *FrozenError) Error() string {
+	return fmt.Sprintf("the email and expected values of this session are frozen: the user has started verifying (status %s); "+
+		"this registration would change %s", e.Status, strings.Join(e.Fields, ", "))
+}
+
+// Is makes errors.Is(err, ErrFrozen) true.
+func (e *FrozenError) Is(target error) bool { return target == ErrFrozen }
 
 // Contact returns the registered contact of a session, or ErrNotFound when
 // there is none (a session created elsewhere, or redacted).
@@ -231,12 +308,35 @@ WHERE (sessions.run_ordinal = excluded.run_ordinal AND sessions.seq < excluded.s
    OR (sessions.run_ordinal < excluded.run_ordinal AND (sessions.run_ordinal > 0 OR sessions.seq < excluded.seq))`,
 			t.SessionID, to, clean(t.StripeStatus), clean(t.SessionType), t.Attempts, errCode,
 			clean(t.LastErrorReason), escalation, t.Seq, clean(t.State), ordinal, at)
-		return err
+		if err != nil {
+			return err
+		}
+		return freezeExpected(ctx, tx, t, at)
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: record transition: %w", classify(err))
 	}
 	return applied, nil
+}
+
+// freezeExpected sets the session's frozen marker, once, when the
+// transition shows the user has started verifying (a status other than
+// new, created or requires_input, which a session only reaches by leaving
+// them) or a comparison runs: from then on UpsertContact refuses to change
+// the email and the expected values. Called in RecordTransition's
+// transaction, after the session's row is written; the marker is never
+// cleared, and a late or out-of-order transition sets it as well as a
+// newer one.
+func freezeExpected(ctx context.Context, tx *sql.Tx, t Transition, at time.Time) error {
+	switch t.To {
+	case "", "new", "created", "requires_input":
+		if !t.Comparing {
+			return nil
+		}
+	}
+	_, err := tx.ExecContext(ctx, `
+UPDATE sessions SET expected_frozen_at = $2 WHERE session_id = $1 AND expected_frozen_at IS NULL`, t.SessionID, at)
+	return err
 }
 
 // runOrdinal numbers a session's runs in the order of their first writes

@@ -43,6 +43,10 @@ var (
 	// ErrRedacted: a contact registered for a session already redacted; the
 	// purge is final, so nothing was stored.
 	ErrRedacted = errors.New("store: session redacted")
+	// ErrFrozen: a registration that would change the email or an expected
+	// value of a session whose user has started verifying (FrozenError
+	// says more); nothing was stored.
+	ErrFrozen = errors.New("store: expected values frozen")
 	// ErrRejected: the database refused the data for what it is (a data
 	// exception, a broken constraint), so retrying the same call cannot
 	// succeed. The driver's error stays in the chain (errors.As finds it)
@@ -152,7 +156,7 @@ func sqliteDSN(u string) (dsn, path string, err error) {
 // webhook) migrate one at a time: PostgreSQL through an advisory lock,
 // SQLite through a lock file beside the database.
 func (s *Store) Migrate(ctx context.Context) (int, error) {
-	var opts []goose.ProviderOption
+	opts := []goose.ProviderOption{GoMigrations(string(s.dialect))}
 	if s.dialect == goose.DialectPostgres {
 		// Retry the lock every second (goose's default is every 5 s): a
 		// worker starting beside a webhook waits for its migration a second,

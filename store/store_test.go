@@ -433,7 +433,7 @@ func TestStateMigrationRollsBackAndReapplies(t *testing.T) {
 			Escalation: "none", State: `{"status":"verified"}`}); err != nil {
 			t.Fatal(err)
 		}
-		p, err := goose.NewProvider(goose.Dialect(s.Dialect()), s.DB(), os.DirFS("migrations"))
+		p, err := goose.NewProvider(goose.Dialect(s.Dialect()), s.DB(), os.DirFS("migrations"), store.GoMigrations(s.Dialect()))
 		if err != nil {
 			t.Fatal(err)
 		}

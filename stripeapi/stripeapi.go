@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/identity/verificationreport"
 	"github.com/stripe/stripe-go/v76/identity/verificationsession"
 )
 
@@ -44,6 +45,7 @@ type Outputs struct {
 // Client calls the VerificationSession endpoints.
 type Client struct {
 	sessions verificationsession.Client
+	reports  verificationreport.Client
 }
 
 // New returns a client for apiKey at baseURL (empty: Stripe's own API). It
@@ -57,10 +59,9 @@ func New(apiKey, baseURL string) *Client {
 	if baseURL != "" {
 		cfg.URL = stripe.String(baseURL)
 	}
-	return &Client{sessions: verificationsession.Client{
-		B:   stripe.GetBackendWithConfig(stripe.APIBackend, cfg),
-		Key: apiKey,
-	}}
+	b := stripe.GetBackendWithConfig(stripe.APIBackend, cfg)
+	return &Client{sessions: verificationsession.Client{B: b, Key: apiKey},
+		reports: verificationreport.Client{B: b, Key: apiKey}}
 }
 
 // VerifiedOutputs fetches a session with verified_outputs expanded.

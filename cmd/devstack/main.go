@@ -1,6 +1,7 @@
 // Command devstack runs the whole stack locally on its embedded defaults: the
-// Temporal dev server with its Web UI, Mailpit, stripe-mock, and this
-// service's worker and webhook, all on 127.0.0.1, with data kept in .data/.
+// Temporal dev server with its Web UI, Mailpit, stripe-mock, Dex (the review
+// desk's OpenID Provider, with static users), and this service's worker,
+// webhook and admin listener, all on 127.0.0.1, with data kept in .data/.
 // Ctrl-C stops everything it started.
 package main
 
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +31,7 @@ import (
 const (
 	devPayloadKeys = "devstack:l8qpJ+9oo8Tm2TDD98Aabq5rucZLznumME5OugdR6rs="
 	devCodecToken  = "devstack-codec-token"
+	devDeskSecret  = "devstack-desk-client-secret"
 )
 
 func main() {
@@ -45,6 +48,7 @@ func run() error {
 	smtpPort := flag.Int("smtp-port", 1025, "Mailpit SMTP port")
 	mailpitPort := flag.Int("mailpit-port", 8025, "Mailpit API port")
 	stripePort := flag.Int("stripe-port", 12111, "stripe-mock HTTP port")
+	dexPort := flag.Int("dex-port", 5556, "Dex (the desk's OpenID Provider) port")
 	webhookAddr := flag.String("listen", "127.0.0.1:8080", "webhook address")
 	adminAddr := flag.String("admin-listen", "127.0.0.1:8081", "admin API address")
 	opsAddr := flag.String("ops-listen", "127.0.0.1:9090", "health and metrics address")
@@ -64,7 +68,7 @@ func run() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, p := range []int{*temporalPort, *uiPort, *smtpPort, *mailpitPort, *stripePort} {
+	for _, p := range []int{*temporalPort, *uiPort, *smtpPort, *mailpitPort, *stripePort, *dexPort} {
 		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
 			return fmt.Errorf("port %d is taken (is another stack running?): %w", p, err)
 		} else {
@@ -97,7 +101,7 @@ func run() error {
 		codecToken = devCodecToken
 	}
 	codecURL := "http://" + adminLn.Addr().String() + "/codec"
-	fmt.Fprintln(os.Stderr, "starting Temporal, Mailpit and stripe-mock...")
+	fmt.Fprintln(os.Stderr, "starting Temporal, Mailpit, stripe-mock and Dex...")
 	temporal, err := devstack.StartTemporalWithCodec(ctx, bins["temporal"], dir, *temporalPort, *uiPort, codecURL+"/"+codecToken)
 	if err != nil {
 		return err
@@ -113,6 +117,14 @@ func run() error {
 		return err
 	}
 	defer stripe.Stop()
+	// The review desk signs people in at Dex, on its own login page.
+	callback := "http://" + adminLn.Addr().String() + config.DeskCallbackPath
+	dex, err := devstack.StartDex(ctx, bins["dex"], dir, *dexPort,
+		devstack.DexClient{ID: "review-desk", Secret: devDeskSecret, RedirectURIs: []string{callback}}, devstack.DevUsers)
+	if err != nil {
+		return err
+	}
+	defer dex.Stop()
 
 	// The environment wins; the stack fills in what it started.
 	env := config.FromEnviron(os.Environ())
@@ -135,6 +147,14 @@ func run() error {
 		"PAYLOAD_ENCRYPTION_KEYS": devPayloadKeys,
 		"CODEC_TOKEN":             codecToken,
 		"CODEC_CORS_ORIGINS":      fmt.Sprintf("http://127.0.0.1:%d,http://localhost:%d", *uiPort, *uiPort),
+
+		// The review desk, signing people in at Dex.
+		"OIDC_ISSUER":        dex.Issuer,
+		"OIDC_CLIENT_ID":     dex.ClientID,
+		"OIDC_CLIENT_SECRET": dex.ClientSecret,
+		"OIDC_REDIRECT_URL":  callback,
+		"REVIEWER_GROUPS":    "reviewers",
+		"ADMIN_GROUPS":       "admins",
 	}
 	for k, v := range defaults {
 		if env[k] == "" {
@@ -162,7 +182,7 @@ func run() error {
 	log := service.NewLogger(cfg.LogLevel)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Listener: ln, AdminListener: adminLn,
+		errc <- service.Run(ctx, cfg, service.Roles{Webhook: true, Worker: true, Admin: true, Listener: ln, AdminListener: adminLn,
 			OpsListener: opsLn}, log)
 	}()
 
@@ -172,6 +192,7 @@ Stack is up (data in %s; logs of the tools there too). Ctrl-C stops everything.
   Webhook         http://%s/webhooks/stripe
   Health, metrics http://%s/livez /readyz /metrics
   Admin API       http://%s/admin/sessions/{vs_id}   (Authorization: Bearer %s)
+  Review desk     http://%s/desk/   (sign in at Dex, %s)
   Temporal UI     %s
   Temporal        %s (namespace default)
   Mailpit API     %s/api/v1/messages   (SMTP %s)
@@ -187,8 +208,19 @@ database, and the email at %s/api/v1/messages. Its state through the admin API:
 
   curl -s -H 'Authorization: Bearer %s' http://%s/admin/sessions/%s
 
-`, dir, ln.Addr(), opsLn.Addr(), adminLn.Addr(), cfg.AdminToken, temporal.UIURL, temporal.Address, mailpit.APIURL, mailpit.SMTPAddr, stripe.URL, cfg.DatabaseURL,
+`, dir, ln.Addr(), opsLn.Addr(), adminLn.Addr(), cfg.AdminToken, adminLn.Addr(), dex.Issuer, temporal.UIURL, temporal.Address, mailpit.APIURL, mailpit.SMTPAddr, stripe.URL, cfg.DatabaseURL,
 		demo, cfg.WebhookSecrets[0], ln.Addr(), demo, demo, mailpit.APIURL, cfg.AdminToken, adminLn.Addr(), demo)
+	fmt.Println("Review desk users (password; groups):")
+	for _, u := range dex.Users {
+		fmt.Printf("  %-20s %-16s %s\n", u.Email, u.Password, strings.Join(u.Groups, ", "))
+	}
+	fmt.Printf(`reviewers review and decide (two of them approve a fraud or mismatch review);
+admins also see the API keys and the audit log; nobody@ is in no allowed group.
+A scoped API key for the admin API:
+
+  DATABASE_URL=%s go run ./cmd/identity-verification api-key create --name backend --scopes sessions:create,sessions:read
+
+`, cfg.DatabaseURL)
 	if cfg.Codec != nil {
 		fmt.Printf(`Payloads are encrypted in Temporal (%s); the UI decodes them through the
 codec server %s/{encode,decode} (Authorization: Bearer %s), and so can the CLI:
@@ -205,6 +237,8 @@ codec server %s/{encode,decode} (Authorization: Bearer %s), and so can the CLI:
 		err = fmt.Errorf("the Temporal dev server exited; see %s", filepath.Join(dir, "temporal.log"))
 	case <-mailpit.Exited():
 		err = fmt.Errorf("Mailpit exited; see %s", filepath.Join(dir, "mailpit.log"))
+	case <-dex.Exited():
+		err = fmt.Errorf("Dex exited; see %s", filepath.Join(dir, "dex.log"))
 	}
 	stop()
 	select {

@@ -13,7 +13,7 @@ import (
 )
 
 // checkConfig loads the configuration from env for the role in args
-// (webhook, worker or all, the default), prints every variable, whether it
+// (webhook, worker, admin or all, the default), prints every variable, whether it
 // is set, defaulted or unset, and its value (secrets masked), and returns
 // every problem found: bad values and the secrets the role needs but
 // lacks. With -q it prints only the verdict: the compose file's
@@ -74,6 +74,9 @@ func checkConfig(env config.Env, args []string, out io.Writer) error {
 	}
 	if roles.Worker {
 		add(cfg.CheckWorker())
+	}
+	if roles.Admin {
+		add(cfg.CheckAdmin())
 	}
 	switch len(problems) {
 	case 0:

@@ -1,11 +1,13 @@
-// Command identity-verification runs the service: the Stripe webhook, the
-// Temporal worker, or both (the default). With replay, it checks instead
-// that the workflow code in this binary still replays the histories of
-// the namespace's runs: run it before rolling out new workers.
+// Command identity-verification runs the service: the Stripe webhook (with
+// retry links), the Temporal worker, the admin listener (admin API, review
+// desk, codec server), or all three (the default, for dev). With replay, it
+// checks instead that the workflow code in this binary still replays the
+// histories of the namespace's runs: run it before rolling out new workers.
 //
-//	identity-verification [webhook|worker|all]
+//	identity-verification [webhook|worker|admin|all]
 //	identity-verification replay [-query Q] [-days N] [-limit N] [-save DIR]
-//	identity-verification check-config [-q] [webhook|worker|all]
+//	identity-verification check-config [-q] [webhook|worker|admin|all]
+//	identity-verification api-key create --name NAME --scopes S1,S2 | list | revoke ID
 //	identity-verification gen-key [-id ID]
 //	identity-verification register-endpoint -url https://HOST/webhooks/stripe
 //
@@ -54,6 +56,8 @@ func main() {
 		err = healthcheck(config.OS, os.Args[2:], os.Stdout)
 	} else if len(os.Args) > 1 && os.Args[1] == "check-config" {
 		err = checkConfig(config.OS, os.Args[2:], os.Stdout)
+	} else if len(os.Args) > 1 && os.Args[1] == "api-key" {
+		err = apiKey(context.Background(), config.OS, os.Args[2:], os.Stdout)
 	} else if len(os.Args) > 1 && os.Args[1] == "register-endpoint" {
 		err = registerEndpoint(context.Background(), config.OS, os.Args[2:], os.Stdout)
 	} else {

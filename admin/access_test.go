@@ -1,0 +1,178 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"identityverification/access"
+	"identityverification/admin"
+	"identityverification/store"
+	"identityverification/store/storetest"
+)
+
+// forEachStore runs fn with an admin API on a real store of each engine.
+func forEachStore(t *testing.T, fn func(t *testing.T, st *store.Store, api *admin.API)) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			st, err := store.Open(context.Background(), db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			api := &admin.API{Token: "tok", Keys: st, Audit: st, Contacts: st, Throttle: &access.Throttle{Counter: st},
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			fn(t, st, api)
+		})
+	}
+}
+
+func newKey(t *testing.T, st *store.Store, name string, scopes ...string) access.Key {
+	t.Helper()
+	k, err := access.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateAPIKey(context.Background(), store.APIKey{ID: k.ID, Name: name, Scopes: scopes, SecretHash: k.Hash}); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func request(api *admin.API, method, path, auth, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.RemoteAddr = "192.0.2.7:4711"
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	rec := httptest.NewRecorder()
+	api.Handler().ServeHTTP(rec, req)
+	return rec
+}
+
+const registration = `{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace","dob":"1815-12-10"}`
+
+func TestKeysWorkWithinTheirScopesAndNotOnceRevoked(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		ctx := context.Background()
+		reader := newKey(t, st, "dashboard", access.ScopeSessionsRead, access.ScopeAuditRead)
+		backend := newKey(t, st, "backend", access.ScopeSessionsRegister)
+
+		if rec := request(api, http.MethodPut, "/admin/sessions/vs_k1", "Bearer "+reader.Secret, registration); rec.Code != http.StatusForbidden ||
+			!strings.Contains(rec.Body.String(), "lacks the scope sessions:register") {
+			t.Errorf("a key without sessions:register: %d %s; want 403 naming the scope", rec.Code, rec.Body)
+		}
+		for _, scheme := range []string{"Bearer ", "bearer ", "BEARER "} {
+			if rec := request(api, http.MethodPut, "/admin/sessions/vs_k1", scheme+backend.Secret, registration); rec.Code != http.StatusNoContent {
+				t.Errorf("%q with sessions:register: %d %s; want 204", scheme, rec.Code, rec.Body)
+			}
+		}
+		if err := st.RevokeAPIKey(ctx, backend.ID); err != nil {
+			t.Fatal(err)
+		}
+		if rec := request(api, http.MethodPut, "/admin/sessions/vs_k1", "Bearer "+backend.Secret, registration); rec.Code != http.StatusUnauthorized {
+			t.Errorf("a revoked key: %d; want 401", rec.Code)
+		}
+		forged := backend.Secret[:len(backend.Secret)-2] + "xx"
+		if rec := request(api, http.MethodPut, "/admin/sessions/vs_k1", "Bearer "+forged, registration); rec.Code != http.StatusUnauthorized {
+			t.Errorf("a key with the wrong secret: %d; want 401", rec.Code)
+		}
+
+		// The audit log, read with audit:read: every change and refusal.
+		rec := request(api, http.MethodGet, "/admin/audit?session=vs_k1", "Bearer "+reader.Secret, "")
+		var got struct{ Entries []admin.AuditEntry }
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("GET /admin/audit: %d %s", rec.Code, rec.Body)
+		}
+		var rows [][4]string
+		for _, e := range got.Entries {
+			if e.Source != "192.0.2.7" || e.At.IsZero() {
+				t.Errorf("entry %+v lacks its source or time", e)
+			}
+			rows = append(rows, [4]string{e.Actor, e.Action, e.Result, e.Detail})
+		}
+		want := [][4]string{
+			{"key:" + reader.ID, "session.register", "denied", "lacks scope sessions:register"},
+			{"key:" + backend.ID, "session.register", "ok", "registered: email,first_name,last_name,dob"},
+			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
+			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
+		}
+		if !reflect.DeepEqual(rows, want) {
+			t.Errorf("audit rows of the session:\n got %v\nwant %v", rows, want)
+		}
+		all, _ := st.AuditLog(ctx, store.AuditFilter{})
+		var denied []string
+		for _, e := range all {
+			if e.Action == store.AuditAPIAuth {
+				denied = append(denied, e.Actor+" "+e.Detail)
+			}
+		}
+		if want := []string{"key:" + backend.ID + " revoked key", "key:" + backend.ID + " wrong secret"}; !reflect.DeepEqual(denied, want) {
+			t.Errorf("failed authentications in the audit log: %q; want %q", denied, want)
+		}
+		if rec := request(api, http.MethodGet, "/admin/audit?since=yesterday", "Bearer "+reader.Secret, ""); rec.Code != http.StatusBadRequest {
+			t.Errorf("a bad since: %d; want 400", rec.Code)
+		}
+	})
+}
+
+func TestARegistrationThatWouldChangeFrozenValuesIs409(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		ctx := context.Background()
+		if rec := request(api, http.MethodPut, "/admin/sessions/vs_frozen", "Bearer tok", registration); rec.Code != http.StatusNoContent {
+			t.Fatalf("register: %d %s", rec.Code, rec.Body)
+		}
+		if _, err := st.RecordTransition(ctx, store.Transition{SessionID: "vs_frozen", Key: "evt_p", Seq: 1, To: "processing", Escalation: "none"}); err != nil {
+			t.Fatal(err)
+		}
+		rec := request(api, http.MethodPut, "/admin/sessions/vs_frozen", "Bearer tok", strings.Replace(registration, "ada@", "eve@", 1))
+		if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "frozen") || !strings.Contains(rec.Body.String(), "status processing") {
+			t.Errorf("a changed registration after processing: %d %s; want 409 saying why", rec.Code, rec.Body)
+		}
+		if rec := request(api, http.MethodPut, "/admin/sessions/vs_frozen", "Bearer tok", registration); rec.Code != http.StatusNoContent {
+			t.Errorf("the same registration again: %d %s; want 204", rec.Code, rec.Body)
+		}
+		if c, _ := st.Contact(ctx, "vs_frozen"); c.Email != "ada@example.com" {
+			t.Errorf("contact %+v; want the first registration kept", c)
+		}
+		rows, _ := st.AuditLog(ctx, store.AuditFilter{SessionID: "vs_frozen"})
+		if len(rows) != 3 || rows[1].Result != store.AuditRefused || rows[1].Detail != "frozen: would change email" ||
+			rows[1].Actor != "token:admin" || rows[1].ActorName != admin.AdminTokenName {
+			t.Errorf("audit rows %+v; want the refusal between the two registrations", rows)
+		}
+	})
+}
+
+func TestTwentyWrongTokensFromOneAddressAreThrottled(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		var codes []int
+		for range 20 {
+			codes = append(codes, request(api, http.MethodGet, "/admin/reviews", "Bearer guess", "").Code)
+		}
+		for i, c := range codes {
+			want := http.StatusUnauthorized
+			if i >= access.DefaultFailureLimit {
+				want = http.StatusTooManyRequests
+			}
+			if c != want {
+				t.Fatalf("attempt %d: %d; want %d (codes %v)", i+1, c, want, codes)
+			}
+		}
+		rec := request(api, http.MethodGet, "/admin/reviews", "Bearer tok", "")
+		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
+			t.Errorf("the right token from the throttled address: %d, Retry-After %q; want 429 with Retry-After",
+				rec.Code, rec.Header().Get("Retry-After"))
+		}
+		api.Throttle.Now = func() time.Time { return time.Now().Add(access.DefaultFailureWindow) }
+		if rec := request(api, http.MethodGet, "/admin/sessions/vs_x/nothing", "Bearer tok", ""); rec.Code != http.StatusNotFound {
+			t.Errorf("in the next window: %d; want the token to work again (404 for the unknown path)", rec.Code)
+		}
+	})
+}
