@@ -30,6 +30,7 @@ type Store interface {
 	OpenReview(ctx context.Context, c store.ReviewCase) error
 	DecideReview(ctx context.Context, c store.ReviewCase) error
 	Redact(ctx context.Context, sessionID string) error
+	DecisionVouched(ctx context.Context, v store.DecisionVoucher, notBefore time.Time) (bool, error)
 }
 
 // Mailer sends one email.
@@ -307,4 +308,21 @@ func (a *Activities) DecideReview(ctx context.Context, in ReviewInput) error {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("session %s has no open review", in.SessionID), ErrTypeReviewClosed, err)
 	}
 	return storeError(err)
+}
+
+// DecisionCheck asks whether a review decision was vouched for by the admin
+// API or the review desk (store.DecisionVoucher).
+type DecisionCheck struct {
+	SessionID string    `json:"session_id"`
+	Voucher   string    `json:"voucher"`
+	Subject   string    `json:"subject"`
+	Decision  string    `json:"decision"`
+	OpenedAt  time.Time `json:"opened_at"` // the review's: vouchers from before it do not count
+}
+
+// CheckDecision reports whether the decision's voucher vouches for it.
+func (a *Activities) CheckDecision(ctx context.Context, c DecisionCheck) (bool, error) {
+	ok, err := a.Store.DecisionVouched(ctx, store.DecisionVoucher{ID: c.Voucher, SessionID: c.SessionID,
+		Subject: c.Subject, Decision: c.Decision}, c.OpenedAt)
+	return ok, storeError(err)
 }

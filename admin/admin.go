@@ -9,6 +9,8 @@ package admin
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,7 +77,9 @@ type API struct {
 	Keys     Keys
 	Throttle *access.Throttle
 	// Audit is the audit log; nil writes none.
-	Audit    Audit
+	Audit Audit
+	// Vouchers vouch for the principal of each decision (the store).
+	Vouchers Vouchers
 	Contacts Contacts
 	// KeySecret keys the idempotency keys and client references derived
 	// from a create request (ADMIN_TOKEN, or another secret every replica
@@ -337,11 +341,23 @@ func (a *API) review(w http.ResponseWriter, r *http.Request) {
 // updateID, when the client sent an Idempotency-Key, makes a retried request
 // (after a timeout) wait for the same decision instead of being refused.
 func (a *API) decide(ctx context.Context, id, updateID string, d workflows.ReviewDecision) (workflows.State, error) {
-	return Decide(ctx, a.Temporal, a.Policy, id, updateID, d)
+	return Decide(ctx, a.Temporal, a.Vouchers, a.Policy, id, updateID, d)
 }
 
 // ErrCompleted refuses a decision for a session whose workflow completed.
 var ErrCompleted = errors.New("the session's workflow has completed: no review is open")
+
+// Vouchers records that a decision's principal was authenticated (the store).
+type Vouchers interface {
+	VouchDecision(ctx context.Context, v store.DecisionVoucher) error
+}
+
+// randomID is 128 random bits, hex.
+func randomID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
 
 // Decider is the part of the Temporal client a review decision uses.
 type Decider interface {
@@ -356,7 +372,13 @@ type Decider interface {
 // When the workflow's last run has closed (an operator terminated it), a new
 // run starts with the decision (policy for it) and restores the stored state.
 // updateID, when not empty, makes a retry wait for the same decision.
-func Decide(ctx context.Context, c Decider, policy workflows.Policy, id, updateID string, d workflows.ReviewDecision) (workflows.State, error) {
+func Decide(ctx context.Context, c Decider, v Vouchers, policy workflows.Policy, id, updateID string, d workflows.ReviewDecision) (workflows.State, error) {
+	// The caller authenticated d.Subject: vouch for it, so the workflow
+	// takes the decision (it refuses one nobody vouched for).
+	d.Voucher = randomID()
+	if err := v.VouchDecision(ctx, store.DecisionVoucher{ID: d.Voucher, SessionID: id, Subject: d.Subject, Decision: d.Decision}); err != nil {
+		return workflows.State{}, err
+	}
 	update := client.UpdateWorkflowOptions{UpdateID: updateID, WorkflowID: workflows.WorkflowID(id),
 		UpdateName: workflows.UpdateReviewDecision, Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted}
 	h, err := c.UpdateWorkflow(ctx, update)

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"identityverification/admin"
+	"identityverification/store"
 	"identityverification/workflows"
 )
 
@@ -41,6 +42,14 @@ func (c *closedRun) UpdateWithStartWorkflow(context.Context, client.UpdateWithSt
 	return nil, errors.New("started (stand-in)")
 }
 
+// vouchers records the vouchers written.
+type vouchers []store.DecisionVoucher
+
+func (v *vouchers) VouchDecision(_ context.Context, dv store.DecisionVoucher) error {
+	*v = append(*v, dv)
+	return nil
+}
+
 // Issue 19, item 12: a decision for a session whose workflow completed by
 // itself is refused without starting a run; one an operator terminated
 // starts a run that restores the open review.
@@ -48,7 +57,7 @@ func TestADecisionAfterTheRunClosed(t *testing.T) {
 	d := workflows.ReviewDecision{Decision: "approve", Reviewer: "ops", Subject: workflows.SubjectAdminToken}
 	t.Run("completed: refused, nothing started", func(t *testing.T) {
 		c := &closedRun{status: enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED}
-		_, err := admin.Decide(context.Background(), c, workflows.DefaultPolicy(), "vs_done", "", d)
+		_, err := admin.Decide(context.Background(), c, &vouchers{}, workflows.DefaultPolicy(), "vs_done", "", d)
 		var appErr *temporal.ApplicationError
 		if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrTypeReviewRefused || c.started != 0 {
 			t.Errorf("err = %v, started %d; want a refusal and no run", err, c.started)
@@ -56,7 +65,7 @@ func TestADecisionAfterTheRunClosed(t *testing.T) {
 	})
 	t.Run("terminated: a new run takes the decision", func(t *testing.T) {
 		c := &closedRun{status: enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED}
-		admin.Decide(context.Background(), c, workflows.DefaultPolicy(), "vs_cut", "", d)
+		admin.Decide(context.Background(), c, &vouchers{}, workflows.DefaultPolicy(), "vs_cut", "", d)
 		if c.started != 1 {
 			t.Errorf("started %d runs; want 1", c.started)
 		}

@@ -95,6 +95,7 @@ type Store interface {
 	AppendAudit(ctx context.Context, r store.AuditRecord) error
 	AuditLog(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error)
 	APIKeys(ctx context.Context) ([]store.APIKey, error)
+	VouchDecision(ctx context.Context, v store.DecisionVoucher) error
 }
 
 // Temporal is the part of the client the desk uses: decisions, and the

@@ -279,9 +279,17 @@ func TestAReviewerSignsInAtTheProviderAndDecidesAsTheProvidersSubject(t *testing
 			t.Fatalf("decision: %d, %d updates", res.StatusCode, len(e.tf.updates))
 		}
 		sub := "oidc:" + devstack.DexSubject("ann")
-		if got := e.tf.updates[0].Args[0].(workflows.ReviewDecision); got != (workflows.ReviewDecision{Decision: "approve",
-			Reviewer: "ann@example.com", Subject: sub}) {
-			t.Errorf("decision sent %+v; want the provider's subject and email", got)
+		sent := e.tf.updates[0].Args[0].(workflows.ReviewDecision)
+		if sent.Voucher == "" {
+			t.Error("the decision carries no voucher")
+		}
+		if vouched, err := e.st.DecisionVouched(context.Background(), store.DecisionVoucher{ID: sent.Voucher, SessionID: "vs_old",
+			Subject: sub, Decision: "approve"}, time.Now().Add(-time.Minute)); err != nil || !vouched {
+			t.Errorf("the desk did not vouch for the decision: %v, %v", vouched, err)
+		}
+		sent.Voucher = ""
+		if sent != (workflows.ReviewDecision{Decision: "approve", Reviewer: "ann@example.com", Subject: sub}) {
+			t.Errorf("decision sent %+v; want the provider's subject and email", sent)
 		}
 		if _, body = b.do("GET", "/desk/reviews/vs_old", nil); !strings.Contains(body, "Decided: approve. The session is now verified.") {
 			t.Errorf("no confirmation after the decision: %s", body)

@@ -165,7 +165,7 @@ func (d *Desk) decide(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	st, err := admin.Decide(ctx, d.Temporal, d.Policy, id, "", dec)
+	st, err := admin.Decide(ctx, d.Temporal, d.Store, d.Policy, id, "", dec)
 	var appErr *temporal.ApplicationError
 	var notFound *serviceerror.NotFound
 	switch {

@@ -11,6 +11,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"identityverification/admin"
 	"identityverification/store"
 	"identityverification/testevent"
 	"identityverification/workflows"
@@ -140,16 +141,25 @@ func TestMismatchGoesToReviewAndApprovalVerifies(t *testing.T) {
 			!strings.Contains(err.Error(), workflows.ErrUnknownDecision.Error()) {
 			t.Fatalf("unknown decision: err = %v; want refused by the validator", err)
 		}
-		// A name that differs: four eyes.
-		out, err := update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2", Subject: "oidc:ops-2"})
+		// Straight to Temporal, a decision names nobody authenticated.
+		if _, err := update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2", Subject: "oidc:ops-2"}); err == nil ||
+			!strings.Contains(err.Error(), workflows.ErrUnvouched.Error()) {
+			t.Fatalf("an unvouched decision: err = %v; want refused by the validator", err)
+		}
+		// As the admin API and the desk send them, vouched for: four eyes
+		// for a name that differs.
+		vouched := func(d workflows.ReviewDecision) (workflows.State, error) {
+			return admin.Decide(ctx, s.temporal, s.store, workflows.DefaultPolicy(), vs, "", d)
+		}
+		out, err := vouched(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2", Subject: "oidc:ops-2"})
 		if err != nil || out.Status != workflows.StatusInReview || len(out.Review.Approvals) != 1 || out.Review.ApprovalsNeeded != 2 {
 			t.Fatalf("first approval: state %+v, err %v; want 1 of 2", out, err)
 		}
-		if _, err := update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2", Subject: "oidc:ops-2"}); err == nil ||
+		if _, err := vouched(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-2", Subject: "oidc:ops-2"}); err == nil ||
 			!strings.Contains(err.Error(), workflows.ErrSameApprover.Error()) {
 			t.Fatalf("the same person again: err = %v; want refused by the validator", err)
 		}
-		out, err = update(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-1", Subject: "oidc:ops-1"})
+		out, err = vouched(workflows.ReviewDecision{Decision: workflows.DecisionApprove, Reviewer: "ops-1", Subject: "oidc:ops-1"})
 		if err != nil || out.Status != workflows.StatusVerified {
 			t.Fatalf("approve: state %+v, err %v", out, err)
 		}

@@ -280,7 +280,7 @@ func adminRoutes(cfg config.Config, st *store.Store, c client.Client, log *slog.
 			Throttle: &access.Throttle{Counter: st}, Log: log.With("component", "desk")}
 		inner.Handle(desk.Prefix, dk.Handler())
 	}
-	api := &admin.API{Token: cfg.AdminToken, Keys: st, Audit: st, Throttle: &access.Throttle{Counter: st}, Contacts: st,
+	api := &admin.API{Token: cfg.AdminToken, Keys: st, Audit: st, Vouchers: st, Throttle: &access.Throttle{Counter: st}, Contacts: st,
 		Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log, Stripe: sc,
 		ReturnURL: cfg.ReturnURL, KeySecret: cmp.Or(cfg.AdminToken, cfg.StripeAPIKey)}
 	inner.Handle("/admin/", api.Handler())

@@ -409,6 +409,11 @@ type ReviewDecision struct {
 	// desk, "key:<id>" for a scoped API key, SubjectAdminToken for
 	// ADMIN_TOKEN. Empty (a caller from before): the reviewer.
 	Subject string `json:"subject,omitempty"`
+	// Voucher is the id of the voucher the admin API or the review desk
+	// wrote when it authenticated Subject (store.DecisionVoucher). A review
+	// opened on workflow v3 takes only vouched decisions: one sent to
+	// Temporal by anyone else names nobody authenticated.
+	Voucher string `json:"voucher,omitempty"`
 }
 
 // SubjectAdminToken is the subject of decisions sent with ADMIN_TOKEN.

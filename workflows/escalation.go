@@ -156,6 +156,10 @@ var (
 	// ErrSameApprover: four eyes; the subject approved this review already
 	// and a different person must give the next approval.
 	ErrSameApprover = errors.New("you approved this review already: it needs another person's approval")
+	// ErrUnvouched: a decision that neither the admin API nor the review
+	// desk vouched for (sent to Temporal directly, or its voucher does not
+	// match): it names nobody authenticated.
+	ErrUnvouched = errors.New("decide through the review desk or the admin API: this decision names nobody they authenticated")
 	// ErrBadSubject: a subject that is too long or not printable.
 	ErrBadSubject = fmt.Errorf("subject must be at most %d characters, without control characters", MaxSubjectLen)
 )
@@ -224,9 +228,15 @@ func (w *verification) validateDecision(d ReviewDecision) error {
 		return refuse(ErrNoReviewOpen)
 	case w.restored && d.Decision == DecisionApprove && w.st.Review.approvedBy(d.subject()):
 		return refuse(ErrSameApprover)
+	case w.restored && w.st.Review.vouched() && (d.Voucher == "" || d.Subject == ""):
+		return refuse(ErrUnvouched)
 	}
 	return nil
 }
+
+// vouched reports whether the review takes only vouched decisions: one
+// opened on workflow v3.
+func (r *Review) vouched() bool { return r != nil && r.ApprovalsNeeded > 0 }
 
 // decide hands an accepted decision to the main loop and returns the state
 // once it is applied (state, search attributes, database), not once its
@@ -261,6 +271,8 @@ func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) err
 		return refuse(ErrNoReviewOpen)
 	case d.Decision == DecisionApprove && r.approvedBy(d.subject()):
 		return refuse(ErrSameApprover)
+	case r.vouched() && !w.checkVoucher(ctx, d):
+		return refuse(ErrUnvouched)
 	}
 	now := workflow.Now(ctx)
 	if d.Decision == DecisionApprove && r.needs() > 1 {
@@ -288,6 +300,18 @@ func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) err
 	w.persist(ctx, "review:"+d.Decision, nil, "reviewer "+d.Reviewer)
 	w.decidedState = w.st // the update answers this, not a later step's state
 	return nil
+}
+
+// checkVoucher asks the database whether the admin API or the desk vouched
+// for the decision's principal.
+func (w *verification) checkVoucher(ctx workflow.Context, d ReviewDecision) bool {
+	if d.Voucher == "" || d.Subject == "" {
+		return false
+	}
+	var ok bool
+	in := activities.DecisionCheck{SessionID: w.st.SessionID, Voucher: d.Voucher, Subject: d.Subject,
+		Decision: d.Decision, OpenedAt: w.st.Review.OpenedAt}
+	return w.local(ctx, "check the decision's voucher", a.CheckDecision, in, &ok) == nil && ok
 }
 
 // closeReview ends the open review without a reviewer's decision (a

@@ -196,6 +196,11 @@ func (h *harness) reset() {
 			rec("FetchSessionStatus", id)
 			return h.stripeStatus, nil
 		})
+	h.env.OnActivity(a.CheckDecision, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, c activities.DecisionCheck) (bool, error) {
+			rec("CheckDecision", c)
+			return c.Voucher == vouchFor(c.Subject, c.Decision), nil
+		})
 	h.env.OnActivity(a.RecordEventID, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, r activities.EventRecord) error { rec("RecordEventID", r); return nil })
 	h.env.OnActivity(a.OpenReview, mock.Anything, mock.Anything).Return(
@@ -269,8 +274,26 @@ func (h *harness) snapshotAt(at time.Duration, name string) {
 	}, at)
 }
 
-// decide sends a review decision update at t0+at; its outcome is kept by name.
+// vouchFor is the voucher the stand-in of the database knows for a
+// principal's decision, as the admin API or the desk would have written it.
+func vouchFor(subject, decision string) string { return "voucher:" + subject + ":" + decision }
+
+// decide sends a review decision update at t0+at, vouched for as the admin
+// API and the desk do (a subject of the reviewer's name when it has none);
+// its outcome is kept by name.
 func (h *harness) decide(at time.Duration, name string, d workflows.ReviewDecision) {
+	if d.Subject == "" && d.Reviewer != "" {
+		d.Subject = "oidc:" + d.Reviewer
+	}
+	if d.Voucher == "" && d.Subject != "" {
+		d.Voucher = vouchFor(d.Subject, d.Decision)
+	}
+	h.sendDecision(at, name, d)
+}
+
+// sendDecision sends a decision as it is, vouched for or not (the Temporal
+// UI or CLI).
+func (h *harness) sendDecision(at time.Duration, name string, d workflows.ReviewDecision) {
 	h.env.RegisterDelayedCallback(func() {
 		h.env.UpdateWorkflow(workflows.UpdateReviewDecision, name, &testsuite.TestUpdateCallback{
 			OnReject:   func(err error) { h.updates[name] = err },

@@ -55,7 +55,7 @@ func TestAReviewDecisionReturnsWhenAppliedNotWhenEmailed(t *testing.T) {
 	h.env.RegisterDelayedCallback(func() {
 		h.env.UpdateWorkflow(workflows.UpdateReviewDecision, "approve", &updateAt{onDone: func(err error) {
 			h.updates["approve"], answered = err, h.env.Now()
-		}}, workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
+		}}, workflows.ReviewDecision{Decision: "approve", Reviewer: "ops", Subject: "oidc:ops", Voucher: vouchFor("oidc:ops", "approve")})
 	}, hour)
 	st := h.run(workflows.Input{})
 	if err := h.updates["approve"]; err != nil {

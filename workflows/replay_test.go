@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -293,12 +294,20 @@ func (r *recorder) waitReview(vs string) {
 // decide waits for the session's review to open, then decides it.
 func (r *recorder) decide(vs, decision string) { r.decideAs(vs, decision, "") }
 
-// decideAs decides as a principal (four eyes counts them).
+// decideAs decides as a principal (four eyes counts them), vouched for in
+// the database as the admin API and the desk do.
 func (r *recorder) decideAs(vs, decision, subject string) {
 	r.waitReview(vs)
+	if subject == "" {
+		subject = "oidc:ops-recorder"
+	}
+	voucher := fmt.Sprintf("voucher-%s-%d", vs, time.Now().UnixNano())
+	if err := r.st.VouchDecision(context.Background(), store.DecisionVoucher{ID: voucher, SessionID: vs, Subject: subject, Decision: decision}); err != nil {
+		r.t.Error(err)
+	}
 	h, err := r.c.UpdateWorkflow(context.Background(), client.UpdateWorkflowOptions{
 		WorkflowID: workflows.WorkflowID(vs), UpdateName: workflows.UpdateReviewDecision,
-		Args:         []any{workflows.ReviewDecision{Decision: decision, Reviewer: "ops-recorder", Subject: subject}},
+		Args:         []any{workflows.ReviewDecision{Decision: decision, Reviewer: "ops-recorder", Subject: subject, Voucher: voucher}},
 		WaitForStage: client.WorkflowUpdateStageCompleted})
 	if err == nil {
 		err = h.Get(context.Background(), nil)
@@ -398,7 +407,11 @@ func (r *recorder) terminatedMidReview() {
 		return
 	}
 	update := client.UpdateWorkflowOptions{WorkflowID: workflows.WorkflowID(vs), UpdateName: workflows.UpdateReviewDecision,
-		Args: []any{workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-recorder"}}, WaitForStage: client.WorkflowUpdateStageCompleted}
+		Args: []any{workflows.ReviewDecision{Decision: "approve", Reviewer: "ops-recorder", Subject: "oidc:ops-recorder",
+			Voucher: "voucher-" + vs}}, WaitForStage: client.WorkflowUpdateStageCompleted}
+	if err := r.st.VouchDecision(ctx, store.DecisionVoucher{ID: "voucher-" + vs, SessionID: vs, Subject: "oidc:ops-recorder", Decision: "approve"}); err != nil {
+		r.t.Error(err)
+	}
 	start := r.c.NewWithStartWorkflowOperation(client.StartWorkflowOptions{ID: workflows.WorkflowID(vs), TaskQueue: workflows.TaskQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, workflows.WorkflowName,
 		workflows.Input{SessionID: vs, Policy: r.policy})

@@ -533,3 +533,31 @@ func TestAFailureEmailHeldBackIsDroppedOnceTheUserResubmitted(t *testing.T) {
 	equal(t, "emails", h.emailKinds(), "verified")
 	equal(t, "dropped", st.StaleEmailsDropped, 1)
 }
+
+// Issue 20: a decision sent straight to Temporal (the UI, the CLI) names a
+// principal nobody authenticated: a review opened on v3 refuses it, as it
+// refuses a voucher that vouches for another decision. The admin API and the
+// desk vouch for the principals they authenticated.
+func TestOnlyVouchedDecisionsDecide(t *testing.T) {
+	h := newHarness(t)
+	h.deliver(min, failed("evt_f", "under_supported_age", min))
+	h.sendDecision(hour, "no voucher", workflows.ReviewDecision{Decision: "approve", Reviewer: "mallory", Subject: "oidc:mallory"})
+	h.sendDecision(2*hour, "no subject", workflows.ReviewDecision{Decision: "approve", Reviewer: "mallory"})
+	h.sendDecision(3*hour, "another decision's voucher", workflows.ReviewDecision{Decision: "approve", Reviewer: "mallory",
+		Subject: "oidc:mallory", Voucher: vouchFor("oidc:mallory", "reject")})
+	h.decide(4*hour, "vouched", workflows.ReviewDecision{Decision: "reject", Reviewer: "ann", Subject: "oidc:ann"})
+	st := h.run(workflows.Input{})
+	refused(t, "no voucher", h.updates["no voucher"], workflows.ErrUnvouched)
+	refused(t, "no subject", h.updates["no subject"], workflows.ErrUnvouched)
+	refused(t, "another decision's voucher", h.updates["another decision's voucher"], workflows.ErrUnvouched)
+	equal(t, "decided by the vouched one", []any{st.Status, st.Review.Subject}, []any{workflows.StatusRejected, "oidc:ann"})
+
+	t.Run("a review opened before v3 takes the decision as it did", func(t *testing.T) {
+		h := newHarness(t)
+		h.stored(workflows.State{Status: workflows.StatusInReview, Escalation: workflows.EscalationReview, Seq: 3,
+			Review: &workflows.Review{Reason: "attempts_exhausted", OpenedAt: t0.Add(-hour), DeadlineAt: t0.Add(day)}})
+		h.sendDecision(min, "approve", workflows.ReviewDecision{Decision: "approve", Reviewer: "ops"})
+		st := h.run(workflows.Input{})
+		equal(t, "final", st.Status, workflows.StatusVerified)
+	})
+}

@@ -127,7 +127,7 @@ func TestVerifiedWithDifferentOutputsOpensAReview(t *testing.T) {
 	// The session is verified at Stripe: nothing to cancel.
 	equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:new",
 		"OpenReview", "RecordTransition:in_review", "SendEmail:under_review", "SendEmail:ops_review_opened",
-		"RecordTransition:in_review", "DecideReview", "RecordTransition:verified", "SendEmail:review_approved"})
+		"CheckDecision", "RecordTransition:in_review", "CheckDecision", "DecideReview", "RecordTransition:verified", "SendEmail:review_approved"})
 	equal(t, "review opened", h.inputs("OpenReview")[0], activities.ReviewInput{SessionID: vs, Reason: "mismatch",
 		MismatchedFields: []string{"last_name", "dob"}, OpenedAt: t0.Add(min)})
 	var from []string
@@ -208,7 +208,7 @@ func TestCodesNoRetryCanFixEscalateAtOnce(t *testing.T) {
 			// lane of its own, so no email waits for Stripe.
 			equal(t, "activities", h.lanes("RecordTransition:in_review"), []string{"LoadSession",
 				"OpenReview", "RecordTransition:in_review", "SendEmail:under_review", "SendEmail:ops_review_opened",
-				"DecideReview", "RecordTransition:rejected", "SendEmail:review_rejected"})
+				"CheckDecision", "DecideReview", "RecordTransition:rejected", "SendEmail:review_rejected"})
 			equal(t, "owed by the record", owedKinds(h.transitions()[0].St), "under_review,ops_review_opened")
 			equal(t, "final", st.Status, workflows.StatusRejected)
 		})
