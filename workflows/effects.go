@@ -297,7 +297,19 @@ func (w *verification) sendEmail(ctx workflow.Context, e Email) {
 		err := workflow.ExecuteActivity(ectx, a.SendEmail, req).Get(actx, &res)
 		return res, err
 	}
-	res, err := run(quickRetry)
+	var res activities.EmailResult
+	var err error
+	if w.v3 {
+		// First within the workflow task (a local activity): an email that
+		// SMTP takes at once costs no activity task. Past a few seconds, or
+		// failing, it goes on as an activity, retried as before.
+		lctx := workflow.WithLocalActivityOptions(actx, workflow.LocalActivityOptions{Summary: summary,
+			StartToCloseTimeout: emailLocally, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1}})
+		err = workflow.ExecuteLocalActivity(lctx, a.SendEmail, req).Get(actx, &res)
+	}
+	if !w.v3 || retryable(err) {
+		res, err = run(quickRetry)
+	}
 	for retryable(err) && actx.Err() == nil {
 		w.raise(ctx, IssueEmailDelayed, errText(err))
 		res, err = run(patientRetry)
@@ -324,6 +336,9 @@ func (w *verification) sendEmail(ctx workflow.Context, e Email) {
 		w.st.RetryLink = e.Link // the user's newest link: it and newer ones open the session
 	}
 }
+
+// emailLocally bounds an email's try within the workflow task.
+const emailLocally = 10 * time.Second
 
 // dropped counts a progress email the session's outcome made stale.
 func (w *verification) dropped(ctx workflow.Context, e Email) {

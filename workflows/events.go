@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"identityverification/activities"
@@ -316,18 +317,37 @@ func (w *verification) lane() *RetryLane {
 // fix opened.
 const reasonNonRetryable = "non_retryable:"
 
-// onVerified starts comparing the verified outputs with the expected values;
-// onCompared applies the result, as a step of its own, when Stripe answered.
+// onVerified compares the verified outputs with the expected values. It
+// first tries within the step (a local activity, a few seconds at most), so
+// that a verified session is decided in the workflow task its event came in
+// (workflow v3); when Stripe is slow or failing, the event is recorded as it
+// is and the comparison goes on beside the main loop, and onCompared applies
+// its result as a step of its own when Stripe answered.
 func (w *verification) onVerified(ctx workflow.Context, ev Event) string {
 	if w.st.Comparing != nil {
 		return "already comparing " + w.st.Comparing.ID
 	}
 	w.st.StripeStatus = StripeStatusVerified
 	w.disarmInputTimers()
+	if w.v3 {
+		var c activities.Comparison
+		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{Summary: "compare verified outputs",
+			StartToCloseTimeout: compareLocally, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1}})
+		if err := workflow.ExecuteLocalActivity(lctx, a.CompareVerifiedOutputs, w.st.SessionID).Get(ctx, &c); err == nil {
+			if note := w.applyComparison(ctx, comparison{Comparison: c}); note != "" {
+				return "verified outputs compared: " + note
+			}
+			return "verified outputs compared"
+		}
+	}
 	w.st.Comparing = &ev
 	w.startComparison(ctx)
 	return "comparing verified outputs"
 }
+
+// compareLocally bounds the comparison's try within the step: the main loop
+// waits for it, so a Stripe that is slower goes to the comparison beside it.
+const compareLocally = 5 * time.Second
 
 // comparison is a comparison's outcome, for the main loop.
 type comparison struct {
@@ -351,7 +371,17 @@ func (w *verification) startComparison(ctx workflow.Context) {
 func (w *verification) onCompared(ctx workflow.Context, c comparison) {
 	ev := w.st.Comparing
 	w.st.Comparing = nil
-	note := ""
+	note := w.applyComparison(ctx, c)
+	key := "compared"
+	if ev != nil {
+		key = "compared:" + ev.ID
+	}
+	w.persist(ctx, key, nil, note)
+}
+
+// applyComparison changes the state for a comparison's outcome and says
+// why, when it is not the plain outcome.
+func (w *verification) applyComparison(ctx workflow.Context, c comparison) (note string) {
 	switch {
 	case w.st.Status.Final() || w.st.Review.Open():
 		note = "comparison ignored: session " + string(w.st.Status)
@@ -367,11 +397,7 @@ func (w *verification) onCompared(ctx workflow.Context, c comparison) {
 		w.disarmInputTimers() // a requires_input applied meanwhile armed them
 		w.oweEmail(w.email(email.KindVerified))
 	}
-	key := "compared"
-	if ev != nil {
-		key = "compared:" + ev.ID
-	}
-	w.persist(ctx, key, nil, note)
+	return note
 }
 
 // onRedacted purges the session's personal data, whenever it comes: the

@@ -77,6 +77,9 @@ type harness struct {
 	// so (default errStripeDown, a 503); cancelErr what CancelSession
 	// answers when Stripe is up.
 	stripeErr, cancelErr error
+	// compareFails is how many CompareVerifiedOutputs calls fail (a 503)
+	// before one answers.
+	compareFails int
 	// legacy runs the workflow as a run started before workflow v3 does
 	// (its GetVersion answers DefaultVersion), for the old path's tests.
 	legacy bool
@@ -165,6 +168,10 @@ func (h *harness) reset() {
 		func(_ context.Context, id string) (activities.Comparison, error) {
 			if h.stripeFails() {
 				return activities.Comparison{}, stripeErr()
+			}
+			if h.compareFails > 0 {
+				h.compareFails--
+				return activities.Comparison{}, errStripeDown
 			}
 			rec("CompareVerifiedOutputs", id)
 			return h.compare, nil

@@ -48,7 +48,7 @@ var recordedPaths = []string{
 	// Workflow v3 (the marker "workflow-v3"): the paths whose commands it changed.
 	"v3_verified_mismatch_four_eyes", "v3_late_fraud_record_superseded", "v3_stale_email_dropped",
 	"v3_reminder_warning_then_expiry", "v3_alternate_exhausted_review_rejected", "v3_same_type_no_switch_review_rejected",
-	"v3_reordered_failure_then_verified",
+	"v3_reordered_failure_then_verified", "v3_verified_match",
 }
 
 func TestReplayRecordedHistories(t *testing.T) {
@@ -184,6 +184,7 @@ func TestRecordHistories(t *testing.T) {
 				ev("e2", "verified", time.Second))
 		},
 		func() { r.terminatedMidReview() },
+		func() { r.path("v3_verified_match", store.Contact{FirstName: "Bob"}, ev("e1", "verified", 0)) },
 		func() {
 			vs, run := r.start("v3_verified_mismatch_four_eyes", store.Contact{FirstName: "Ada"}, ev("e1", "verified", 0))
 			r.decideAs(vs, "approve", "oidc:recorder-1")
