@@ -86,8 +86,7 @@ func TestEachEventAlone(t *testing.T) {
 			"SendEmail:expired"}, []string{"RecordTransition:expired"}},
 		{"canceled", workflows.StatusCanceled, []string{"LoadSession", "RecordTransition:canceled"}, nil},
 		{"redacted", workflows.StatusRedacted, []string{"LoadSession", "RedactSession", "RecordTransition:redacted"}, nil},
-		{"verified", workflows.StatusVerified, []string{"LoadSession", "RecordTransition:new",
-			"RecordTransition:verified", "SendEmail:verified"}, nil},
+		{"verified", workflows.StatusVerified, []string{"LoadSession", "RecordTransition:verified", "SendEmail:verified"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.typ+" alone", func(t *testing.T) {
@@ -112,7 +111,7 @@ func TestEachEventAlone(t *testing.T) {
 		equal(t, "next timer", []any{st.NextTimer, st.NextTimerAt}, []any{"processing_watchdog", t0.Add(min + 3*day)})
 		equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:processing",
 			"FetchSessionStatus", "RecordTransition:processing", "FetchSessionStatus", "RecordTransition:processing",
-			"RecordTransition:processing", "RecordTransition:verified", "SendEmail:verified"})
+			"RecordTransition:verified", "SendEmail:verified"})
 	})
 }
 
@@ -138,7 +137,7 @@ func TestVerifiedWithDifferentOutputsOpensAReview(t *testing.T) {
 		[]any{workflows.StatusInReview, true, []workflows.Approval{{Subject: "oidc:ann", Reviewer: "ann@example.com", At: t0.Add(2 * hour)}}})
 	refused(t, "the same person twice", h.updates["approve again"], workflows.ErrSameApprover)
 	// The session is verified at Stripe: nothing to cancel.
-	equal(t, "activities", h.sequential(), []string{"LoadSession", "RecordTransition:new",
+	equal(t, "activities", h.sequential(), []string{"LoadSession",
 		"OpenReview", "RecordTransition:in_review", "SendEmail:under_review", "SendEmail:ops_review_opened",
 		"CheckDecision", "RecordTransition:in_review", "CheckDecision", "DecideReview", "RecordTransition:verified", "SendEmail:review_approved"})
 	equal(t, "review opened", h.inputs("OpenReview")[0], activities.ReviewInput{SessionID: vs, Reason: "mismatch",
@@ -147,7 +146,7 @@ func TestVerifiedWithDifferentOutputsOpensAReview(t *testing.T) {
 	for _, tr := range h.transitions() {
 		from = append(from, tr.From)
 	}
-	equal(t, "from statuses", from, []string{"new", "new", "in_review", "in_review"})
+	equal(t, "from statuses", from, []string{"new", "in_review", "in_review"})
 	equal(t, "final", st.Status, workflows.StatusVerified)
 	equal(t, "decision", st.Review.Decision+" by "+st.Review.Reviewer+" ("+st.Review.Subject+")", "approve by ops-ann (oidc:bo)")
 	for _, u := range []string{"approve", "second approval"} {
@@ -418,7 +417,7 @@ func TestEachEventDeliveredThreeTimesTakesEffectOnce(t *testing.T) {
 		}
 	}
 	st := h.run(workflows.Input{})
-	equal(t, "transitions (the verified event's and its comparison's)", len(h.transitions()), 5)
+	equal(t, "transitions (one per event; the comparison within the verified one's step)", len(h.transitions()), 4)
 	equal(t, "attempts", st.Attempts, 1)
 	equal(t, "emails", h.emailKinds(), "failed,verified")
 	equal(t, "processed ids", st.ProcessedEventIDs, []string{"evt_c", "evt_p", "evt_f", "evt_v"})
@@ -426,6 +425,7 @@ func TestEachEventDeliveredThreeTimesTakesEffectOnce(t *testing.T) {
 
 func TestShuffledDeliveriesNeverMoveTheStateBackwards(t *testing.T) {
 	h := newHarness(t)
+	h.compareFails = 1 // Stripe is slow: the comparison goes on beside the main loop
 	// Stripe's order: created, requires_input, processing, verified. Delivered
 	// together, verified first:
 	h.deliverAll(min, ev("evt_v", "verified", 40*min), ev("evt_p", "processing", 30*min),
