@@ -127,7 +127,15 @@ func newVerification(ctx workflow.Context, in Input) (*verification, error) {
 	for _, id := range w.st.ProcessedEventIDs {
 		w.seen[id] = true
 	}
-	w.publish(ctx)
+	if w.v3 {
+		// The search attributes follow with the first step (every step
+		// publishes); a run continued as new keeps its predecessor's.
+		// Upserting them here too cost a visibility update per session.
+		w.st.NextTimer, w.st.NextTimerAt = w.nextTimer()
+		workflow.SetCurrentDetails(ctx, w.details())
+	} else {
+		w.publish(ctx)
+	}
 	return w, nil
 }
 
