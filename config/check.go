@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -201,7 +202,7 @@ func (p *parser) check(c Config) {
 	}
 	p.databaseURL(c.DatabaseURL)
 
-	p.checkOIDC(c.OIDC)
+	p.checkOIDC(c.OIDC, c.Production)
 
 	p.email("EMAIL_FROM", c.EmailFrom)
 	if c.OpsEmail != "" {
@@ -223,8 +224,11 @@ func (p *parser) check(c Config) {
 
 // checkOIDC checks the desk's sign-in settings: all four or none (the desk
 // is off), URLs with a host, the redirect to the desk's callback, and
-// groups that let someone in.
-func (p *parser) checkOIDC(o OIDC) {
+// groups that let someone in. In production both URLs are https (the
+// discovery document, the provider's keys and the code exchange travel
+// over the first; the code and the desk's cookies over the second), but
+// for a provider or desk on the machine itself (127.0.0.1, ::1, localhost).
+func (p *parser) checkOIDC(o OIDC, production bool) {
 	set := map[string]string{"OIDC_ISSUER": o.Issuer, "OIDC_CLIENT_ID": o.ClientID,
 		"OIDC_CLIENT_SECRET": o.ClientSecret, "OIDC_REDIRECT_URL": o.RedirectURL}
 	anySet := false
@@ -243,11 +247,18 @@ func (p *parser) checkOIDC(o OIDC) {
 		}
 	}
 	if o.Issuer != "" {
-		p.url("OIDC_ISSUER", o.Issuer, "https", "http")
+		if u := p.url("OIDC_ISSUER", o.Issuer, "https", "http"); u != nil && production && !secureOrLoopback(u) {
+			p.fail("OIDC_ISSUER", "must be https:// in production (discovery, the provider's keys and the code exchange would travel in the clear); http:// is for a provider on 127.0.0.1, ::1 or localhost, or ENVIRONMENT=development")
+		}
 	}
 	if o.RedirectURL != "" {
-		if u := p.url("OIDC_REDIRECT_URL", o.RedirectURL, "https", "http"); u != nil && u.Path != DeskCallbackPath {
+		u := p.url("OIDC_REDIRECT_URL", o.RedirectURL, "https", "http")
+		switch {
+		case u == nil:
+		case u.Path != DeskCallbackPath:
 			p.fail("OIDC_REDIRECT_URL", "must end in "+DeskCallbackPath+" (the desk's callback, as registered at the provider)")
+		case production && !secureOrLoopback(u):
+			p.fail("OIDC_REDIRECT_URL", "must be https:// in production (the sign-in's code and the desk's session cookie would travel in the clear); http:// is for a desk on 127.0.0.1, ::1 or localhost, or ENVIRONMENT=development")
 		}
 	}
 	if o.GroupsClaim == "" || strings.ContainsFunc(o.GroupsClaim, func(r rune) bool { return r <= ' ' }) {
@@ -256,6 +267,18 @@ func (p *parser) checkOIDC(o OIDC) {
 	if len(o.ReviewerGroups) == 0 && len(o.AdminGroups) == 0 {
 		p.fail("REVIEWER_GROUPS", "is not set: with neither REVIEWER_GROUPS nor ADMIN_GROUPS nobody can sign in to the desk")
 	}
+}
+
+// secureOrLoopback reports whether u is https, or http to this machine.
+func secureOrLoopback(u *url.URL) bool {
+	if u.Scheme == "https" {
+		return true
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	return err == nil && ip.IsLoopback()
 }
 
 // secret reports a set secret shorter than MinSecretBytes; an unset one is

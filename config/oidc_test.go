@@ -98,3 +98,46 @@ func TestCheckConfigMasksTheClientSecret(t *testing.T) {
 		}
 	}
 }
+
+// Production signs people in over https only: one message for each URL
+// that is http:// to another machine.
+func TestProductionSignsInOverHTTPSOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit config.Map
+		want []string // the variables the messages name
+	}{
+		{"an http issuer", config.Map{"OIDC_ISSUER": "http://sso.corp.example/realms/staff"}, []string{"OIDC_ISSUER"}},
+		{"an http redirect", config.Map{"OIDC_REDIRECT_URL": "http://desk.corp.example/desk/callback"}, []string{"OIDC_REDIRECT_URL"}},
+		{"both", config.Map{"OIDC_ISSUER": "http://sso.corp.example/", "OIDC_REDIRECT_URL": "http://desk.corp.example/desk/callback"},
+			[]string{"OIDC_ISSUER", "OIDC_REDIRECT_URL"}},
+		{"a provider and a desk on this machine", config.Map{"OIDC_ISSUER": "http://127.0.0.1:5556/dex",
+			"OIDC_REDIRECT_URL": "http://localhost:8081/desk/callback"}, nil},
+		{"a provider on IPv6 loopback", config.Map{"OIDC_ISSUER": "http://[::1]:5556/dex"}, nil},
+		{"a host that only starts like loopback", config.Map{"OIDC_ISSUER": "http://127.0.0.1.nip.io/dex"}, []string{"OIDC_ISSUER"}},
+		{"http in development", config.Map{"ENVIRONMENT": "development", "OIDC_ISSUER": "http://sso.corp.example/",
+			"OIDC_REDIRECT_URL": "http://desk.corp.example/desk/callback"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := oidcEnv()
+			for k, v := range tc.edit {
+				env[k] = v
+			}
+			_, err := config.Load(env)
+			var named []string
+			if err != nil {
+				for _, m := range strings.Split(err.Error(), "\n") {
+					name, why, _ := strings.Cut(m, ":")
+					if !strings.Contains(why, "must be https:// in production") {
+						t.Errorf("unexpected message: %s", m)
+					}
+					named = append(named, name)
+				}
+			}
+			slices.Sort(named)
+			if !reflect.DeepEqual(named, tc.want) {
+				t.Errorf("messages name %v; want %v:\n%v", named, tc.want, err)
+			}
+		})
+	}
+}
