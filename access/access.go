@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -160,32 +161,107 @@ func SameSecret(got, want string) bool {
 	return got != "" && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
-// Source is the caller's address, as the connection shows it (the admin
-// listener is not behind a proxy that would hide it).
-func Source(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// Proxies are the reverse proxies in front of a listener (TRUSTED_PROXIES):
+// addresses and networks whose X-Forwarded-For is believed. Empty, the
+// connection's peer is the caller.
+type Proxies []netip.Prefix
+
+// ParseProxies reads a comma-separated list of IP addresses and CIDR
+// networks (10.0.0.5, 10.0.0.0/24, fd00::/8); empty is none.
+func ParseProxies(s string) (Proxies, error) {
+	var out Proxies
+	for _, v := range strings.Split(s, ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is not an IP address or a CIDR network (such as 10.0.0.5 or 10.0.0.0/24)", v)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
-	return host
+	return out, nil
+}
+
+func (p Proxies) trusts(a netip.Addr) bool {
+	return slices.ContainsFunc(p, func(n netip.Prefix) bool { return n.Contains(a) })
+}
+
+// Source is the caller's address, what the audit log records and the
+// throttle counts by. It is the connection's peer, unless the peer is a
+// trusted proxy: then the right-most X-Forwarded-For address that is not
+// a trusted proxy (each proxy appends the peer it saw, so the entries
+// right of it were written by proxies the service trusts, and anything
+// left of it by the caller, who may write anything). An entry that is no
+// address ends the walk at the proxy that passed it on.
+func (p Proxies) Source(r *http.Request) string {
+	peer, ok := hopAddr(r.RemoteAddr)
+	if !ok {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr
+		}
+		return host
+	}
+	source := peer
+	if p.trusts(source) {
+		var hops []string
+		for _, h := range r.Header.Values("X-Forwarded-For") {
+			hops = append(hops, strings.Split(h, ",")...)
+		}
+		for i := len(hops) - 1; i >= 0; i-- {
+			a, ok := hopAddr(hops[i])
+			if !ok {
+				break
+			}
+			source = a
+			if !p.trusts(a) {
+				break
+			}
+		}
+	}
+	return source.String()
+}
+
+// hopAddr reads an address as a peer or a proxy writes it: 10.0.0.7,
+// 10.0.0.7:4711, 2001:db8::1, [2001:db8::1]:4711.
+func hopAddr(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	if err != nil {
+		ap, perr := netip.ParseAddrPort(s)
+		if perr != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
+	}
+	return a.WithZone("").Unmap(), true
 }
 
 // Counter counts events in fixed windows (the store).
 type Counter interface {
 	Hit(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error)
-	Hits(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error)
 }
 
-// Throttle defaults: 10 failures in 15 minutes, then no more tries until
-// the window ends.
+// Throttle defaults: 10 failures in 15 minutes, then 429 for every further
+// failure until the window ends.
 const (
 	DefaultFailureLimit  = 10
 	DefaultFailureWindow = 15 * time.Minute
 )
 
-// Throttle refuses more tries once a bucket (a source address, an account)
-// has Limit failures in the current window. Windows are fixed: the count
-// starts again when the window ends, which Retry-After announces.
+// Throttle counts failed authentications per bucket (a source address, an
+// account) in fixed windows: the count starts again when the window ends,
+// which Retry-After announces. It decides only how a failure is answered
+// (429 instead of 401 once a bucket is over its limit): a valid credential
+// is never refused, so a crowd behind one address (a proxy, a NAT) cannot
+// lock out the callers that hold one.
 type Throttle struct {
 	Counter Counter
 	Limit   int           // 0: DefaultFailureLimit
@@ -207,31 +283,33 @@ func (t *Throttle) params() (int, time.Duration, time.Time) {
 	return limit, window, now
 }
 
-// Blocked reports whether any bucket is at its limit, and how long until
-// its window ends.
-func (t *Throttle) Blocked(ctx context.Context, buckets ...string) (time.Duration, bool, error) {
-	limit, window, now := t.params()
-	for _, b := range buckets {
-		n, err := t.Counter.Hits(ctx, b, window, now)
-		if err != nil {
-			return 0, false, err
-		}
-		if n >= limit {
-			return retryAfter(now, window), true, nil
-		}
-	}
-	return 0, false, nil
+// Verdict is how a counted failure is answered.
+type Verdict struct {
+	// Over: a bucket has more failures than the limit in its window:
+	// answer 429, with Retry-After Wait.
+	Over bool
+	Wait time.Duration
+	// Started: this failure took a bucket over its limit, the one failure
+	// of the window worth an audit row saying so (the ones after it are
+	// counted, not recorded one by one).
+	Started bool
 }
 
-// Fail counts a failure in each bucket.
-func (t *Throttle) Fail(ctx context.Context, buckets ...string) error {
-	_, window, now := t.params()
+// Fail counts a failure in each bucket and says how to answer it.
+func (t *Throttle) Fail(ctx context.Context, buckets ...string) (Verdict, error) {
+	limit, window, now := t.params()
+	var v Verdict
 	for _, b := range buckets {
-		if _, err := t.Counter.Hit(ctx, b, window, now); err != nil {
-			return err
+		n, err := t.Counter.Hit(ctx, b, window, now)
+		if err != nil {
+			return Verdict{}, err
+		}
+		if n > limit {
+			v.Over, v.Wait = true, retryAfter(now, window)
+			v.Started = v.Started || n == limit+1
 		}
 	}
-	return nil
+	return v, nil
 }
 
 // RetryAfterSeconds formats a wait for the Retry-After header: whole

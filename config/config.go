@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
 
+	"identityverification/access"
 	"identityverification/codec"
 	"identityverification/retrylink"
 	"identityverification/store"
@@ -50,12 +51,16 @@ type Config struct {
 	AdminAddr        string        // ADMIN_ADDR: the admin API's own listener
 	OpsAddr          string        // OPS_ADDR: health and metrics, every process; "off": none
 	AdminToken       string        // ADMIN_TOKEN: a machine's full-scope bearer token; scoped API keys beside it
-	OIDC             OIDC          // the review desk's single sign-on
-	Policy           workflows.Policy
-	ShutdownGrace    time.Duration // SHUTDOWN_GRACE
-	LogLevel         string        // LOG_LEVEL
-	Worker           WorkerTuning
-	Reconcile        Reconcile
+	// TrustedProxies are the reverse proxies in front of the admin
+	// listener (TRUSTED_PROXIES) whose X-Forwarded-For names the caller
+	// for the audit log and the throttle; none by default.
+	TrustedProxies access.Proxies
+	OIDC           OIDC // the review desk's single sign-on
+	Policy         workflows.Policy
+	ShutdownGrace  time.Duration // SHUTDOWN_GRACE
+	LogLevel       string        // LOG_LEVEL
+	Worker         WorkerTuning
+	Reconcile      Reconcile
 
 	// Codec encrypts every payload the processes write to Temporal
 	// (PAYLOAD_ENCRYPTION_KEYS); nil when no key is configured.
@@ -184,6 +189,7 @@ func load(env Env) (Config, *recorder, error) {
 		AdminAddr:        p.str("ADMIN_ADDR", "127.0.0.1:8081"),
 		OpsAddr:          p.str("OPS_ADDR", "127.0.0.1:9090"),
 		AdminToken:       getenv("ADMIN_TOKEN"),
+		TrustedProxies:   p.proxies("TRUSTED_PROXIES"),
 		OIDC: OIDC{
 			Issuer:         p.str("OIDC_ISSUER", ""),
 			ClientID:       p.str("OIDC_CLIENT_ID", ""),
@@ -334,6 +340,16 @@ func (p *parser) list(name string) []string {
 		}
 	}
 	return out
+}
+
+// proxies reads a comma-separated list of IP addresses and CIDR networks.
+func (p *parser) proxies(name string) access.Proxies {
+	p.rec.setDefault(name, "")
+	ps, err := access.ParseProxies(p.getenv(name))
+	if err != nil {
+		p.fail(name, err.Error())
+	}
+	return ps
 }
 
 func (p *parser) integer(name string, def int) int {

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,22 @@ func TestTheReturnURLDefaultsToTheThankYouPage(t *testing.T) {
 	c, _ = config.Load(config.Map{"RETURN_URL": "https://shop.example.com/thanks"})
 	if c.ReturnURL != "https://shop.example.com/thanks" {
 		t.Errorf("RETURN_URL = %q; want the one set", c.ReturnURL)
+	}
+}
+
+func TestTrustedProxiesAreAddressesAndNetworks(t *testing.T) {
+	c, err := config.Load(config.Map{"TRUSTED_PROXIES": "10.0.0.5, 10.0.1.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(c.TrustedProxies); got != "[10.0.0.5/32 10.0.1.0/24]" {
+		t.Errorf("TrustedProxies = %s", got)
+	}
+	if c, _ := config.Load(config.Map{}); len(c.TrustedProxies) != 0 {
+		t.Errorf("TrustedProxies by default = %v; want none", c.TrustedProxies)
+	}
+	_, err = config.Load(config.Map{"TRUSTED_PROXIES": "10.0.0.5,haproxy"})
+	if err == nil || !strings.HasPrefix(err.Error(), "TRUSTED_PROXIES: ") || !strings.Contains(err.Error(), `"haproxy"`) {
+		t.Errorf("a host name: %v; want a message naming TRUSTED_PROXIES and the entry", err)
 	}
 }

@@ -27,6 +27,9 @@ type DeskSession struct {
 	CSRF      string
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// LastUsedAt is when the session last served a request (CreatedAt at
+	// first): the desk ends one left unused too long.
+	LastUsedAt time.Time
 }
 
 // CreateDeskLogin stores a sign-in under way, and clears expired sign-ins
@@ -84,8 +87,8 @@ func (s *Store) CreateDeskSession(ctx context.Context, ds DeskSession, replaced 
 			}
 		}
 		_, err := tx.ExecContext(ctx, `
-INSERT INTO desk_sessions (id_hash, subject, email, roles, csrf, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+INSERT INTO desk_sessions (id_hash, subject, email, roles, csrf, created_at, expires_at, last_used_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $6)`,
 			ds.IDHash, clean(ds.Subject), clean(ds.Email), joinFields(ds.Roles), ds.CSRF, ds.CreatedAt.UTC(), ds.ExpiresAt.UTC())
 		return err
 	})
@@ -96,21 +99,38 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 }
 
 // DeskSessionByHash reads a session, or ErrNotFound. The caller checks its
-// expiry.
+// expiry and when it was last used.
 func (s *Store) DeskSessionByHash(ctx context.Context, idHash string) (DeskSession, error) {
 	var ds DeskSession
 	var roles string
+	var used sql.NullTime
 	err := s.db.QueryRowContext(ctx, `
-SELECT id_hash, subject, email, roles, csrf, created_at, expires_at FROM desk_sessions WHERE id_hash = $1`,
-		idHash).Scan(&ds.IDHash, &ds.Subject, &ds.Email, &roles, &ds.CSRF, &ds.CreatedAt, &ds.ExpiresAt)
+SELECT id_hash, subject, email, roles, csrf, created_at, expires_at, last_used_at
+FROM desk_sessions WHERE id_hash = $1`,
+		idHash).Scan(&ds.IDHash, &ds.Subject, &ds.Email, &roles, &ds.CSRF, &ds.CreatedAt, &ds.ExpiresAt, &used)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DeskSession{}, ErrNotFound
 	}
 	if err != nil {
 		return DeskSession{}, fmt.Errorf("store: desk session: %w", classify(err))
 	}
-	ds.Roles, ds.CreatedAt, ds.ExpiresAt = splitFields(roles), ds.CreatedAt.UTC(), ds.ExpiresAt.UTC()
+	ds.Roles, ds.CreatedAt, ds.ExpiresAt, ds.LastUsedAt = splitFields(roles), ds.CreatedAt.UTC(), ds.ExpiresAt.UTC(), used.Time.UTC()
+	if !used.Valid {
+		ds.LastUsedAt = ds.CreatedAt
+	}
 	return ds, nil
+}
+
+// TouchDeskSession records that the session served a request at at (never
+// moving the time back); a session that is gone is not an error.
+func (s *Store) TouchDeskSession(ctx context.Context, idHash string, at time.Time) error {
+	at = at.UTC().Truncate(time.Microsecond)
+	if _, err := s.db.ExecContext(ctx, `
+UPDATE desk_sessions SET last_used_at = $2 WHERE id_hash = $1 AND (last_used_at IS NULL OR last_used_at < $2)`,
+		idHash, at); err != nil {
+		return fmt.Errorf("store: touch desk session: %w", classify(err))
+	}
+	return nil
 }
 
 // DeleteDeskSession ends a session (sign-out, expiry); deleting one that is

@@ -220,8 +220,20 @@ func TestDeskSessionsLiveInTheDatabase(t *testing.T) {
 			t.Errorf("flash again = %q; want it shown once", f)
 		}
 		got2, err := s.DeskSessionByHash(ctx, "s2")
-		if err != nil || got2.Subject != "oidc:ann" || !reflect.DeepEqual(got2.Roles, []string{"reviewer"}) || !got2.ExpiresAt.Equal(exp) {
-			t.Errorf("session = %+v, %v", got2, err)
+		if err != nil || got2.Subject != "oidc:ann" || !reflect.DeepEqual(got2.Roles, []string{"reviewer"}) || !got2.ExpiresAt.Equal(exp) ||
+			!got2.LastUsedAt.Equal(got2.CreatedAt) {
+			t.Errorf("session = %+v, %v; want it last used when it was made", got2, err)
+		}
+		// When a session was last used is shared by every replica, and
+		// never moves back (a slower replica's older use).
+		used := got2.CreatedAt.Add(20 * time.Minute)
+		for _, at := range []time.Time{used, used.Add(-time.Minute)} {
+			if err := s.TouchDeskSession(ctx, "s2", at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, _ := s.DeskSessionByHash(ctx, "s2"); !got.LastUsedAt.Equal(used) {
+			t.Errorf("last used %v; want %v", got.LastUsedAt, used)
 		}
 		if err := s.DeleteDeskSession(ctx, "s2"); err != nil {
 			t.Fatal(err)
