@@ -98,8 +98,9 @@ func TestKeysWorkWithinTheirScopesAndNotOnceRevoked(t *testing.T) {
 			}
 			rows = append(rows, [4]string{e.Actor, e.Action, e.Result, e.Detail})
 		}
+		// The refused request is not on the session's trail: the session
+		// id in its path was the caller's choice.
 		want := [][4]string{
-			{"key:" + reader.ID, "session.register", "denied", "lacks scope sessions:register"},
 			{"key:" + backend.ID, "session.register", "ok", "registered: email,first_name,last_name,dob"},
 			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
 			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
@@ -112,6 +113,10 @@ func TestKeysWorkWithinTheirScopesAndNotOnceRevoked(t *testing.T) {
 		for _, e := range all {
 			if e.Action == store.AuditAPIAuth {
 				denied = append(denied, e.Actor+" "+e.Detail)
+			}
+			if e.Result == store.AuditDenied && e.Action == store.AuditSessionRegister &&
+				(e.SessionID != "" || e.Detail != "lacks scope sessions:register: PUT /admin/sessions/vs_k1") {
+				t.Errorf("the refused registration's row %+v; want no session, the path in the detail", e)
 			}
 		}
 		if want := []string{"key:" + backend.ID + " revoked key", "key:" + backend.ID + " wrong secret"}; !reflect.DeepEqual(denied, want) {
@@ -150,8 +155,9 @@ func TestARegistrationThatWouldChangeFrozenValuesIs409(t *testing.T) {
 	})
 }
 
-func TestTwentyWrongTokensFromOneAddressAreThrottled(t *testing.T) {
+func TestTwentyWrongTokensFromOneAddressAreThrottledButTheRightOnesPass(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		backend := newKey(t, st, "backend", access.ScopeSessionsRead)
 		var codes []int
 		for range 20 {
 			codes = append(codes, request(api, http.MethodGet, "/admin/reviews", "Bearer guess", "").Code)
@@ -165,14 +171,81 @@ func TestTwentyWrongTokensFromOneAddressAreThrottled(t *testing.T) {
 				t.Fatalf("attempt %d: %d; want %d (codes %v)", i+1, c, want, codes)
 			}
 		}
-		rec := request(api, http.MethodGet, "/admin/reviews", "Bearer tok", "")
+		rec := request(api, http.MethodGet, "/admin/reviews", "Bearer guess", "")
 		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
-			t.Errorf("the right token from the throttled address: %d, Retry-After %q; want 429 with Retry-After",
-				rec.Code, rec.Header().Get("Retry-After"))
+			t.Errorf("another wrong token: %d, Retry-After %q; want 429 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+		}
+		// The throttle decides how a failure is answered, never whether a
+		// valid credential works.
+		for _, auth := range []string{"Bearer tok", "Bearer " + backend.Secret} {
+			if rec := request(api, http.MethodGet, "/admin/sessions/vs_x/nothing", auth, ""); rec.Code != http.StatusNotFound {
+				t.Errorf("a valid credential from the throttled address: %d; want it to work (404 for the unknown path)", rec.Code)
+			}
+		}
+		rows, _ := st.AuditLog(context.Background(), store.AuditFilter{})
+		n := map[string]int{}
+		for _, r := range rows {
+			n[r.Result]++
+		}
+		if want := map[string]int{store.AuditDenied: 10, store.AuditThrottled: 1}; !reflect.DeepEqual(n, want) {
+			t.Errorf("audit results %v; want %v: the failures up to the limit, and one row when the throttle starts", n, want)
 		}
 		api.Throttle.Now = func() time.Time { return time.Now().Add(access.DefaultFailureWindow) }
-		if rec := request(api, http.MethodGet, "/admin/sessions/vs_x/nothing", "Bearer tok", ""); rec.Code != http.StatusNotFound {
-			t.Errorf("in the next window: %d; want the token to work again (404 for the unknown path)", rec.Code)
+		if rec := request(api, http.MethodGet, "/admin/reviews", "Bearer guess", ""); rec.Code != http.StatusUnauthorized {
+			t.Errorf("a wrong token in the next window: %d; want 401 again", rec.Code)
+		}
+	})
+}
+
+// Behind a proxy every caller has the proxy's address: anonymous probes
+// must not lock out the backend's key or ADMIN_TOKEN.
+func TestAnonymousCallersBehindAProxyDoNotLockOutTheBackend(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		backend := newKey(t, st, "backend", access.ScopeSessionsRegister)
+		for range 3 * access.DefaultFailureLimit {
+			request(api, http.MethodGet, "/admin/anything", "", "")
+		}
+		if rec := request(api, http.MethodPut, "/admin/sessions/vs_1", "Bearer "+backend.Secret, registration); rec.Code != http.StatusNoContent {
+			t.Errorf("the backend's key after %d anonymous requests from its address: %d %s; want 204",
+				3*access.DefaultFailureLimit, rec.Code, rec.Body)
+		}
+		if rec := request(api, http.MethodGet, "/admin/sessions/vs_1/nothing", "Bearer tok", ""); rec.Code != http.StatusNotFound {
+			t.Errorf("ADMIN_TOKEN after anonymous requests from its address: %d; want it to work (404)", rec.Code)
+		}
+	})
+}
+
+// With TRUSTED_PROXIES, the caller is the address the proxy forwarded: each
+// caller behind it has a throttle of its own and its own source in the
+// audit log; a forwarded address from anyone else is not believed.
+func TestBehindATrustedProxyEachCallerIsCountedByTheAddressItForwarded(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		api.Proxies, _ = access.ParseProxies("192.0.2.0/24") // request() comes from 192.0.2.7
+		from := func(xff string) *httptest.ResponseRecorder {
+			req := httptest.NewRequest(http.MethodGet, "/admin/reviews", nil)
+			req.RemoteAddr = "192.0.2.7:4711"
+			req.Header.Set("Authorization", "Bearer guess")
+			req.Header.Set("X-Forwarded-For", xff)
+			rec := httptest.NewRecorder()
+			api.Handler().ServeHTTP(rec, req)
+			return rec
+		}
+		for range access.DefaultFailureLimit + 1 {
+			from("6.6.6.6, 198.51.100.1")
+		}
+		if rec := from("198.51.100.1"); rec.Code != http.StatusTooManyRequests {
+			t.Errorf("the guessing caller: %d; want 429", rec.Code)
+		}
+		if rec := from("198.51.100.2"); rec.Code != http.StatusUnauthorized {
+			t.Errorf("another caller behind the same proxy: %d; want 401, its own count", rec.Code)
+		}
+		rows, _ := st.AuditLog(context.Background(), store.AuditFilter{})
+		sources := map[string]int{}
+		for _, r := range rows {
+			sources[r.Source]++
+		}
+		if want := map[string]int{"198.51.100.1": access.DefaultFailureLimit + 1, "198.51.100.2": 1}; !reflect.DeepEqual(sources, want) {
+			t.Errorf("audit rows by source %v; want %v", sources, want)
 		}
 	})
 }

@@ -76,6 +76,9 @@ type API struct {
 	// authentications per source (nil: none counted).
 	Keys     Keys
 	Throttle *access.Throttle
+	// Proxies are the trusted proxies in front of the listener
+	// (TRUSTED_PROXIES): whose X-Forwarded-For names the caller's address.
+	Proxies access.Proxies
 	// Audit is the audit log; nil writes none.
 	Audit Audit
 	// Vouchers vouch for the principal of each decision (the store).
@@ -194,14 +197,6 @@ func (a *API) refusedRegistration(w http.ResponseWriter, r *http.Request, id str
 		return false
 	}
 	return true
-}
-
-// sessionOf is the request's session id, when it has a valid one.
-func sessionOf(r *http.Request) string {
-	if id := mux.Vars(r)["id"]; sessionID.MatchString(id) {
-		return id
-	}
-	return ""
 }
 
 // validSessionID refuses a path whose {id} is not a VerificationSession id.

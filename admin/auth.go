@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"identityverification/access"
 	"identityverification/store"
@@ -37,48 +39,57 @@ func principal(ctx context.Context) access.Principal {
 // authenticate comes before routing: without a valid credential every path
 // and method gets the same 401, so the answer tells nothing about which
 // routes exist. A credential is ADMIN_TOKEN (every scope) or an API key
-// (its scopes). A source with too many failed authentications in the
-// window gets 429 with Retry-After, whatever it sends, until the window
-// ends; every failure is an audit row.
+// (its scopes). The credential is checked first, and a valid one always
+// passes: the throttle decides only how a failure is answered, so callers
+// that share an address (behind a proxy, a NAT) cannot lock out the one
+// that holds a key.
 func (a *API) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		source := access.Source(r)
-		bucket := "admin:source:" + source
-		if a.Throttle != nil {
-			wait, blocked, err := a.Throttle.Blocked(r.Context(), bucket)
-			if err != nil {
-				// The counters are in the database: while it fails, a
-				// credential is still checked (ADMIN_TOKEN needs no
-				// database), only not counted.
-				a.Log.Error("admin: read the failed-authentication count", "error", err)
-			}
-			if blocked {
-				w.Header().Set("Retry-After", access.RetryAfterSeconds(wait))
-				reply(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed authentications from this address; retry later"})
-				return
-			}
-		}
 		p, why, err := a.identify(r)
 		if err != nil {
 			a.Log.Error("admin: look up an API key", "error", err)
 			w.Header().Set("Retry-After", "5")
-			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "could not check the credential; retry"})
+			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "authentication is unavailable just now; try again shortly"})
 			return
 		}
 		if p.Subject == "" {
-			if a.Throttle != nil {
-				if err := a.Throttle.Fail(r.Context(), bucket); err != nil {
-					a.Log.Error("admin: count a failed authentication", "error", err)
-				}
-			}
-			a.audit(r.WithContext(context.WithValue(r.Context(), principalKey{}, access.Principal{Subject: why.actor})),
-				store.AuditAPIAuth, "", store.AuditDenied, why.detail)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="admin"`)
-			reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			a.refuse(w, r, why)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
+}
+
+// refuse answers a failed authentication. Each failure is counted against
+// the source; up to the throttle's limit in its window it gets 401 and an
+// audit row, past it 429 with Retry-After until the window ends, and only
+// the first of those an audit row (the rest are counted in rate_limits, not
+// recorded one by one: a flood does not flood the log).
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, why refusal) {
+	var v access.Verdict
+	if a.Throttle != nil {
+		var err error
+		if v, err = a.Throttle.Fail(r.Context(), "admin:source:"+a.Proxies.Source(r)); err != nil {
+			// The counters are in the database: while it fails, a failure
+			// is answered 401 and not counted.
+			a.Log.Error("admin: count a failed authentication", "error", err)
+		}
+	}
+	ar := r.WithContext(context.WithValue(r.Context(), principalKey{}, access.Principal{Subject: why.actor}))
+	switch {
+	case !v.Over:
+		a.audit(ar, store.AuditAPIAuth, "", store.AuditDenied, why.detail)
+	case v.Started:
+		a.audit(ar, store.AuditAPIAuth, "", store.AuditThrottled,
+			why.detail+"; too many failures from this source: answered 429, and not recorded, until the window ends")
+	}
+	if v.Over {
+		w.Header().Set("Retry-After", access.RetryAfterSeconds(v.Wait))
+		reply(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed authentications from this address; retry later"})
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="admin"`)
+	reply(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 }
 
 // refusal says why a credential was not accepted, for the audit log.
@@ -115,11 +126,14 @@ func (a *API) identify(r *http.Request) (access.Principal, refusal, error) {
 }
 
 // need passes the request on when its principal holds scope, and refuses
-// it with 403 (an audit row) when not.
+// it with 403 (an audit row) when not. The row names no session: the id
+// in a refused request's path is the caller's choice, and a session's
+// trail shows what was done to it, not what anyone asked (the path is in
+// the detail).
 func (a *API) need(scope, action string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !principal(r.Context()).Can(scope) {
-			a.audit(r, action, sessionOf(r), store.AuditDenied, "lacks scope "+scope)
+			a.audit(r, action, "", store.AuditDenied, "lacks scope "+scope+": "+r.Method+" "+clip(r.URL.Path, 120))
 			reply(w, http.StatusForbidden, map[string]string{"error": "this credential lacks the scope " + scope})
 			return
 		}
@@ -137,7 +151,7 @@ func (a *API) audit(r *http.Request, action, sessionID, result, detail string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
 	if err := a.Audit.AppendAudit(ctx, store.AuditRecord{Actor: p.Subject, ActorName: p.Name, Action: action,
-		SessionID: sessionID, Source: access.Source(r), Result: result, Detail: detail}); err != nil {
+		SessionID: sessionID, Source: a.Proxies.Source(r), Result: result, Detail: detail}); err != nil {
 		a.Log.Error("admin: append to the audit log", "action", action, "session_id", sessionID, "error", err)
 	}
 }
@@ -148,5 +162,21 @@ func (a *API) auditRecord(r *http.Request, action string) *store.AuditRecord {
 		return nil
 	}
 	p := principal(r.Context())
-	return &store.AuditRecord{Actor: p.Subject, ActorName: p.Name, Action: action, Source: access.Source(r), Result: store.AuditOK}
+	return &store.AuditRecord{Actor: p.Subject, ActorName: p.Name, Action: action, Source: a.Proxies.Source(r), Result: store.AuditOK}
+}
+
+// clip is s without unprintable characters, cut to at most n bytes (on a
+// character boundary).
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if workflows.Unprintable(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, ""))
+	for len(s) > n {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
 }

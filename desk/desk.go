@@ -9,12 +9,13 @@
 //
 // Every decision carries the provider's verified subject and email, never a
 // typed name. Sessions live in the database (the SHA-256 of a random id in
-// an HttpOnly, SameSite=Strict cookie, Secure over https), so any replica
-// serves any request and signing out ends the session everywhere; every form
-// carries a CSRF token. Sign-in failures are throttled per source and per
-// account. Every sign-in, view of a reviewer's details, decision and admin
-// page is an audit row. html/template escapes everything; no JavaScript is
-// served.
+// an HttpOnly, SameSite=Strict cookie; Secure and __Host- when
+// OIDC_REDIRECT_URL is https), so any replica serves any request, signing
+// out ends the session everywhere and a session unused for an hour ends on
+// every replica; every form carries a CSRF token. Sign-in failures are
+// throttled per source and per account. Every sign-in, view of a
+// reviewer's details, decision and admin page is an audit row.
+// html/template escapes everything; no JavaScript is served.
 package desk
 
 import (
@@ -28,6 +29,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -50,7 +52,7 @@ import (
 // Prefix is where the desk is mounted.
 const Prefix = "/desk/"
 
-// Cookie names.
+// Cookie names (prefixed __Host- when the desk is served over https).
 const (
 	sessionCookie = "desk_session"
 	loginCookie   = "desk_login" // the sign-in under way, before a session exists
@@ -58,10 +60,14 @@ const (
 
 // Defaults.
 const (
-	DefaultSessionTTL = 8 * time.Hour
-	loginTTL          = 10 * time.Minute
-	queueLimit        = 200
-	auditPageLimit    = 200
+	DefaultSessionTTL  = 8 * time.Hour
+	DefaultIdleTimeout = time.Hour
+	// touchEvery: a session's last use is written at most this often (not
+	// on every page), so the idle timeout is this precise.
+	touchEvery     = time.Minute
+	loginTTL       = 10 * time.Minute
+	queueLimit     = 200
+	auditPageLimit = 200
 )
 
 //go:embed templates/*.html static/desk.css
@@ -88,6 +94,7 @@ type Store interface {
 	TakeDeskLogin(ctx context.Context, idHash string) (store.DeskLogin, error)
 	CreateDeskSession(ctx context.Context, s store.DeskSession, replaced string) error
 	DeskSessionByHash(ctx context.Context, idHash string) (store.DeskSession, error)
+	TouchDeskSession(ctx context.Context, idHash string, at time.Time) error
 	DeleteDeskSession(ctx context.Context, idHash string) error
 	SetDeskFlash(ctx context.Context, idHash, flash string) error
 	TakeDeskFlash(ctx context.Context, idHash string) (string, error)
@@ -124,15 +131,21 @@ type Desk struct {
 	Stripe    Stripe
 	StripeKey string
 	// Throttle counts sign-in failures per source and per account (nil:
-	// none counted).
+	// none counted); Proxies are the trusted proxies in front of the
+	// listener (TRUSTED_PROXIES), whose X-Forwarded-For names the source.
 	Throttle *access.Throttle
+	Proxies  access.Proxies
 	// HTTPClient calls the provider (nil: http.DefaultClient).
 	HTTPClient *http.Client
 	Log        *slog.Logger
-	SessionTTL time.Duration    // 0: DefaultSessionTTL
-	Now        func() time.Time // nil: time.Now
+	SessionTTL time.Duration // 0: DefaultSessionTTL
+	// IdleTimeout ends a session unused for this long (0:
+	// DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	Now         func() time.Time // nil: time.Now
 
 	once     sync.Once
+	secure   bool // OIDC_REDIRECT_URL is https: Secure, __Host- cookies
 	mu       sync.Mutex
 	provider *provider // discovered on first use, kept once it worked
 }
@@ -143,6 +156,16 @@ func (d *Desk) init() {
 	d.once.Do(func() {
 		if d.SessionTTL <= 0 {
 			d.SessionTTL = DefaultSessionTTL
+		}
+		if d.IdleTimeout <= 0 {
+			d.IdleTimeout = DefaultIdleTimeout
+		}
+		// Whether the browser reaches the desk over https is what the
+		// provider sends it back to, not what a request's headers claim
+		// (X-Forwarded-Proto is the client's to write where no proxy
+		// overwrites it).
+		if u, err := url.Parse(d.OIDC.RedirectURL); err == nil && u.Scheme == "https" {
+			d.secure = true
 		}
 		if d.Now == nil {
 			d.Now = time.Now
@@ -209,9 +232,9 @@ func (d *Desk) signedIn(role string, next handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, err := d.session(r)
 		if err != nil {
+			// Nobody is known yet: say nothing of what failed.
 			d.Log.Error("desk: read session", "error", err)
-			d.render(w, http.StatusServiceUnavailable, "error.html", page{Title: "Unavailable",
-				Error: "The database did not answer; reload in a moment."})
+			d.render(w, http.StatusServiceUnavailable, "error.html", page{Title: "Unavailable", Error: unavailable})
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -235,9 +258,15 @@ func (d *Desk) signedIn(role string, next handler) http.HandlerFunc {
 	}
 }
 
-// session returns the request's live session, or nil.
+// unavailable is what a person not signed in is told when the desk cannot
+// serve them: nothing of what failed.
+const unavailable = "Sign-in is unavailable just now; try again shortly."
+
+// session returns the request's live session, or nil. A session past its
+// expiry, or unused for IdleTimeout, ends (on every replica: its last use
+// is in the database).
 func (d *Desk) session(r *http.Request) (*session, error) {
-	c, err := r.Cookie(sessionCookie)
+	c, err := r.Cookie(d.cookieName(sessionCookie))
 	if err != nil || c.Value == "" {
 		return nil, nil
 	}
@@ -248,11 +277,17 @@ func (d *Desk) session(r *http.Request) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !d.Now().Before(ds.ExpiresAt) {
+	now := d.Now()
+	if !now.Before(ds.ExpiresAt) || now.Sub(ds.LastUsedAt) >= d.IdleTimeout {
 		if err := d.Store.DeleteDeskSession(r.Context(), ds.IDHash); err != nil {
-			d.Log.Error("desk: delete expired session", "error", err)
+			d.Log.Error("desk: delete an ended session", "error", err)
 		}
 		return nil, nil
+	}
+	if now.Sub(ds.LastUsedAt) >= touchEvery {
+		if err := d.Store.TouchDeskSession(r.Context(), ds.IDHash, now); err != nil {
+			return nil, err
+		}
 	}
 	return &session{ds}, nil
 }
@@ -326,7 +361,7 @@ func (d *Desk) render(w http.ResponseWriter, code int, name string, p page) {
 // audit appends a row for the person (nil: nobody signed in). A row that
 // cannot be written is logged.
 func (d *Desk) audit(r *http.Request, s *session, action, sessionID, result, detail string) {
-	rec := store.AuditRecord{Action: action, SessionID: sessionID, Source: access.Source(r), Result: result, Detail: detail}
+	rec := store.AuditRecord{Action: action, SessionID: sessionID, Source: d.Proxies.Source(r), Result: result, Detail: detail}
 	if s != nil {
 		rec.Actor, rec.ActorName = s.Subject, s.Email
 	}
@@ -349,8 +384,7 @@ func (d *Desk) logout(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	d.audit(r, s, store.AuditSignOut, "", store.AuditOK, "")
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: Prefix, MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: https(r)})
+	http.SetCookie(w, d.cookie(sessionCookie, "", -1, http.SameSiteStrictMode))
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 }
 
@@ -360,8 +394,24 @@ func hashID(id string) string {
 	return hex.EncodeToString(h[:])
 }
 
-func https(r *http.Request) bool {
-	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+// cookie is one of the desk's cookies. Served over https (an https
+// OIDC_REDIRECT_URL) it is Secure and named __Host-<name> with Path=/: the
+// browser then keeps it only from https, for this host alone, so no
+// sibling domain or plain-http page can set or read it. Over http (a desk
+// on 127.0.0.1 in development) it is <name> on the desk's path.
+func (d *Desk) cookie(name, value string, maxAge int, sameSite http.SameSite) *http.Cookie {
+	c := &http.Cookie{Name: d.cookieName(name), Value: value, Path: Prefix, MaxAge: maxAge, HttpOnly: true, SameSite: sameSite}
+	if d.secure {
+		c.Path, c.Secure = "/", true
+	}
+	return c
+}
+
+func (d *Desk) cookieName(name string) string {
+	if d.secure {
+		return "__Host-" + name
+	}
+	return name
 }
 
 func randomString() string {

@@ -2,6 +2,8 @@ package desk_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html"
@@ -10,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -455,13 +459,33 @@ func TestSessionsExpire(t *testing.T) {
 	})
 }
 
-func TestTwentyWrongSignInsAreThrottled(t *testing.T) {
+// failSignIn starts a sign-in and comes back with a forged state, as a
+// failed sign-in does, from the address forwardedFor names (through a
+// trusted proxy) when not empty.
+func (b *browser) failSignIn(i int, forwardedFor string) *http.Response {
+	b.t.Helper()
+	if res, _ := b.do("GET", "/desk/login/start", nil); res.StatusCode != http.StatusSeeOther {
+		b.t.Fatalf("start a sign-in: %d", res.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/desk/callback?code=c%d&state=forged", deskURL, i), nil)
+	if forwardedFor != "" {
+		req.Header.Set("X-Forwarded-For", forwardedFor)
+	}
+	res, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	res.Body.Close()
+	return res
+}
+
+func TestTwentyWrongSignInsAreThrottledButARightOnePasses(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		e.desk.Proxies, _ = access.ParseProxies("127.0.0.1") // the test's proxy
 		b := e.browser()
 		var codes []int
 		for i := range 20 {
-			// A callback with a forged state: a failed sign-in.
-			res, _ := b.do("GET", fmt.Sprintf("/desk/callback?code=c%d&state=forged", i), nil)
+			res := b.failSignIn(i, "198.51.100.1")
 			codes = append(codes, res.StatusCode)
 			if i >= access.DefaultFailureLimit && res.Header.Get("Retry-After") == "" {
 				t.Errorf("attempt %d: no Retry-After", i+1)
@@ -476,17 +500,152 @@ func TestTwentyWrongSignInsAreThrottled(t *testing.T) {
 				t.Fatalf("attempt %d: %d; want %d (codes %v)", i+1, c, want, codes)
 			}
 		}
-		// A new sign-in from the same address waits too, before the provider.
-		if res, _ := b.do("GET", "/desk/login/start", nil); res.StatusCode != http.StatusTooManyRequests {
-			t.Errorf("a new sign-in from the throttled address: %d; want 429", res.StatusCode)
+		// Another person behind the same proxy has a count of their own.
+		if res := e.browser().failSignIn(0, "198.51.100.2"); res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a failure from another address behind the proxy: %d; want 401", res.StatusCode)
 		}
 		rows, _ := e.st.AuditLog(context.Background(), store.AuditFilter{})
 		n := map[string]int{}
 		for _, r := range rows {
-			n[r.Result]++
+			n[r.Result+" from "+r.Source]++
 		}
-		if n[store.AuditDenied] != 10 || n[store.AuditThrottled] != 10 {
-			t.Errorf("audit results %v; want 10 denied, 10 throttled", n)
+		if want := map[string]int{"denied from 198.51.100.1": 10, "throttled from 198.51.100.1": 1,
+			"denied from 198.51.100.2": 1}; !reflect.DeepEqual(n, want) {
+			t.Errorf("audit rows %v; want %v: the failures up to the limit, one row when the throttle starts", n, want)
+		}
+		// The throttle answers failures; it never turns a good sign-in away.
+		if res, body := b.signIn("ann@example.com"); res.StatusCode != http.StatusOK || !strings.Contains(body, "Signed in as ann@example.com") {
+			t.Errorf("a good sign-in from the throttled browser: %d", res.StatusCode)
+		}
+	})
+}
+
+// A callback that carries no sign-in cookie is not a sign-in this desk
+// started: however many come, they are not counted against the address
+// (everyone behind a proxy shares it) and not recorded.
+func TestCallbacksWithoutASignInUnderWayAreNotCounted(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		probe := e.browser()
+		for i := range 3 * access.DefaultFailureLimit {
+			if res, _ := probe.do("GET", fmt.Sprintf("/desk/callback?code=x%d&state=y", i), nil); res.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("callback %d without a sign-in: %d; want 401", i+1, res.StatusCode)
+			}
+		}
+		if rows, _ := e.st.AuditLog(context.Background(), store.AuditFilter{}); len(rows) != 0 {
+			t.Errorf("%d audit rows for callbacks without a sign-in; want none", len(rows))
+		}
+		if res := e.browser().failSignIn(0, ""); res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a real failed sign-in from the same address after them: %d; want 401, the first failure", res.StatusCode)
+		}
+		if res, _ := e.browser().signIn("ann@example.com"); res.StatusCode != http.StatusOK {
+			t.Errorf("a sign-in after them: %d; want 200", res.StatusCode)
+		}
+	})
+}
+
+// A session unused for the idle timeout ends, though its 8 hours are not
+// over; its last use is in the database, so a use on one replica keeps it
+// alive on the others.
+func TestAnIdleSessionEndsOnEveryReplica(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		now := time.Now()
+		clock := func() time.Time { return now }
+		e.desk.Now, e.desk.SessionTTL = clock, 8*time.Hour
+		other := &desk.Desk{Store: e.cases, Temporal: e.tf, OIDC: e.desk.OIDC, SessionTTL: 8 * time.Hour, Now: clock,
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		replicas := []http.Handler{e.desk.Handler(), other.Handler()}
+		b := e.browser()
+		b.signIn("ann@example.com")
+		for i, step := range []struct {
+			after time.Duration
+			want  int
+		}{{50 * time.Minute, http.StatusOK}, {50 * time.Minute, http.StatusOK}, {50 * time.Minute, http.StatusOK},
+			{desk.DefaultIdleTimeout, http.StatusSeeOther}} {
+			now = now.Add(step.after)
+			current.Store(&replicas[i%2])
+			if res, _ := b.do("GET", "/desk/", nil); res.StatusCode != step.want {
+				t.Fatalf("step %d, %s after the last use, on replica %d: %d; want %d", i+1, step.after, i%2+1, res.StatusCode, step.want)
+			}
+		}
+	})
+}
+
+// Served over https (OIDC_REDIRECT_URL), the desk's cookies are Secure and
+// __Host- prefixed; over http they are not, whatever X-Forwarded-Proto a
+// client sends.
+func TestCookiesAreSecureWhenTheDeskIsServedOverHTTPS(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		start := func(d *desk.Desk, proto string) *http.Cookie {
+			t.Helper()
+			req := httptest.NewRequest(http.MethodGet, "/desk/login/start", nil)
+			if proto != "" {
+				req.Header.Set("X-Forwarded-Proto", proto)
+			}
+			rec := httptest.NewRecorder()
+			d.Handler().ServeHTTP(rec, req)
+			if cs := rec.Result().Cookies(); rec.Code == http.StatusSeeOther && len(cs) == 1 {
+				return cs[0]
+			}
+			t.Fatalf("start a sign-in: %d %v", rec.Code, rec.Result().Cookies())
+			return nil
+		}
+		plain := &desk.Desk{Store: e.cases, OIDC: e.desk.OIDC, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if c := start(plain, "https"); c.Name != "desk_login" || c.Secure || c.Path != "/desk/" {
+			t.Errorf("over http, with X-Forwarded-Proto: https from the client: %+v; want desk_login, not Secure", c)
+		}
+		o := e.desk.OIDC
+		o.RedirectURL = "https://desk.example.com" + config.DeskCallbackPath
+		secure := &desk.Desk{Store: e.cases, OIDC: o, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if c := start(secure, ""); c.Name != "__Host-desk_login" || !c.Secure || c.Path != "/" || !c.HttpOnly || c.Domain != "" {
+			t.Errorf("over https: %+v; want __Host-desk_login, Secure, Path=/, HttpOnly, no Domain", c)
+		}
+		// The session is read from the __Host- cookie only.
+		ctx := context.Background()
+		if err := e.st.CreateDeskSession(ctx, store.DeskSession{IDHash: hashOf("sid"), Subject: "oidc:ann", Email: "ann@example.com",
+			Roles: []string{access.RoleReviewer}, CSRF: "c", ExpiresAt: time.Now().Add(time.Hour)}, ""); err != nil {
+			t.Fatal(err)
+		}
+		for name, want := range map[string]int{"__Host-desk_session": http.StatusOK, "desk_session": http.StatusSeeOther} {
+			req := httptest.NewRequest(http.MethodGet, "/desk/", nil)
+			req.AddCookie(&http.Cookie{Name: name, Value: "sid"})
+			rec := httptest.NewRecorder()
+			secure.Handler().ServeHTTP(rec, req)
+			if rec.Code != want {
+				t.Errorf("the session in %s: %d; want %d", name, rec.Code, want)
+			}
+		}
+	})
+}
+
+func hashOf(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:])
+}
+
+// Nobody signed in learns what failed inside the desk.
+func TestAnUnavailableDeskNamesNothingInside(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		b := e.browser()
+		if res, _ := b.do("GET", "/desk/login/start", nil); res.StatusCode != http.StatusSeeOther {
+			t.Fatalf("start a sign-in: %d", res.StatusCode)
+		}
+		e.st.Close() // the database stops answering
+		for _, path := range []string{"/desk/callback?code=x&state=y", "/desk/login/start", "/desk/"} {
+			req, _ := http.NewRequest(http.MethodGet, deskURL+path, nil)
+			for _, c := range b.c.Jar.Cookies(req.URL) {
+				req.AddCookie(c)
+			}
+			req.AddCookie(&http.Cookie{Name: "desk_session", Value: "sid"})
+			res, err := http.DefaultTransport.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "Sign-in is unavailable just now; try again shortly.") ||
+				strings.Contains(strings.ToLower(string(body)), "database") {
+				t.Errorf("GET %s with the database down: %d %s; want 503 naming nothing inside", path, res.StatusCode, body)
+			}
 		}
 	})
 }

@@ -66,37 +66,15 @@ func (d *Desk) loginPage(w http.ResponseWriter, r *http.Request) {
 	d.render(w, http.StatusOK, "login.html", page{Title: "Sign in"})
 }
 
-// throttled answers 429 with Retry-After when a bucket is over its limit.
-func (d *Desk) throttled(w http.ResponseWriter, r *http.Request, buckets ...string) bool {
-	if d.Throttle == nil {
-		return false
-	}
-	wait, blocked, err := d.Throttle.Blocked(r.Context(), buckets...)
-	if err != nil {
-		d.Log.Error("desk: read the sign-in failure count", "error", err)
-		d.render(w, http.StatusServiceUnavailable, "login.html", page{Title: "Sign in",
-			Error: "The database did not answer; try again in a moment."})
-		return true
-	}
-	if blocked {
-		w.Header().Set("Retry-After", access.RetryAfterSeconds(wait))
-		d.render(w, http.StatusTooManyRequests, "login.html", page{Title: "Sign in",
-			Error: "Too many failed sign-ins; try again in " + age(wait.Round(time.Minute)) + "."})
-		return true
-	}
-	return false
-}
-
-func sourceBucket(r *http.Request) string { return "desk:source:" + access.Source(r) }
-func accountBucket(subject string) string { return "desk:account:" + subject }
+func (d *Desk) sourceBucket(r *http.Request) string { return "desk:source:" + d.Proxies.Source(r) }
+func accountBucket(subject string) string           { return "desk:account:" + subject }
 
 // startLogin sends the browser to the provider: authorization code with
 // PKCE (S256), a state bound to this browser by a cookie, and a nonce the
 // ID token must carry. What the callback checks is kept in the database.
+// Starting is not throttled: it checks no credential, and people behind
+// one address must not be kept from signing in by someone else's failures.
 func (d *Desk) startLogin(w http.ResponseWriter, r *http.Request) {
-	if d.throttled(w, r, sourceBucket(r)) {
-		return
-	}
 	p, err := d.discover()
 	if err != nil {
 		d.Log.Error("desk: sign-in", "error", err)
@@ -109,14 +87,12 @@ func (d *Desk) startLogin(w http.ResponseWriter, r *http.Request) {
 		Verifier: oauth2.GenerateVerifier(), ExpiresAt: d.Now().Add(loginTTL)}
 	if err := d.Store.CreateDeskLogin(r.Context(), l); err != nil {
 		d.Log.Error("desk: store the sign-in", "error", err)
-		d.render(w, http.StatusServiceUnavailable, "login.html", page{Title: "Sign in",
-			Error: "The database did not answer; try again in a moment."})
+		d.render(w, http.StatusServiceUnavailable, "login.html", page{Title: "Sign in", Error: unavailable})
 		return
 	}
 	// Lax, not Strict: the provider's redirect back is a navigation from
 	// another site, which a Strict cookie would not come with.
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: id, Path: Prefix, MaxAge: int(loginTTL / time.Second),
-		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: https(r)})
+	http.SetCookie(w, d.cookie(loginCookie, id, int(loginTTL/time.Second), http.SameSiteLaxMode))
 	http.Redirect(w, r, p.oauth.AuthCodeURL(l.State, oidc.Nonce(l.Nonce), oauth2.S256ChallengeOption(l.Verifier)),
 		http.StatusSeeOther)
 }
@@ -133,41 +109,64 @@ type signInError struct {
 // callback takes the provider's answer: checks the state against this
 // browser's sign-in, exchanges the code with the PKCE verifier, verifies
 // the ID token (signature, issuer, audience, expiry, nonce), maps the
-// groups to roles, and starts a session under a new id. Every failure is
-// counted against the source (and the account, once known) and is an
-// audit row.
+// groups to roles, and starts a session under a new id.
+//
+// A callback without this desk's sign-in cookie is no sign-in this desk
+// started (a stray link, a probe): refused, neither counted nor recorded.
+// Any other failure is counted against the source (and the account, once
+// the provider named one) and answered as a failure with an audit row; past
+// the throttle's limit it is answered 429 with Retry-After, and only the
+// first of those is recorded. A sign-in that succeeds is never refused by
+// the throttle.
 func (d *Desk) callback(w http.ResponseWriter, r *http.Request) {
-	if d.throttled(w, r, sourceBucket(r)) {
-		d.audit(r, nil, store.AuditSignIn, "", store.AuditThrottled, "source")
+	c, err := r.Cookie(d.cookieName(loginCookie))
+	if err != nil || c.Value == "" {
+		d.Log.Debug("desk: a callback without a sign-in under way")
+		d.render(w, http.StatusUnauthorized, "login.html", page{Title: "Sign in", Error: failed("").message})
 		return
 	}
 	// The sign-in under way is used once, whatever happens next.
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: Prefix, MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: https(r)})
-	claims, serr := d.exchange(r)
+	http.SetCookie(w, d.cookie(loginCookie, "", -1, http.SameSiteLaxMode))
+	claims, serr := d.exchange(r, c.Value)
 	if serr == nil {
-		if d.throttled(w, r, accountBucket(claims.subject)) {
-			d.appendAudit(r.Context(), store.AuditRecord{Actor: claims.subject, ActorName: claims.email,
-				Action: store.AuditSignIn, Source: access.Source(r), Result: store.AuditThrottled, Detail: "account"})
+		if serr = d.startSession(w, r, claims); serr == nil {
 			return
 		}
-		serr = d.startSession(w, r, claims)
 	}
-	if serr != nil {
-		buckets := []string{sourceBucket(r)}
+	rec := store.AuditRecord{Actor: serr.subject, Action: store.AuditSignIn, Source: d.Proxies.Source(r),
+		Result: store.AuditDenied, Detail: serr.detail}
+	if serr.status == http.StatusServiceUnavailable {
+		// The desk's own dependency failed, not the person: not counted.
+		rec.Result = store.AuditFailed
+		d.appendAudit(r.Context(), rec)
+		d.render(w, serr.status, "login.html", page{Title: "Sign in", Error: serr.message})
+		return
+	}
+	var v access.Verdict
+	if d.Throttle != nil {
+		buckets := []string{d.sourceBucket(r)}
 		if serr.subject != "" {
 			buckets = append(buckets, accountBucket(serr.subject))
 		}
-		if d.Throttle != nil {
-			if err := d.Throttle.Fail(r.Context(), buckets...); err != nil {
-				d.Log.Error("desk: count a sign-in failure", "error", err)
-			}
+		if v, err = d.Throttle.Fail(r.Context(), buckets...); err != nil {
+			d.Log.Error("desk: count a sign-in failure", "error", err)
 		}
-		d.appendAudit(r.Context(), store.AuditRecord{Actor: serr.subject, Action: store.AuditSignIn,
-			Source: access.Source(r), Result: store.AuditDenied, Detail: serr.detail})
+	}
+	switch {
+	case !v.Over:
+		d.appendAudit(r.Context(), rec)
 		d.Log.Warn("desk: sign-in refused", "reason", serr.detail)
 		d.render(w, serr.status, "login.html", page{Title: "Sign in", Error: serr.message})
+		return
+	case v.Started:
+		rec.Result, rec.Detail = store.AuditThrottled,
+			serr.detail+"; too many failed sign-ins: answered 429, and not recorded, until the window ends"
+		d.appendAudit(r.Context(), rec)
+		d.Log.Warn("desk: sign-ins throttled", "reason", serr.detail)
 	}
+	w.Header().Set("Retry-After", access.RetryAfterSeconds(v.Wait))
+	d.render(w, http.StatusTooManyRequests, "login.html", page{Title: "Sign in",
+		Error: "Too many failed sign-ins; try again in " + age(v.Wait.Round(time.Minute)) + "."})
 }
 
 // identity is what the ID token says of the person.
@@ -182,21 +181,18 @@ func failed(detail string) *signInError {
 		message: "The sign-in did not succeed. Start again from this page."}
 }
 
-// exchange checks the callback and returns the verified identity.
-func (d *Desk) exchange(r *http.Request) (identity, *signInError) {
+// exchange checks the callback of the sign-in whose cookie is loginID and
+// returns the verified identity.
+func (d *Desk) exchange(r *http.Request, loginID string) (identity, *signInError) {
 	q := r.URL.Query()
-	c, err := r.Cookie(loginCookie)
-	if err != nil || c.Value == "" {
-		return identity{}, failed("no sign-in under way in this browser")
-	}
-	l, err := d.Store.TakeDeskLogin(r.Context(), hashID(c.Value))
+	l, err := d.Store.TakeDeskLogin(r.Context(), hashID(loginID))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return identity{}, failed("unknown or used sign-in")
 	case err != nil:
 		d.Log.Error("desk: read the sign-in", "error", err)
 		return identity{}, &signInError{status: http.StatusServiceUnavailable, detail: "database unavailable",
-			message: "The database did not answer; try again in a moment."}
+			message: unavailable}
 	case !d.Now().Before(l.ExpiresAt):
 		return identity{}, failed("sign-in expired")
 	case !access.SameSecret(q.Get("state"), l.State):
@@ -281,18 +277,17 @@ func (d *Desk) startSession(w http.ResponseWriter, r *http.Request, id identity)
 	ds := store.DeskSession{IDHash: hashID(sid), Subject: id.subject, Email: id.email, Roles: id.roles,
 		CSRF: randomString(), CreatedAt: d.Now(), ExpiresAt: d.Now().Add(d.SessionTTL)}
 	var replaced string
-	if old, err := r.Cookie(sessionCookie); err == nil && old.Value != "" {
+	if old, err := r.Cookie(d.cookieName(sessionCookie)); err == nil && old.Value != "" {
 		replaced = hashID(old.Value)
 	}
 	if err := d.Store.CreateDeskSession(r.Context(), ds, replaced); err != nil {
 		d.Log.Error("desk: store the session", "error", err)
 		return &signInError{status: http.StatusServiceUnavailable, subject: id.subject, detail: "database unavailable",
-			message: "The database did not answer; try again in a moment."}
+			message: unavailable}
 	}
 	d.appendAudit(r.Context(), store.AuditRecord{Actor: id.subject, ActorName: id.email, Action: store.AuditSignIn,
-		Source: access.Source(r), Result: store.AuditOK, Detail: strings.Join(id.roles, ",")})
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sid, Path: Prefix, MaxAge: int(d.SessionTTL / time.Second),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: https(r)})
+		Source: d.Proxies.Source(r), Result: store.AuditOK, Detail: strings.Join(id.roles, ",")})
+	http.SetCookie(w, d.cookie(sessionCookie, sid, int(d.SessionTTL/time.Second), http.SameSiteStrictMode))
 	// A page of the desk's own moves on to the queue: a redirect chain that
 	// began at the provider's site would leave the Strict cookie behind.
 	d.render(w, http.StatusOK, "signed_in.html", page{Title: "Signed in", Person: id.email})

@@ -277,10 +277,11 @@ func adminRoutes(cfg config.Config, st *store.Store, c client.Client, log *slog.
 	sc := stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase)
 	if cfg.OIDC.Enabled() {
 		dk := &desk.Desk{Store: st, Temporal: c, Policy: cfg.Policy, OIDC: cfg.OIDC, Stripe: sc, StripeKey: cfg.StripeAPIKey,
-			Throttle: &access.Throttle{Counter: st}, Log: log.With("component", "desk")}
+			Throttle: &access.Throttle{Counter: st}, Proxies: cfg.TrustedProxies, Log: log.With("component", "desk")}
 		inner.Handle(desk.Prefix, dk.Handler())
 	}
-	api := &admin.API{Token: cfg.AdminToken, Keys: st, Audit: st, Vouchers: st, Throttle: &access.Throttle{Counter: st}, Contacts: st,
+	api := &admin.API{Token: cfg.AdminToken, Keys: st, Audit: st, Vouchers: st, Throttle: &access.Throttle{Counter: st},
+		Proxies: cfg.TrustedProxies, Contacts: st,
 		Reviews: st, Temporal: c, Policy: cfg.Policy, Log: log, Stripe: sc,
 		ReturnURL: cfg.ReturnURL, KeySecret: cmp.Or(cfg.AdminToken, cfg.StripeAPIKey)}
 	inner.Handle("/admin/", api.Handler())
