@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -98,12 +99,12 @@ func TestKeysWorkWithinTheirScopesAndNotOnceRevoked(t *testing.T) {
 			}
 			rows = append(rows, [4]string{e.Actor, e.Action, e.Result, e.Detail})
 		}
-		// The refused request is not on the session's trail: the session
-		// id in its path was the caller's choice.
+		// Newest first. The refused request is not on the session's trail:
+		// the session id in its path was the caller's choice.
 		want := [][4]string{
+			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
+			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
 			{"key:" + backend.ID, "session.register", "ok", "registered: email,first_name,last_name,dob"},
-			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
-			{"key:" + backend.ID, "session.register", "ok", "unchanged"},
 		}
 		if !reflect.DeepEqual(rows, want) {
 			t.Errorf("audit rows of the session:\n got %v\nwant %v", rows, want)
@@ -119,11 +120,45 @@ func TestKeysWorkWithinTheirScopesAndNotOnceRevoked(t *testing.T) {
 				t.Errorf("the refused registration's row %+v; want no session, the path in the detail", e)
 			}
 		}
-		if want := []string{"key:" + backend.ID + " revoked key", "key:" + backend.ID + " wrong secret"}; !reflect.DeepEqual(denied, want) {
+		if want := []string{"key:" + backend.ID + " wrong secret", "key:" + backend.ID + " revoked key"}; !reflect.DeepEqual(denied, want) {
 			t.Errorf("failed authentications in the audit log: %q; want %q", denied, want)
 		}
 		if rec := request(api, http.MethodGet, "/admin/audit?since=yesterday", "Bearer "+reader.Secret, ""); rec.Code != http.StatusBadRequest {
 			t.Errorf("a bad since: %d; want 400", rec.Code)
+		}
+	})
+}
+
+// GET /admin/audit reads the newest rows first and pages back with
+// before, however many rows there are.
+func TestTheAuditLogIsReadNewestFirstPageByPage(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		for i := range 5 {
+			if rec := request(api, http.MethodPut, fmt.Sprintf("/admin/sessions/vs_p%d", i), "Bearer tok", registration); rec.Code != http.StatusNoContent {
+				t.Fatalf("register: %d", rec.Code)
+			}
+		}
+		var got []string
+		path := "/admin/audit?limit=2"
+		for range 4 {
+			rec := request(api, http.MethodGet, path, "Bearer tok", "")
+			var page admin.AuditPage
+			if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil || rec.Code != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
+			}
+			for _, e := range page.Entries {
+				got = append(got, e.SessionID)
+			}
+			if page.NextBefore == "" {
+				break
+			}
+			path = "/admin/audit?limit=2&before=" + page.NextBefore
+		}
+		if want := []string{"vs_p4", "vs_p3", "vs_p2", "vs_p1", "vs_p0"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("pages give %v; want %v", got, want)
+		}
+		if rec := request(api, http.MethodGet, "/admin/audit?before=yesterday", "Bearer tok", ""); rec.Code != http.StatusBadRequest {
+			t.Errorf("a bad before: %d; want 400", rec.Code)
 		}
 	})
 }

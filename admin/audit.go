@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"net/http"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -22,13 +24,31 @@ type AuditEntry struct {
 	Detail    string    `json:"detail,omitempty"`
 }
 
-// auditLog answers GET /admin/audit?session=vs_...&since=RFC3339&limit=N:
-// the audit log's rows, oldest first (limit 1-1000, default 1000).
+// AuditPage is the answer of GET /admin/audit.
+type AuditPage struct {
+	Entries []AuditEntry `json:"entries"`
+	// NextBefore, when the page is full, reads the older rows:
+	// before=NextBefore.
+	NextBefore string `json:"next_before,omitempty"`
+}
+
+// auditID is what an audit row's id looks like (store.AppendAudit).
+var auditID = regexp.MustCompile(`^[0-9]{19}-[0-9a-f]{12}$`)
+
+// auditLog answers GET
+// /admin/audit?session=vs_...&since=RFC3339&before=ID&limit=N: the newest
+// rows that match, newest first (limit 1-1000, default 1000). When the
+// page is full, next_before is the id to pass as before for the page
+// after it (older rows); since bounds how far back.
 func (a *API) auditLog(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.AuditFilter{SessionID: q.Get("session")}
+	f := store.AuditFilter{SessionID: q.Get("session"), Before: q.Get("before")}
 	if f.SessionID != "" && !sessionID.MatchString(f.SessionID) {
 		reply(w, http.StatusBadRequest, map[string]string{"error": "session must be a VerificationSession id (vs_...)"})
+		return
+	}
+	if f.Before != "" && !auditID.MatchString(f.Before) {
+		reply(w, http.StatusBadRequest, map[string]string{"error": "before must be an entry's id, as an answer's next_before gives it"})
 		return
 	}
 	if v := q.Get("since"); v != "" {
@@ -59,10 +79,13 @@ func (a *API) auditLog(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "could not read the audit log; retry"})
 		return
 	}
-	out := make([]AuditEntry, 0, len(rows))
+	page := AuditPage{Entries: make([]AuditEntry, 0, len(rows))}
 	for _, e := range rows {
-		out = append(out, AuditEntry{ID: e.ID, At: e.At, Actor: e.Actor, ActorName: e.ActorName, Action: e.Action,
+		page.Entries = append(page.Entries, AuditEntry{ID: e.ID, At: e.At, Actor: e.Actor, ActorName: e.ActorName, Action: e.Action,
 			SessionID: e.SessionID, Source: e.Source, Result: e.Result, Detail: e.Detail})
 	}
-	reply(w, http.StatusOK, map[string]any{"entries": out})
+	if limit := cmp.Or(f.Limit, store.MaxAuditRows); len(rows) == limit {
+		page.NextBefore = rows[len(rows)-1].ID
+	}
+	reply(w, http.StatusOK, page)
 }

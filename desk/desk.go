@@ -306,10 +306,14 @@ type page struct {
 	// session at Stripe, and its audit trail.
 	Approvals string
 	Reviewer  *reviewerView
-	Trail     []store.AuditRecord
-	// The admin pages.
-	Keys  []store.APIKey
-	Audit []store.AuditRecord
+	Trail     []store.AuditRecord // newest first
+	TrailCut  bool                // the trail has older rows than shown
+	// The admin pages: the API keys, and a page of the audit log (newest
+	// first; OlderBefore, when set, is the id the next page starts
+	// before).
+	Keys        []store.APIKey
+	Audit       []store.AuditRecord
+	OlderBefore string
 }
 
 func (d *Desk) page(s *session, title string) page {

@@ -303,11 +303,11 @@ func TestAReviewerSignsInAtTheProviderAndDecidesAsTheProvidersSubject(t *testing
 		for _, r := range rows {
 			got = append(got, fmt.Sprintf("%s %s %s %s %s %s", r.Actor, r.ActorName, r.Action, r.SessionID, r.Result, r.Detail))
 		}
-		want := []string{
-			sub + " ann@example.com desk.sign_in  ok reviewer",
+		want := []string{ // newest first
 			sub + " ann@example.com review.view vs_old ok ",
 			sub + " ann@example.com review.decide vs_old ok approve",
 			sub + " ann@example.com review.view vs_old ok ",
+			sub + " ann@example.com desk.sign_in  ok reviewer",
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("audit rows:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -377,6 +377,42 @@ func TestAReviewerCannotOpenTheAdminPages(t *testing.T) {
 		res, body = ada.do("GET", "/desk/admin/audit", nil)
 		if res.StatusCode != http.StatusOK || !strings.Contains(body, "desk.admin_page") || !strings.Contains(body, "denied") {
 			t.Errorf("an admin opens the audit log: %d; want it with the reviewer's refused visits", res.StatusCode)
+		}
+	})
+}
+
+// The admin's audit page shows the newest rows, however many there are,
+// and pages back from them.
+func TestTheAuditPageShowsTheNewestRowsAndPagesBack(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
+		ctx := context.Background()
+		days := time.Now().Add(-3 * 24 * time.Hour)
+		for i := range store.MaxAuditRows {
+			if err := e.st.AppendAudit(ctx, store.AuditRecord{At: days.Add(time.Duration(i) * time.Second), Actor: "key:backend",
+				Action: store.AuditSessionRegister, SessionID: "vs_busy", Result: store.AuditOK, Detail: fmt.Sprintf("row %04d", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.st.AppendAudit(ctx, store.AuditRecord{Actor: "oidc:mallory", Action: store.AuditReviewDecide,
+			SessionID: "vs_fraud", Result: store.AuditOK, Detail: "approve, the newest row"}); err != nil {
+			t.Fatal(err)
+		}
+		ada := e.browser()
+		ada.signIn("ada@example.com")
+		res, body := ada.do("GET", "/desk/admin/audit", nil)
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, "approve, the newest row") || !strings.Contains(body, "row 0999") {
+			t.Fatalf("the audit page: %d; want the newest rows on it:\n%s", res.StatusCode, body)
+		}
+		older := regexp.MustCompile(`href="(/desk/admin/audit\?before=[^"]+)"`).FindStringSubmatch(body)
+		if older == nil || strings.Contains(body, "row 0700") {
+			t.Fatalf("the first page links no older rows, or shows too many")
+		}
+		if res, body = ada.do("GET", html.UnescapeString(older[1]), nil); res.StatusCode != http.StatusOK ||
+			!strings.Contains(body, "row 0700") || strings.Contains(body, "row 0999") || strings.Contains(body, "the newest row") {
+			t.Errorf("the older page: %d; want the rows before the first page's", res.StatusCode)
+		}
+		if res, _ := ada.do("GET", "/desk/admin/audit?before=x", nil); res.StatusCode != http.StatusNotFound {
+			t.Errorf("a page before a made-up row: %d; want 404", res.StatusCode)
 		}
 	})
 }

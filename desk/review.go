@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -93,9 +94,10 @@ func (d *Desk) showReview(w http.ResponseWriter, r *http.Request, s *session, co
 		}
 		p.Reviewer = d.reviewerView(ctx, c)
 		d.audit(r, s, store.AuditReviewView, id, store.AuditOK, "")
-		if p.Trail, err = d.Store.AuditLog(ctx, store.AuditFilter{SessionID: id}); err != nil {
+		if p.Trail, err = d.Store.AuditLog(ctx, store.AuditFilter{SessionID: id, Limit: auditPageLimit}); err != nil {
 			d.Log.Error("desk: read the session's audit trail", "session_id", id, "error", err)
 		}
+		p.TrailCut = len(p.Trail) == auditPageLimit
 	}
 	d.render(w, code, "review.html", p)
 }
@@ -208,10 +210,17 @@ func (d *Desk) keysPage(w http.ResponseWriter, r *http.Request, s *session) {
 	d.render(w, http.StatusOK, "keys.html", p)
 }
 
-// auditPage shows the newest rows of the audit log, newest first.
+// auditPage shows the newest rows of the audit log, newest first, a page
+// at a time: ?before=<id> shows the rows before that one.
 func (d *Desk) auditPage(w http.ResponseWriter, r *http.Request, s *session) {
 	p := d.page(s, "Audit log")
-	rows, err := d.Store.AuditLog(r.Context(), store.AuditFilter{Since: d.Now().Add(-7 * 24 * time.Hour)})
+	f := store.AuditFilter{Limit: auditPageLimit, Before: r.URL.Query().Get("before")}
+	if f.Before != "" && !auditID.MatchString(f.Before) {
+		p.Error = "There is no such page of the audit log."
+		d.render(w, http.StatusNotFound, "audit.html", p)
+		return
+	}
+	rows, err := d.Store.AuditLog(r.Context(), f)
 	if err != nil {
 		d.Log.Error("desk: read the audit log", "error", err)
 		p.Error = "The database did not answer; reload in a moment."
@@ -219,7 +228,12 @@ func (d *Desk) auditPage(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	d.audit(r, s, store.AuditDeskAdmin, "", store.AuditOK, r.URL.Path)
-	slices.Reverse(rows)
-	p.Audit = rows[:min(len(rows), auditPageLimit)]
+	p.Audit = rows
+	if len(rows) == auditPageLimit {
+		p.OlderBefore = rows[len(rows)-1].ID
+	}
 	d.render(w, http.StatusOK, "audit.html", p)
 }
+
+// auditID is what an audit row's id looks like (store.AppendAudit).
+var auditID = regexp.MustCompile(`^[0-9]{19}-[0-9a-f]{12}$`)

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -270,6 +271,7 @@ func TestDeskDecidesAReviewInTheBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		slices.Reverse(rows) // newest first in the log; oldest first here
 		var got []string
 		for _, r := range rows {
 			if r.Actor != sub || r.ActorName != ann.Email || r.Source != "127.0.0.1" {

@@ -83,24 +83,31 @@ func auditArgs(r *AuditRecord) []any {
 }
 
 // AuditFilter chooses audit rows: of one session (empty: all), at or after
-// Since, at most Limit (0: 1000), oldest first.
+// Since, before the row whose id is Before (empty: up to the newest), at
+// most Limit (0: MaxAuditRows).
 type AuditFilter struct {
 	SessionID string
 	Since     time.Time
-	Limit     int
+	// Before pages back: the id of the oldest row of the page read last.
+	Before string
+	Limit  int
 }
 
 // MaxAuditRows bounds one read of the audit log.
 const MaxAuditRows = 1000
 
-// AuditLog reads audit rows, oldest first.
+// AuditLog reads the newest rows that match, newest first: however many
+// rows there are, the latest are always read (to read further back, pass
+// the last row's id as Before).
 func (s *Store) AuditLog(ctx context.Context, f AuditFilter) ([]AuditRecord, error) {
 	if f.Limit <= 0 || f.Limit > MaxAuditRows {
 		f.Limit = MaxAuditRows
 	}
+	// Ids are the row's time (microseconds, zero-padded) and a random
+	// tail: their order is the order of (at, id).
 	q := `SELECT id, at, actor, actor_name, action, session_id, source, result, detail FROM audit_log
-WHERE at >= $1 AND ($2 = '' OR session_id = $2) ORDER BY at, id LIMIT $3`
-	args := []any{f.Since.UTC(), f.SessionID, f.Limit}
+WHERE at >= $1 AND ($2 = '' OR session_id = $2) AND ($3 = '' OR id < $3) ORDER BY at DESC, id DESC LIMIT $4`
+	args := []any{f.Since.UTC(), f.SessionID, f.Before, f.Limit}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit log: %w", classify(err))

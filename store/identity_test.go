@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -95,6 +97,7 @@ func TestEveryRegistrationIsAuditedWithTheFieldsItChanged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		slices.Reverse(rows) // oldest first
 		var details []string
 		for _, r := range rows {
 			details = append(details, r.Detail)
@@ -105,6 +108,75 @@ func TestEveryRegistrationIsAuditedWithTheFieldsItChanged(t *testing.T) {
 		if want := []string{"registered: email,last_name", "unchanged", "changed: email,dob"}; !reflect.DeepEqual(details, want) {
 			t.Errorf("details %q; want %q", details, want)
 		}
+	})
+}
+
+// However many rows there are, a read gets the newest, and pages back
+// from there without a row twice or one left out, also where rows share
+// a time.
+func TestTheAuditLogReadsTheNewestFirstAndPagesBack(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+		second := func(i int) time.Time { return at.Add(time.Duration(i/2) * time.Second) } // two rows a second
+		for i := range 25 {
+			session := "vs_other"
+			if i%2 == 0 {
+				session = "vs_even"
+			}
+			if err := s.AppendAudit(ctx, store.AuditRecord{At: second(i), Actor: "key:k1",
+				Action: store.AuditSessionRegister, SessionID: session, Result: store.AuditOK, Detail: fmt.Sprint(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// read pages through f 10 rows at a time and returns each row's
+		// number, checking the rows come newest first.
+		read := func(f store.AuditFilter) (got []int) {
+			t.Helper()
+			f.Limit = 10
+			var last time.Time
+			for range 5 {
+				rows, err := s.AuditLog(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rows {
+					var n int
+					fmt.Sscan(r.Detail, &n)
+					if !last.IsZero() && r.At.After(last) {
+						t.Errorf("row %d (%v) after a row of %v: want newest first", n, r.At, last)
+					}
+					last = r.At
+					got = append(got, n)
+				}
+				if len(rows) < f.Limit {
+					return got
+				}
+				f.Before = rows[len(rows)-1].ID
+			}
+			t.Fatal("more pages than rows")
+			return nil
+		}
+		check := func(name string, got []int, want func(i int) bool) {
+			t.Helper()
+			var exp []int
+			for i := 24; i >= 0; i-- {
+				if want(i) {
+					exp = append(exp, i)
+				}
+			}
+			if len(got) > 0 && second(got[0]) != second(exp[0]) {
+				t.Errorf("%s: the first row is %d; want one of the newest second (%d)", name, got[0], exp[0])
+			}
+			slices.Sort(got)
+			slices.Reverse(got)
+			if !reflect.DeepEqual(got, exp) {
+				t.Errorf("%s: rows %v; want each of %v once", name, got, exp)
+			}
+		}
+		check("every row", read(store.AuditFilter{}), func(int) bool { return true })
+		check("one session's rows", read(store.AuditFilter{SessionID: "vs_even"}), func(i int) bool { return i%2 == 0 })
+		check("rows since 09:00:10", read(store.AuditFilter{Since: at.Add(10 * time.Second)}), func(i int) bool { return i >= 20 })
 	})
 }
 
@@ -122,8 +194,8 @@ func TestTheAuditLogIsAppendOnly(t *testing.T) {
 			}
 		}
 		all, err := s.AuditLog(ctx, store.AuditFilter{Since: start})
-		if err != nil || len(all) != 3 || all[0].Action != store.AuditSignIn || all[2].Action != store.AuditAPIAuth {
-			t.Fatalf("log = %+v, %v; want the three rows in order", all, err)
+		if err != nil || len(all) != 3 || all[0].Action != store.AuditAPIAuth || all[2].Action != store.AuditSignIn {
+			t.Fatalf("log = %+v, %v; want the three rows, newest first", all, err)
 		}
 		one, err := s.AuditLog(ctx, store.AuditFilter{SessionID: "vs_a"})
 		if err != nil || len(one) != 1 || one[0].Detail != "approve" {

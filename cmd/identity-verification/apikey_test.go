@@ -61,7 +61,7 @@ func TestAPIKeysAreMadeListedAndRevokedWithTheSecretShownOnce(t *testing.T) {
 				}
 			}
 			rows, _ := st.AuditLog(ctx, store.AuditFilter{})
-			if len(rows) != 2 || rows[0].Action != store.AuditKeyCreate || rows[1].Action != store.AuditKeyRevoke || rows[0].Actor != "cli" {
+			if len(rows) != 2 || rows[1].Action != store.AuditKeyCreate || rows[0].Action != store.AuditKeyRevoke || rows[1].Actor != "cli" {
 				t.Errorf("audit rows %+v; want the create and the revoke", rows)
 			}
 		})
