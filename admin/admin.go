@@ -37,9 +37,11 @@ import (
 )
 
 // Contacts is where registrations go: stored with their audit row in one
-// transaction, refused once the session's values are frozen.
+// transaction, refused once the session's values are frozen, and for a
+// session a create request made, refused when it holds another one.
 type Contacts interface {
 	RegisterContact(ctx context.Context, c store.Contact, audit *store.AuditRecord) ([]string, error)
+	RegisterNewContact(ctx context.Context, c store.Contact, audit *store.AuditRecord) error
 }
 
 // Temporal is the part of the client the admin API uses.

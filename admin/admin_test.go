@@ -30,6 +30,18 @@ func (c *contacts) RegisterContact(_ context.Context, ct store.Contact, _ *store
 	return []string{"email"}, nil
 }
 
+// RegisterNewContact refuses another registration for a session that holds
+// one, as the real store does.
+func (c *contacts) RegisterNewContact(ctx context.Context, ct store.Contact, audit *store.AuditRecord) error {
+	for _, old := range c.stored {
+		if old.SessionID == ct.SessionID && old != ct {
+			return store.ErrRegisteredOtherwise
+		}
+	}
+	_, err := c.RegisterContact(ctx, ct, audit)
+	return err
+}
+
 func TestRegistrationsAreValidatedBeforeAnythingIsStored(t *testing.T) {
 	long := strings.Repeat("a", 101)
 	cases := []struct {

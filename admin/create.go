@@ -80,12 +80,15 @@ func (n *NewSession) validate() error {
 	return nil
 }
 
-// keys derives the Stripe idempotency key (from the Idempotency-Key header,
-// or else from the canonical request) and, when the caller gave none, the
-// client_reference_id: both keyed with the admin token, so neither reveals
-// the personal data they are derived from. A retry of the same request gets
-// the same key, and Stripe answers it with the session it made first.
-func (a *API) keys(n NewSession, header string) (idem, ref string) {
+// keys derives the Stripe idempotency key and, when the caller gave none,
+// the client_reference_id, from the authenticated principal and the
+// Idempotency-Key header (or, without one, the canonical request), keyed
+// with KeySecret so that neither reveals what it is derived from. A retry
+// by the same caller gets the same key, and Stripe answers it with the
+// session it made first; another caller's request, whatever its header,
+// gets a key of its own, so Stripe never gives one caller the session of
+// another.
+func (a *API) keys(subject string, n NewSession, header string) (idem, ref string) {
 	mac := func(parts ...string) string {
 		h := hmac.New(sha256.New, []byte(cmp.Or(a.KeySecret, a.Token)))
 		for _, p := range parts {
@@ -95,10 +98,10 @@ func (a *API) keys(n NewSession, header string) (idem, ref string) {
 		return hex.EncodeToString(h.Sum(nil))
 	}
 	if header != "" {
-		idem = "admin-create-" + header
+		idem = "admin-create-" + mac("idempotency-key", subject, header)
 	} else {
 		canonical, _ := json.Marshal(n) // fixed field order: the same request, the same bytes
-		idem = "admin-create-" + mac("request", string(canonical))
+		idem = "admin-create-" + mac("request", subject, string(canonical))
 	}
 	return idem, "ref_" + mac("client_reference_id", idem)[:24]
 }
@@ -122,7 +125,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusServiceUnavailable, map[string]string{"error": "session creation is not configured"})
 		return
 	}
-	idem, ref := a.keys(n, header)
+	idem, ref := a.keys(principal(r.Context()).Subject, n, header)
 	if n.ClientReferenceID != "" {
 		ref = n.ClientReferenceID
 	}
@@ -135,14 +138,16 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	vs, err := a.Stripe.Create(ctx, p)
 	if err != nil {
+		// What Stripe or the transport said is for the log, not the
+		// caller: a fixed answer per kind of failure.
 		a.Log.Warn("admin: Stripe did not create the session", "error", err)
 		switch {
 		case errors.Is(err, stripeapi.ErrPermanent):
-			reply(w, http.StatusBadGateway, map[string]string{"error": "Stripe refused to create the session: " + err.Error()})
+			reply(w, http.StatusBadGateway, map[string]string{"error": "Stripe refused to create the session; nothing was created (the service's log says why)"})
 		case errors.Is(err, stripeapi.ErrUnauthorized):
 			reply(w, http.StatusBadGateway, map[string]string{"error": "Stripe refused this service's API key (STRIPE_API_KEY): nothing was created; retry once it is mended"})
 		default:
-			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "Stripe is unavailable; nothing was created; retry: " + err.Error()})
+			reply(w, http.StatusServiceUnavailable, map[string]string{"error": "Stripe is unavailable; nothing was created; retry"})
 		}
 		return
 	}
@@ -155,8 +160,17 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	_, err = a.Contacts.RegisterContact(ctx, store.Contact{SessionID: vs.ID, Email: n.Email, FirstName: n.FirstName,
+	// The session is this caller's own (the key is theirs): new, or made
+	// by an earlier request of theirs with the same key. That one's
+	// registration stands; a different one is refused, and the session's
+	// secret and URL are not answered to it.
+	err = a.Contacts.RegisterNewContact(ctx, store.Contact{SessionID: vs.ID, Email: n.Email, FirstName: n.FirstName,
 		LastName: n.LastName, DOB: n.DOB, ClientReferenceID: ref}, a.auditRecord(r, store.AuditSessionRegister))
+	if errors.Is(err, store.ErrRegisteredOtherwise) {
+		a.audit(r, store.AuditSessionCreate, vs.ID, store.AuditRefused, "replayed with another registration")
+		reply(w, http.StatusConflict, map[string]string{"error": "this Idempotency-Key made a session with another registration: nothing was changed; use a new Idempotency-Key for a new session"})
+		return
+	}
 	if a.refusedRegistration(w, r, vs.ID, err) {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"identityverification/access"
 	"identityverification/admin"
 	"identityverification/store"
 	"identityverification/stripeapi"
@@ -75,6 +77,10 @@ type failingContacts struct{}
 
 func (failingContacts) RegisterContact(context.Context, store.Contact, *store.AuditRecord) ([]string, error) {
 	return nil, errors.New("database down")
+}
+
+func (failingContacts) RegisterNewContact(context.Context, store.Contact, *store.AuditRecord) error {
+	return errors.New("database down")
 }
 
 const newSession = `{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace","dob":"1815-12-10"}`
@@ -136,11 +142,15 @@ func TestCreatingASessionRegistersItStartsItsWorkflowAndAnswersTheSecretOnce(t *
 	if s.creates[1].IdempotencyKey != p.IdempotencyKey || s.creates[1].ClientReferenceID != p.ClientReferenceID {
 		t.Errorf("retry sent %+v; want the key and reference of %+v", s.creates[1], p)
 	}
-	// Another request, another key; a caller's Idempotency-Key wins.
+	// Another request, another key; with the caller's Idempotency-Key, the
+	// header makes the key (hidden: it is the caller's own text).
 	send(api, http.MethodPost, "/admin/sessions", `{"email":"bob@example.com"}`, nil)
-	send(api, http.MethodPost, "/admin/sessions", `{"email":"bob@example.com"}`, map[string]string{"Idempotency-Key": "order-42"})
-	if s.creates[2].IdempotencyKey == p.IdempotencyKey || s.creates[3].IdempotencyKey != "admin-create-order-42" {
-		t.Errorf("keys %q %q", s.creates[2].IdempotencyKey, s.creates[3].IdempotencyKey)
+	for range 2 {
+		send(api, http.MethodPost, "/admin/sessions", `{"email":"bob@example.com"}`, map[string]string{"Idempotency-Key": "order-42"})
+	}
+	if k := s.creates[3].IdempotencyKey; s.creates[2].IdempotencyKey == p.IdempotencyKey || k == s.creates[2].IdempotencyKey ||
+		s.creates[4].IdempotencyKey != k || !strings.HasPrefix(k, "admin-create-") || strings.Contains(k, "order-42") {
+		t.Errorf("keys %q %q %q", s.creates[2].IdempotencyKey, k, s.creates[4].IdempotencyKey)
 	}
 }
 
@@ -168,15 +178,25 @@ func TestAStripeFailureLeavesNothingBehind(t *testing.T) {
 		want int
 	}{
 		{"refused", fmt.Errorf("%w: create session: HTTP 400 parameter_invalid_empty", stripeapi.ErrPermanent), http.StatusBadGateway},
-		{"unavailable", errors.New("stripe: create session: HTTP 500 "), http.StatusServiceUnavailable},
+		{"unavailable", errors.New("stripe: create session: Post \"https://10.1.2.3/v1/identity/verification_sessions\": dial tcp: HTTP 500"),
+			http.StatusServiceUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, tmp := &contacts{}, &fakeTemporal{}
-			code, body := send(newAPI(c, &fakeStripe{err: tc.err}, tmp, io.Discard), http.MethodPost, "/admin/sessions", newSession, nil)
+			c, tmp, logs := &contacts{}, &fakeTemporal{}, &bytes.Buffer{}
+			code, body := send(newAPI(c, &fakeStripe{err: tc.err}, tmp, logs), http.MethodPost, "/admin/sessions", newSession, nil)
 			var out map[string]string
 			json.Unmarshal(body, &out)
 			if code != tc.want || !strings.Contains(out["error"], "Stripe") {
 				t.Errorf("got %d %s; want %d naming Stripe", code, body, tc.want)
+			}
+			// What Stripe or the transport said goes to the log, not the caller.
+			for _, internal := range []string{"parameter_invalid", "HTTP", "10.1.2.3", "dial"} {
+				if strings.Contains(string(body), internal) {
+					t.Errorf("the answer %s shows %q", body, internal)
+				}
+			}
+			if !strings.Contains(logs.String(), "HTTP") {
+				t.Errorf("the log lacks Stripe's error: %s", logs)
 			}
 			if len(c.stored) != 0 || len(tmp.started) != 0 {
 				t.Errorf("stored %d, started %d; want nothing", len(c.stored), len(tmp.started))
@@ -286,4 +306,93 @@ func TestAWorkflowThatDoesNotStartIsA503AndARetryResumesTheSameSession(t *testin
 	if s.creates[0].IdempotencyKey != s.creates[1].IdempotencyKey || len(tmp.started) != 1 {
 		t.Errorf("retry sent key %q (first %q), %d starts", s.creates[1].IdempotencyKey, s.creates[0].IdempotencyKey, len(tmp.started))
 	}
+}
+
+// stripeIdem answers as Stripe's idempotency cache does: a key it has seen
+// gets the session it made for it, marked replayed (other parameters with
+// it are refused); a new key makes a new session.
+type stripeIdem struct {
+	params map[string]stripeapi.CreateParams
+	ids    map[string]string
+}
+
+func (f *stripeIdem) Create(_ context.Context, p stripeapi.CreateParams) (stripeapi.Created, error) {
+	id, replayed := f.ids[p.IdempotencyKey]
+	if replayed && !reflect.DeepEqual(f.params[p.IdempotencyKey], p) {
+		return stripeapi.Created{}, fmt.Errorf("%w: idempotency key reused with other parameters", stripeapi.ErrPermanent)
+	}
+	if !replayed {
+		id = fmt.Sprintf("vs_idem%d", len(f.ids)+1)
+		f.ids[p.IdempotencyKey], f.params[p.IdempotencyKey] = id, p
+	}
+	return stripeapi.Created{ID: id, ClientSecret: id + "_secret_S", URL: "https://verify.stripe.com/start/" + id,
+		Status: "requires_input", Type: "document", Replayed: replayed}, nil
+}
+func (f *stripeIdem) Cancel(context.Context, string) error           { return nil }
+func (f *stripeIdem) Status(context.Context, string) (string, error) { return "requires_input", nil }
+
+// One caller's Idempotency-Key is theirs alone: another caller sending the
+// same header gets a session of its own, never the first caller's secret
+// or a hold on its registration; the same caller repeating the key with
+// another registration is refused.
+func TestACreateNeverGivesOneCallerAnothersSession(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		ctx := context.Background()
+		api.Stripe, api.Temporal, api.KeySecret = &stripeIdem{params: map[string]stripeapi.CreateParams{}, ids: map[string]string{}},
+			&fakeTemporal{}, "key-secret"
+		backend := newKey(t, st, "backend", access.ScopeSessionsCreate, access.ScopeSessionsRegister)
+		form := newKey(t, st, "signup-form", access.ScopeSessionsCreate)
+		create := func(k access.Key, body, idem string) (int, admin.Created, string) {
+			t.Helper()
+			req := httptest.NewRequest(http.MethodPost, "/admin/sessions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+k.Secret)
+			if idem != "" {
+				req.Header.Set("Idempotency-Key", idem)
+			}
+			rec := httptest.NewRecorder()
+			api.Handler().ServeHTTP(rec, req)
+			var c admin.Created
+			json.Unmarshal(rec.Body.Bytes(), &c)
+			return rec.Code, c, rec.Body.String()
+		}
+		mallory := `{"email":"mallory@example.com","first_name":"Mallory","last_name":"Insider","dob":"1990-01-01"}`
+		eve := `{"email":"eve@example.com","first_name":"Ada","last_name":"Lovelace","dob":"1815-12-10"}`
+
+		code, ada, _ := create(backend, newSession, "order-42")
+		if code != http.StatusCreated {
+			t.Fatalf("the backend's create: %d", code)
+		}
+		code, other, _ := create(form, mallory, "order-42")
+		if code != http.StatusCreated || other.SessionID == ada.SessionID || other.ClientSecret == ada.ClientSecret {
+			t.Errorf("another caller with the same Idempotency-Key: %d %+v; want a session of its own", code, other)
+		}
+		code, _, body := create(backend, eve, "order-42")
+		if code != http.StatusConflict || strings.Contains(body, ada.ClientSecret) || strings.Contains(body, ada.URL) {
+			t.Errorf("the same key with another registration: %d %s; want 409 without the session's secret or URL", code, body)
+		}
+		if code, again, _ := create(backend, newSession, "order-42"); code != http.StatusCreated || again != ada {
+			t.Errorf("the backend's retry: %d %+v; want the session it made, %+v", code, again, ada)
+		}
+		if c, _ := st.Contact(ctx, ada.SessionID); c.Email != "ada@example.com" || c.FirstName != "Ada" || c.DOB != "1815-12-10" {
+			t.Errorf("the backend's session holds %+v; want its own registration", c)
+		}
+		// Without a header, the same request from two callers is two sessions.
+		_, a, _ := create(backend, `{"email":"bob@example.com"}`, "")
+		_, b, _ := create(form, `{"email":"bob@example.com"}`, "")
+		if a.SessionID == "" || a.SessionID == b.SessionID {
+			t.Errorf("the same body from two callers: %q and %q; want two sessions", a.SessionID, b.SessionID)
+		}
+		rows, _ := st.AuditLog(ctx, store.AuditFilter{SessionID: ada.SessionID})
+		var got []string
+		for _, r := range rows {
+			got = append(got, r.Actor+" "+r.Action+" "+r.Result+" "+r.Detail)
+		}
+		bk := "key:" + backend.ID
+		want := []string{bk + " session.create ok replayed", bk + " session.register ok unchanged",
+			bk + " session.create refused replayed with another registration",
+			bk + " session.create ok created", bk + " session.register ok registered: email,first_name,last_name,dob,client_reference_id"}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("the session's trail:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
 }

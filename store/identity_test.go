@@ -336,3 +336,41 @@ func TestFixedWindowCountersAreShared(t *testing.T) {
 		}
 	})
 }
+
+// A create request registers the session it made; given back the session
+// an earlier request made (Stripe's idempotency), it may repeat that
+// registration but never change it.
+func TestACreatedSessionKeepsTheRegistrationOfTheRequestThatMadeIt(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		ada := store.Contact{SessionID: "vs_made", Email: "ada@example.com", FirstName: "Ada", ClientReferenceID: "ref_1"}
+		audit := func() *store.AuditRecord {
+			return &store.AuditRecord{Actor: "key:k1", Action: store.AuditSessionRegister, Result: store.AuditOK}
+		}
+		for range 2 {
+			if err := s.RegisterNewContact(ctx, ada, audit()); err != nil {
+				t.Fatalf("the registration, and its retry: %v", err)
+			}
+		}
+		for _, other := range []store.Contact{
+			{SessionID: "vs_made", Email: "mallory@example.com", FirstName: "Ada", ClientReferenceID: "ref_1"},
+			{SessionID: "vs_made", Email: "ada@example.com", ClientReferenceID: "ref_1"},
+			{SessionID: "vs_made", Email: "ada@example.com", FirstName: "Ada", ClientReferenceID: "ref_2"},
+		} {
+			if err := s.RegisterNewContact(ctx, other, audit()); !errors.Is(err, store.ErrRegisteredOtherwise) {
+				t.Errorf("another registration %+v: %v; want ErrRegisteredOtherwise", other, err)
+			}
+		}
+		if c, _ := s.Contact(ctx, "vs_made"); c.Email != ada.Email || c.FirstName != ada.FirstName || c.ClientReferenceID != ada.ClientReferenceID {
+			t.Errorf("contact %+v; want the first registration", c)
+		}
+		rows, _ := s.AuditLog(ctx, store.AuditFilter{SessionID: "vs_made"})
+		var details []string
+		for _, r := range rows {
+			details = append(details, r.Detail)
+		}
+		if want := []string{"unchanged", "registered: email,first_name,client_reference_id"}; !reflect.DeepEqual(details, want) {
+			t.Errorf("audit details %q; want %q (nothing for the refused ones)", details, want)
+		}
+	})
+}

@@ -96,6 +96,21 @@ func (s *Store) UpsertContact(ctx context.Context, c Contact) error {
 // naming the fields that changed: every change of a registration is in the
 // audit log, or did not happen.
 func (s *Store) RegisterContact(ctx context.Context, c Contact, audit *AuditRecord) (changed []string, err error) {
+	return s.registerContact(ctx, c, audit, false)
+}
+
+// RegisterNewContact is RegisterContact for the session a create request
+// made, or was given back by Stripe for its idempotency key: the session
+// must hold no registration yet, or this very one (a retry). One that
+// differs gives ErrRegisteredOtherwise and nothing is stored, so a create
+// request never changes the registration of a session an earlier request
+// made.
+func (s *Store) RegisterNewContact(ctx context.Context, c Contact, audit *AuditRecord) error {
+	_, err := s.registerContact(ctx, c, audit, true)
+	return err
+}
+
+func (s *Store) registerContact(ctx context.Context, c Contact, audit *AuditRecord, onlyNew bool) (changed []string, err error) {
 	if c.SessionID == "" {
 		return nil, errors.New("store: contact without session id")
 	}
@@ -140,6 +155,10 @@ FROM sessions WHERE session_id = $1`+lock, c.SessionID).Scan(&ref, &email, &firs
 				}
 			}
 		}
+		registered := email.Valid || first.Valid || last.Valid || dob.Valid || ref.Valid
+		if onlyNew && registered && len(changed) > 0 {
+			return ErrRegisteredOtherwise
+		}
 		if frozen.Valid && len(expected) > 0 {
 			return &FrozenError{Status: status, Fields: expected}
 		}
@@ -157,7 +176,7 @@ WHERE session_id = $1`, c.SessionID, nullable(clean(c.ClientReferenceID)), nulla
 			switch {
 			case len(changed) == 0:
 				audit.Detail = "unchanged"
-			case !email.Valid && !first.Valid && !last.Valid && !dob.Valid && !ref.Valid:
+			case !registered:
 				audit.Detail = "registered: " + strings.Join(changed, ",")
 			default:
 				audit.Detail = "changed: " + strings.Join(changed, ",")
@@ -167,7 +186,7 @@ WHERE session_id = $1`, c.SessionID, nullable(clean(c.ClientReferenceID)), nulla
 		}
 		return nil
 	})
-	if errors.Is(err, ErrRedacted) || errors.Is(err, ErrFrozen) {
+	if errors.Is(err, ErrRedacted) || errors.Is(err, ErrFrozen) || errors.Is(err, ErrRegisteredOtherwise) {
 		return nil, err
 	}
 	if err != nil {

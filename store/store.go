@@ -47,6 +47,10 @@ var (
 	// value of a session whose user has started verifying (FrozenError
 	// says more); nothing was stored.
 	ErrFrozen = errors.New("store: expected values frozen")
+	// ErrRegisteredOtherwise: the registration of a session the admin API
+	// created (or Stripe gave back for a repeated idempotency key) differs
+	// from the one the session already holds; nothing was stored.
+	ErrRegisteredOtherwise = errors.New("store: the session holds another registration")
 	// ErrRejected: the database refused the data for what it is (a data
 	// exception, a broken constraint), so retrying the same call cannot
 	// succeed. The driver's error stays in the chain (errors.As finds it)
