@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -356,6 +357,14 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
+// decisionUpdateID is the workflow Update's id for a decision that came
+// with an Idempotency-Key: a hash of the principal and the key, so the key
+// is the principal's alone (and is not kept as the caller wrote it).
+func decisionUpdateID(subject, key string) string {
+	h := sha256.Sum256([]byte(subject + "\x00" + key))
+	return "decision-" + hex.EncodeToString(h[:])
+}
+
 // Decider is the part of the Temporal client a review decision uses.
 type Decider interface {
 	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
@@ -368,8 +377,14 @@ type Decider interface {
 // it is applied; the admin API and the review desk both decide through it.
 // When the workflow's last run has closed (an operator terminated it), a new
 // run starts with the decision (policy for it) and restores the stored state.
-// updateID, when not empty, makes a retry wait for the same decision.
+// updateID, when not empty (the caller's Idempotency-Key), makes a retry
+// wait for the same decision: it is scoped to d.Subject, so one
+// principal's retry is never answered with another's outcome, nor does
+// another's decision under the same key go unapplied.
 func Decide(ctx context.Context, c Decider, v Vouchers, policy workflows.Policy, id, updateID string, d workflows.ReviewDecision) (workflows.State, error) {
+	if updateID != "" {
+		updateID = decisionUpdateID(d.Subject, updateID)
+	}
 	// The caller authenticated d.Subject: vouch for it, so the workflow
 	// takes the decision (it refuses one nobody vouched for).
 	d.Voucher = randomID()

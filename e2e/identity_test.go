@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -205,6 +206,47 @@ func TestFourEyesNeedTwoPeopleToApproveAndOneToReject(t *testing.T) {
 			}
 			s.waitRow(vs, workflows.StatusRejected)
 		})
+	})
+}
+
+// A decision's Idempotency-Key belongs to its caller: a caller's retry gets
+// its own decision's outcome, and another caller that happens to send the
+// same key has its own decision applied, not the first caller's answered.
+func TestFourEyesAnIdempotencyKeyIsTheCallersOwn(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *stack) {
+		first := s.newAPIKey("ops-bot-1", access.ScopeReviewsDecide)
+		second := s.newAPIKey("ops-bot-2", access.ScopeReviewsDecide)
+		vs := s.mismatchReview(t, adminToken)
+		decide := func(k access.Key, reviewer string) (int, admin.StateAnswer) {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodPost, s.adminURL+"/admin/sessions/"+vs+"/review",
+				strings.NewReader(`{"decision":"approve","reviewer":"`+reviewer+`"}`))
+			req.Header.Set("Authorization", "Bearer "+k.Secret)
+			req.Header.Set("Idempotency-Key", "approve-"+vs)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var st admin.StateAnswer
+			json.NewDecoder(res.Body).Decode(&st)
+			return res.StatusCode, st
+		}
+		for i := range 2 { // the decision, and its retry
+			if code, st := decide(first, "bot-1"); code != http.StatusOK || st.ApprovalStatus != "1 of 2 approvals, by bot-1" {
+				t.Fatalf("the first key's approval (try %d): %d %q; want 1 of 2 approvals", i+1, code, st.ApprovalStatus)
+			}
+		}
+		if code, st := decide(second, "bot-2"); code != http.StatusOK || st.Status != workflows.StatusVerified {
+			t.Errorf("the second key's approval with the same Idempotency-Key: %d %s %q; want its own approval applied (verified)",
+				code, st.Status, st.ApprovalStatus)
+		}
+		s.waitRow(vs, workflows.StatusVerified)
+		final, _ := s.state(vs)
+		if final.Review == nil || len(final.Review.Approvals) != 2 || final.Review.Approvals[0].Subject != "key:"+first.ID ||
+			final.Review.Approvals[1].Subject != "key:"+second.ID {
+			t.Errorf("approvals %+v; want the first key's, then the second's", final.Review)
+		}
 	})
 }
 
