@@ -41,7 +41,7 @@ func newKey(t *testing.T, st *store.Store, name string, scopes ...string) access
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.CreateAPIKey(context.Background(), store.APIKey{ID: k.ID, Name: name, Scopes: scopes, SecretHash: k.Hash}); err != nil {
+	if err := st.CreateAPIKey(context.Background(), store.APIKey{ID: k.ID, Name: name, Scopes: scopes, SecretHash: k.Hash}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return k
@@ -75,7 +75,7 @@ func TestKeysWorkWithinTheirScopesAndNotOnceRevoked(t *testing.T) {
 				t.Errorf("%q with sessions:register: %d %s; want 204", scheme, rec.Code, rec.Body)
 			}
 		}
-		if err := st.RevokeAPIKey(ctx, backend.ID); err != nil {
+		if err := st.RevokeAPIKey(ctx, backend.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		if rec := request(api, http.MethodPut, "/admin/sessions/vs_k1", "Bearer "+backend.Secret, registration); rec.Code != http.StatusUnauthorized {

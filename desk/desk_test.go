@@ -358,7 +358,7 @@ func TestTheDeskShowsApprovalsAndTheValuesOfAMismatch(t *testing.T) {
 func TestAReviewerCannotOpenTheAdminPages(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, e *deskEnv) {
 		if err := e.st.CreateAPIKey(context.Background(), store.APIKey{ID: "0123456789ab", Name: "backend",
-			Scopes: []string{"sessions:create"}, SecretHash: "x"}); err != nil {
+			Scopes: []string{"sessions:create"}, SecretHash: "x"}, nil); err != nil {
 			t.Fatal(err)
 		}
 		ann := e.browser()

@@ -96,7 +96,7 @@ func (s *stack) newAPIKey(name string, scopes ...string) access.Key {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if err := s.store.CreateAPIKey(context.Background(), store.APIKey{ID: k.ID, Name: name, Scopes: scopes, SecretHash: k.Hash}); err != nil {
+	if err := s.store.CreateAPIKey(context.Background(), store.APIKey{ID: k.ID, Name: name, Scopes: scopes, SecretHash: k.Hash}, nil); err != nil {
 		s.t.Fatal(err)
 	}
 	return k
@@ -149,7 +149,7 @@ func TestAKeyActsWithinItsScopesAndFrozenValuesStayFrozen(t *testing.T) {
 		if c, _ := s.store.Contact(context.Background(), vs); c.Email != "keys@example.com" {
 			t.Errorf("contact email %q; want the registration from before the freeze", c.Email)
 		}
-		if err := s.store.RevokeAPIKey(context.Background(), backend.ID); err != nil {
+		if err := s.store.RevokeAPIKey(context.Background(), backend.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		if code := s.admin(http.MethodGet, "/admin/sessions/"+vs, backend.Secret, nil, nil); code != http.StatusUnauthorized {

@@ -22,14 +22,21 @@ type APIKey struct {
 // Revoked reports whether the key was revoked.
 func (k APIKey) Revoked() bool { return !k.RevokedAt.IsZero() }
 
-// CreateAPIKey stores a new key.
-func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) error {
+// CreateAPIKey stores a new key and, when audit is not nil, its audit row,
+// in one transaction: a key is made with its row in the audit log, or not
+// at all.
+func (s *Store) CreateAPIKey(ctx context.Context, k APIKey, audit *AuditRecord) error {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = now()
 	}
-	_, err := s.db.ExecContext(ctx, `
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `
 INSERT INTO api_keys (id, name, scopes, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		k.ID, clean(k.Name), joinFields(k.Scopes), k.SecretHash, k.CreatedAt.UTC())
+			k.ID, clean(k.Name), joinFields(k.Scopes), k.SecretHash, k.CreatedAt.UTC()); err != nil {
+			return err
+		}
+		return appendAuditTx(ctx, tx, audit)
+	})
 	if err != nil {
 		return fmt.Errorf("store: create API key: %w", classify(err))
 	}
@@ -69,17 +76,27 @@ func (s *Store) APIKeys(ctx context.Context) ([]APIKey, error) {
 	return out, nil
 }
 
-// RevokeAPIKey revokes a key for good; revoking it again changes nothing.
-// ErrNotFound when there is no such key.
-func (s *Store) RevokeAPIKey(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, now())
+// RevokeAPIKey revokes a key for good (revoking it again changes nothing)
+// and, when audit is not nil, appends its audit row in the same
+// transaction. ErrNotFound when there is no such key (and no row).
+func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit *AuditRecord) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, now())
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrNotFound
+		}
+		return appendAuditTx(ctx, tx, audit)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return fmt.Errorf("store: revoke API key: %w", classify(err))
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("store: revoke API key: %w", classify(err))
-	} else if n == 0 {
-		return ErrNotFound
 	}
 	return nil
 }

@@ -66,6 +66,16 @@ func (s *Store) AppendAudit(ctx context.Context, r AuditRecord) error {
 	return nil
 }
 
+// appendAuditTx appends r, when not nil, in tx: the row of the change tx
+// makes.
+func appendAuditTx(ctx context.Context, tx *sql.Tx, r *AuditRecord) error {
+	if r == nil {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, insertAudit, auditArgs(r)...)
+	return err
+}
+
 const insertAudit = `
 INSERT INTO audit_log (id, at, actor, actor_name, action, session_id, source, result, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`

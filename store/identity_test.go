@@ -225,24 +225,37 @@ func TestAPIKeysAreListedAndRevoked(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		k := store.APIKey{ID: "k1", Name: "backend", Scopes: []string{"sessions:create", "sessions:read"}, SecretHash: "ab12"}
-		if err := s.CreateAPIKey(ctx, k); err != nil {
+		row := func(action, detail string) *store.AuditRecord {
+			return &store.AuditRecord{Actor: "cli", Action: action, Result: store.AuditOK, Detail: detail}
+		}
+		if err := s.CreateAPIKey(ctx, k, row(store.AuditKeyCreate, "first")); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.CreateAPIKey(ctx, k); !errors.Is(err, store.ErrRejected) {
+		if err := s.CreateAPIKey(ctx, k, row(store.AuditKeyCreate, "again")); !errors.Is(err, store.ErrRejected) {
 			t.Errorf("a second key with the same id: %v; want ErrRejected", err)
 		}
 		got, err := s.APIKey(ctx, "k1")
 		if err != nil || got.Name != "backend" || !reflect.DeepEqual(got.Scopes, k.Scopes) || got.Revoked() {
 			t.Fatalf("key = %+v, %v", got, err)
 		}
-		if err := s.RevokeAPIKey(ctx, "k1"); err != nil {
+		if err := s.RevokeAPIKey(ctx, "k1", row(store.AuditKeyRevoke, "first")); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.RevokeAPIKey(ctx, "k1"); err != nil {
+		if err := s.RevokeAPIKey(ctx, "k1", row(store.AuditKeyRevoke, "again")); err != nil {
 			t.Errorf("revoking again: %v", err)
 		}
-		if err := s.RevokeAPIKey(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		if err := s.RevokeAPIKey(ctx, "nope", row(store.AuditKeyRevoke, "unknown")); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("revoking an unknown key: %v; want ErrNotFound", err)
+		}
+		// Each change has its row, in its transaction; what did not happen
+		// has none.
+		rows, _ := s.AuditLog(ctx, store.AuditFilter{})
+		var actions []string
+		for _, r := range rows {
+			actions = append(actions, r.Action+" "+r.Detail)
+		}
+		if want := []string{"api_key.revoke again", "api_key.revoke first", "api_key.create first"}; !reflect.DeepEqual(actions, want) {
+			t.Errorf("audit rows %q; want %q", actions, want)
 		}
 		list, err := s.APIKeys(ctx)
 		if err != nil || len(list) != 1 || !list[0].Revoked() {

@@ -27,7 +27,9 @@ import (
 //	identity-verification api-key revoke ID
 //
 // create prints the key once: only its hash is stored. Making and revoking
-// a key are audit rows (actor cli, the operating system's user).
+// a key are audit rows (actor cli, the operating system's user), written in
+// the change's own transaction: a key the audit log cannot record is not
+// made (or not revoked), and the command fails.
 func apiKey(ctx context.Context, env config.Env, args []string, out io.Writer) error {
 	if len(args) == 0 {
 		return errors.New("api-key: want create, list or revoke")
@@ -69,10 +71,10 @@ func apiKey(ctx context.Context, env config.Env, args []string, out io.Writer) e
 			return err
 		}
 		defer st.Close()
-		if err := st.CreateAPIKey(ctx, store.APIKey{ID: k.ID, Name: *name, Scopes: sc, SecretHash: k.Hash}); err != nil {
-			return err
+		if err := st.CreateAPIKey(ctx, store.APIKey{ID: k.ID, Name: *name, Scopes: sc, SecretHash: k.Hash},
+			cliAudit(store.AuditKeyCreate, k.ID+" "+*name+": "+strings.Join(sc, ","))); err != nil {
+			return fmt.Errorf("api-key create: no key was made: %w", err)
 		}
-		audit(ctx, st, store.AuditKeyCreate, k.ID+" "+*name+": "+strings.Join(sc, ","))
 		_, err = fmt.Fprintf(out, "id:     %s\nname:   %s\nscopes: %s\nkey:    %s\n\nThe key is shown this once and not stored: give it to %s now (Authorization: Bearer <key>).\n",
 			k.ID, *name, strings.Join(sc, ","), k.Secret, *name)
 		return err
@@ -108,27 +110,25 @@ func apiKey(ctx context.Context, env config.Env, args []string, out io.Writer) e
 			return err
 		}
 		defer st.Close()
-		if err := st.RevokeAPIKey(ctx, args[1]); errors.Is(err, store.ErrNotFound) {
+		if err := st.RevokeAPIKey(ctx, args[1], cliAudit(store.AuditKeyRevoke, args[1])); errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("api-key revoke: no key %q", args[1])
 		} else if err != nil {
-			return err
+			return fmt.Errorf("api-key revoke: the key still works: %w", err)
 		}
-		audit(ctx, st, store.AuditKeyRevoke, args[1])
 		_, err = fmt.Fprintf(out, "revoked %s: it is refused from now on\n", args[1])
 		return err
 	}
 	return fmt.Errorf("api-key: unknown command %q: want create, list or revoke", args[0])
 }
 
-// audit records a key's making or revoking, by whoever ran the command.
-func audit(ctx context.Context, st *store.Store, action, detail string) {
+// cliAudit is the audit row of a key's making or revoking, by whoever runs
+// the command.
+func cliAudit(action, detail string) *store.AuditRecord {
 	who := "unknown"
 	if u, err := user.Current(); err == nil {
 		who = u.Username
 	}
 	host, _ := os.Hostname()
-	if err := st.AppendAudit(ctx, store.AuditRecord{Actor: "cli", ActorName: who, Action: action,
-		Source: cmp.Or(host, "local"), Result: store.AuditOK, Detail: detail}); err != nil {
-		fmt.Fprintln(os.Stderr, "identity-verification: the audit log did not take the row:", err)
-	}
+	return &store.AuditRecord{Actor: "cli", ActorName: who, Action: action, Source: cmp.Or(host, "local"),
+		Result: store.AuditOK, Detail: detail}
 }

@@ -67,3 +67,48 @@ func TestAPIKeysAreMadeListedAndRevokedWithTheSecretShownOnce(t *testing.T) {
 		})
 	}
 }
+
+// Making or revoking a key and its audit row are one transaction: when the
+// audit log refuses the row, no key is made and none is revoked, and the
+// command says so.
+func TestAKeyIsMadeOrRevokedOnlyWithItsAuditRow(t *testing.T) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			ctx := context.Background()
+			env := config.Map{"DATABASE_URL": db.URL}
+			var out bytes.Buffer
+			if err := apiKey(ctx, env, []string{"create", "--name", "backend", "--scopes", "sessions:read"}, &out); err != nil {
+				t.Fatal(err)
+			}
+			id, _ := access.KeyID(printedKey.FindStringSubmatch(out.String())[1])
+			st, err := store.Open(ctx, db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			// From here on the database refuses every new audit row.
+			refuse := []string{`CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'no audit'); END`}
+			if st.Dialect() == "postgres" {
+				refuse = []string{`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no audit'; END $$`,
+					`CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()`}
+			}
+			for _, q := range refuse {
+				if _, err := st.DB().ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out.Reset()
+			if err := apiKey(ctx, env, []string{"create", "--name", "unaudited", "--scopes", "sessions:read"}, &out); err == nil ||
+				strings.Contains(out.String(), "ivk_") {
+				t.Errorf("create without its audit row: %v, printed %q; want an error and no key", err, out.String())
+			}
+			if err := apiKey(ctx, env, []string{"revoke", id}, &out); err == nil {
+				t.Error("revoke without its audit row: no error")
+			}
+			keys, _ := st.APIKeys(ctx)
+			if len(keys) != 1 || keys[0].Name != "backend" || keys[0].Revoked() {
+				t.Errorf("keys %+v; want only the first, still working", keys)
+			}
+		})
+	}
+}
