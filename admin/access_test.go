@@ -284,3 +284,28 @@ func TestBehindATrustedProxyEachCallerIsCountedByTheAddressItForwarded(t *testin
 		}
 	})
 }
+
+// While the database is down, nobody is told so: no credential gets 401
+// (not counted), a key that cannot be looked up a plain 503, and
+// ADMIN_TOKEN, which needs no database to check, still authenticates.
+func TestADatabaseOutageIsNotNamedToCallers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st *store.Store, api *admin.API) {
+		k := newKey(t, st, "backend", access.ScopeSessionsRead)
+		st.Close()
+		made, _ := access.NewKey()
+		for _, c := range []struct {
+			name, auth string
+			want       int
+		}{
+			{"no credential", "", http.StatusUnauthorized},
+			{"a made-up key", "Bearer " + made.Secret, http.StatusServiceUnavailable},
+			{"a real key", "Bearer " + k.Secret, http.StatusServiceUnavailable},
+			{"ADMIN_TOKEN", "Bearer tok", http.StatusNotFound},
+		} {
+			rec := request(api, http.MethodGet, "/admin/nothing", c.auth, "")
+			if body := strings.ToLower(rec.Body.String()); rec.Code != c.want || strings.Contains(body, "database") || strings.Contains(body, "sql") {
+				t.Errorf("%s with the database down: %d %s; want %d naming nothing inside", c.name, rec.Code, rec.Body, c.want)
+			}
+		}
+	})
+}
