@@ -227,6 +227,8 @@ func TestTheAuditLogOfAScriptedScenario(t *testing.T) {
 			workflows.ReviewDecision{Decision: "approve", Reviewer: "backend-bot", Subject: "oidc:someone-else"}, nil)
 		ann := s.signIn(t, "ann@example.com")
 		ann.decide(vs, workflows.DecisionApprove)
+		bob := s.signIn(t, "bob@example.com")
+		bob.decide(vs, workflows.DecisionApprove)
 		s.waitRow(vs, workflows.StatusVerified)
 
 		var got struct{ Entries []admin.AuditEntry }
@@ -247,20 +249,24 @@ func TestTheAuditLogOfAScriptedScenario(t *testing.T) {
 			bk + "|backend|session.register|" + vs + "|127.0.0.1|ok|changed: email",
 			rd + "|auditor|session.register|" + vs + "|127.0.0.1|denied|lacks scope sessions:register",
 			bk + "|backend|session.register|" + vs + "|127.0.0.1|refused|frozen: would change email",
-			bk + "|backend|review.decide|" + vs + "|127.0.0.1|ok|approve as backend-bot",
+			bk + "|backend|review.decide|" + vs + "|127.0.0.1|refused|approve: " + workflows.ErrPeopleOnly.Error(),
 			ann.sub + "|ann@example.com|desk.sign_in||127.0.0.1|ok|reviewer",
 			ann.sub + "|ann@example.com|review.view|" + vs + "|127.0.0.1|ok|",
 			ann.sub + "|ann@example.com|review.decide|" + vs + "|127.0.0.1|ok|approve",
 			ann.sub + "|ann@example.com|review.view|" + vs + "|127.0.0.1|ok|",
+			bob.sub + "|bob@example.com|desk.sign_in||127.0.0.1|ok|reviewer",
+			bob.sub + "|bob@example.com|review.view|" + vs + "|127.0.0.1|ok|",
+			bob.sub + "|bob@example.com|review.decide|" + vs + "|127.0.0.1|ok|approve",
+			bob.sub + "|bob@example.com|review.view|" + vs + "|127.0.0.1|ok|",
 		}
 		if strings.Join(rows, "\n") != strings.Join(want, "\n") {
 			t.Errorf("audit log:\n%s\nwant\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
 		}
-		// The machine's approval counted as its key, not as the subject its
-		// body named: four eyes saw two principals.
+		// A machine approves no high-risk review, whatever subject its body
+		// named: four eyes saw two people.
 		st, _ := s.state(vs)
-		if st.Review == nil || len(st.Review.Approvals) != 2 || st.Review.Approvals[0].Subject != bk || st.Review.Approvals[1].Subject != ann.sub {
-			t.Errorf("approvals %+v; want the key's, then ann's", st.Review)
+		if st.Review == nil || len(st.Review.Approvals) != 2 || st.Review.Approvals[0].Subject != ann.sub || st.Review.Approvals[1].Subject != bob.sub {
+			t.Errorf("approvals %+v; want ann's, then bob's", st.Review)
 		}
 	})
 }
