@@ -616,4 +616,6 @@ func TestACompareAsksStripeWhetherItVerifiedTheSession(t *testing.T) {
 // noContacts is a store without a registered contact for any session.
 type noContacts struct{ activities.Store }
 
-func (noContacts) Contact(context.Context, string) (store.Contact, error) { return store.Contact{}, store.ErrNotFound }
+func (noContacts) Contact(context.Context, string) (store.Contact, error) {
+	return store.Contact{}, store.ErrNotFound
+}
