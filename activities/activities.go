@@ -30,7 +30,7 @@ type Store interface {
 	OpenReview(ctx context.Context, c store.ReviewCase) error
 	DecideReview(ctx context.Context, c store.ReviewCase) error
 	Redact(ctx context.Context, sessionID string) error
-	DecisionVouched(ctx context.Context, v store.DecisionVoucher, notBefore time.Time) (bool, error)
+	RedeemDecisionVoucher(ctx context.Context, v store.DecisionVoucher, reviewOpenedAt time.Time) (bool, error)
 }
 
 // Mailer sends one email.
@@ -317,12 +317,12 @@ type DecisionCheck struct {
 	Voucher   string    `json:"voucher"`
 	Subject   string    `json:"subject"`
 	Decision  string    `json:"decision"`
-	OpenedAt  time.Time `json:"opened_at"` // the review's: vouchers from before it do not count
+	OpenedAt  time.Time `json:"opened_at"` // the review's: a voucher decides this review only
 }
 
 // CheckDecision reports whether the decision's voucher vouches for it.
 func (a *Activities) CheckDecision(ctx context.Context, c DecisionCheck) (bool, error) {
-	ok, err := a.Store.DecisionVouched(ctx, store.DecisionVoucher{ID: c.Voucher, SessionID: c.SessionID,
+	ok, err := a.Store.RedeemDecisionVoucher(ctx, store.DecisionVoucher{ID: c.Voucher, SessionID: c.SessionID,
 		Subject: c.Subject, Decision: c.Decision}, c.OpenedAt)
 	return ok, storeError(err)
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -585,4 +586,36 @@ func TestCancelSessionRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A verified event Stripe did not send (someone with Temporal access
+// signalled it) does not verify a session: Stripe is asked whatever the
+// business expected, even nothing, and a session it has not verified
+// differs.
+func TestACompareAsksStripeWhetherItVerifiedTheSession(t *testing.T) {
+	for _, status := range []string{"requires_input", "processing", "canceled"} {
+		t.Run("Stripe says "+status, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"id":"vs_x","object":"identity.verification_session","status":%q,"verified_outputs":null}`, status)
+			}))
+			defer srv.Close()
+			acts := &activities.Activities{Stripe: stripeapi.New("sk_test_x", srv.URL), Store: noContacts{}}
+			var s testsuite.WorkflowTestSuite
+			tenv := s.NewTestActivityEnvironment()
+			tenv.RegisterActivity(acts)
+			v, err := tenv.ExecuteActivity(acts.CompareVerifiedOutputs, "vs_x")
+			var c activities.Comparison
+			if err != nil || v.Get(&c) != nil || c.Match || !slices.Equal(c.MismatchedFields, []string{activities.NotVerified}) {
+				t.Errorf("comparison = %+v, %v; want a difference: %s", c, err, activities.NotVerified)
+			}
+		})
+	}
+}
+
+// noContacts is a store without a registered contact for any session.
+type noContacts struct{ activities.Store }
+
+func (noContacts) Contact(context.Context, string) (store.Contact, error) {
+	return store.Contact{}, store.ErrNotFound
 }

@@ -345,9 +345,11 @@ func (a *API) decide(ctx context.Context, id, updateID string, d workflows.Revie
 // ErrCompleted refuses a decision for a session whose workflow completed.
 var ErrCompleted = errors.New("the session's workflow has completed: no review is open")
 
-// Vouchers records that a decision's principal was authenticated (the store).
+// Vouchers records that a decision's principal was authenticated, and reads
+// a session's review case (the store).
 type Vouchers interface {
 	VouchDecision(ctx context.Context, v store.DecisionVoucher) error
+	Review(ctx context.Context, sessionID string) (store.ReviewCase, error)
 }
 
 // randomID is 128 random bits, hex.
@@ -405,6 +407,13 @@ func Decide(ctx context.Context, c Decider, v Vouchers, policy workflows.Policy,
 			// open. Only a run cut short (terminated, timed out) may have
 			// left one, which a new run restores.
 			return workflows.State{}, temporal.NewApplicationError(ErrCompleted.Error(), workflows.ErrTypeReviewRefused)
+		}
+		// A decision starts no run for a session without an open review:
+		// it would restart a run an operator ended for nothing.
+		if rc, err := v.Review(ctx, id); errors.Is(err, store.ErrNotFound) || (err == nil && rc.Status != store.ReviewOpen) {
+			return workflows.State{}, temporal.NewApplicationError(workflows.ErrNoReviewOpen.Error(), workflows.ErrTypeReviewRefused)
+		} else if err != nil {
+			return workflows.State{}, err
 		}
 		start := c.NewWithStartWorkflowOperation(client.StartWorkflowOptions{
 			ID: workflows.WorkflowID(id), TaskQueue: workflows.TaskQueue,

@@ -42,12 +42,23 @@ func (c *closedRun) UpdateWithStartWorkflow(context.Context, client.UpdateWithSt
 	return nil, errors.New("started (stand-in)")
 }
 
-// vouchers records the vouchers written.
-type vouchers []store.DecisionVoucher
+// vouchers records the vouchers written; its review case is open unless
+// closed says otherwise.
+type vouchers struct {
+	written []store.DecisionVoucher
+	closed  bool
+}
 
 func (v *vouchers) VouchDecision(_ context.Context, dv store.DecisionVoucher) error {
-	*v = append(*v, dv)
+	v.written = append(v.written, dv)
 	return nil
+}
+
+func (v *vouchers) Review(_ context.Context, id string) (store.ReviewCase, error) {
+	if v.closed {
+		return store.ReviewCase{SessionID: id, Status: store.ReviewApproved}, nil
+	}
+	return store.ReviewCase{SessionID: id, Status: store.ReviewOpen}, nil
 }
 
 // Issue 19, item 12: a decision for a session whose workflow completed by
@@ -68,6 +79,14 @@ func TestADecisionAfterTheRunClosed(t *testing.T) {
 		admin.Decide(context.Background(), c, &vouchers{}, workflows.DefaultPolicy(), "vs_cut", "", d)
 		if c.started != 1 {
 			t.Errorf("started %d runs; want 1", c.started)
+		}
+	})
+	t.Run("terminated without an open review: refused, nothing started", func(t *testing.T) {
+		c := &closedRun{status: enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED}
+		_, err := admin.Decide(context.Background(), c, &vouchers{closed: true}, workflows.DefaultPolicy(), "vs_cut", "", d)
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrTypeReviewRefused || c.started != 0 {
+			t.Errorf("err = %v, started %d; want a refusal and no run", err, c.started)
 		}
 	})
 }

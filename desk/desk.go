@@ -103,6 +103,7 @@ type Store interface {
 	AuditLog(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error)
 	APIKeys(ctx context.Context) ([]store.APIKey, error)
 	VouchDecision(ctx context.Context, v store.DecisionVoucher) error
+	Review(ctx context.Context, sessionID string) (store.ReviewCase, error)
 }
 
 // Temporal is the part of the client the desk uses: decisions, and the

@@ -287,7 +287,7 @@ func TestAReviewerSignsInAtTheProviderAndDecidesAsTheProvidersSubject(t *testing
 		if sent.Voucher == "" {
 			t.Error("the decision carries no voucher")
 		}
-		if vouched, err := e.st.DecisionVouched(context.Background(), store.DecisionVoucher{ID: sent.Voucher, SessionID: "vs_old",
+		if vouched, err := e.st.RedeemDecisionVoucher(context.Background(), store.DecisionVoucher{ID: sent.Voucher, SessionID: "vs_old",
 			Subject: sub, Decision: "approve"}, time.Now().Add(-time.Minute)); err != nil || !vouched {
 			t.Errorf("the desk did not vouch for the decision: %v, %v", vouched, err)
 		}

@@ -209,43 +209,43 @@ func TestFourEyesNeedTwoPeopleToApproveAndOneToReject(t *testing.T) {
 	})
 }
 
-// A decision's Idempotency-Key belongs to its caller: a caller's retry gets
-// its own decision's outcome, and another caller that happens to send the
-// same key has its own decision applied, not the first caller's answered.
+// A decision's Idempotency-Key belongs to its caller: the caller's retry
+// gets its own decision's outcome, and another caller that happens to send
+// the same key has its own decision judged, not the first caller's outcome
+// answered as if it were its own.
 func TestFourEyesAnIdempotencyKeyIsTheCallersOwn(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, s *stack) {
 		first := s.newAPIKey("ops-bot-1", access.ScopeReviewsDecide)
 		second := s.newAPIKey("ops-bot-2", access.ScopeReviewsDecide)
 		vs := s.mismatchReview(t, adminToken)
-		decide := func(k access.Key, reviewer string) (int, admin.StateAnswer) {
+		decide := func(k access.Key, decision string) (int, admin.StateAnswer, string) {
 			t.Helper()
 			req, _ := http.NewRequest(http.MethodPost, s.adminURL+"/admin/sessions/"+vs+"/review",
-				strings.NewReader(`{"decision":"approve","reviewer":"`+reviewer+`"}`))
+				strings.NewReader(`{"decision":"`+decision+`","reviewer":"`+k.ID+`"}`))
 			req.Header.Set("Authorization", "Bearer "+k.Secret)
-			req.Header.Set("Idempotency-Key", "approve-"+vs)
+			req.Header.Set("Idempotency-Key", "decide-"+vs)
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
 			var st admin.StateAnswer
-			json.NewDecoder(res.Body).Decode(&st)
-			return res.StatusCode, st
+			json.Unmarshal(body, &st)
+			return res.StatusCode, st, string(body)
 		}
 		for i := range 2 { // the decision, and its retry
-			if code, st := decide(first, "bot-1"); code != http.StatusOK || st.ApprovalStatus != "1 of 2 approvals, by bot-1" {
-				t.Fatalf("the first key's approval (try %d): %d %q; want 1 of 2 approvals", i+1, code, st.ApprovalStatus)
+			if code, st, body := decide(first, workflows.DecisionReject); code != http.StatusOK || st.Status != workflows.StatusRejected {
+				t.Fatalf("the first key's reject (try %d): %d %s; want the session rejected", i+1, code, body)
 			}
 		}
-		if code, st := decide(second, "bot-2"); code != http.StatusOK || st.Status != workflows.StatusVerified {
-			t.Errorf("the second key's approval with the same Idempotency-Key: %d %s %q; want its own approval applied (verified)",
-				code, st.Status, st.ApprovalStatus)
+		if code, _, body := decide(second, workflows.DecisionApprove); code != http.StatusConflict || !strings.Contains(body, "no review") {
+			t.Errorf("the second key's approval with the same Idempotency-Key: %d %s; want its own decision refused "+
+				"(the review is decided), not the first key's outcome", code, body)
 		}
-		s.waitRow(vs, workflows.StatusVerified)
 		final, _ := s.state(vs)
-		if final.Review == nil || len(final.Review.Approvals) != 2 || final.Review.Approvals[0].Subject != "key:"+first.ID ||
-			final.Review.Approvals[1].Subject != "key:"+second.ID {
-			t.Errorf("approvals %+v; want the first key's, then the second's", final.Review)
+		if final.Review == nil || final.Review.Decision != workflows.DecisionReject || final.Review.Subject != "key:"+first.ID {
+			t.Errorf("review %+v; want rejected by the first key", final.Review)
 		}
 	})
 }
@@ -270,6 +270,8 @@ func TestTheAuditLogOfAScriptedScenario(t *testing.T) {
 			workflows.ReviewDecision{Decision: "approve", Reviewer: "backend-bot", Subject: "oidc:someone-else"}, nil)
 		ann := s.signIn(t, "ann@example.com")
 		ann.decide(vs, workflows.DecisionApprove)
+		bob := s.signIn(t, "bob@example.com")
+		bob.decide(vs, workflows.DecisionApprove)
 		s.waitRow(vs, workflows.StatusVerified)
 
 		var got struct{ Entries []admin.AuditEntry }
@@ -291,20 +293,24 @@ func TestTheAuditLogOfAScriptedScenario(t *testing.T) {
 			bk + "|backend|session.register|" + vs + "|127.0.0.1|ok|changed: email",
 			rd + "|auditor|session.register||127.0.0.1|denied|lacks scope sessions:register: PUT /admin/sessions/" + vs,
 			bk + "|backend|session.register|" + vs + "|127.0.0.1|refused|frozen: would change email",
-			bk + "|backend|review.decide|" + vs + "|127.0.0.1|ok|approve as backend-bot",
+			bk + "|backend|review.decide|" + vs + "|127.0.0.1|refused|approve: " + workflows.ErrPeopleOnly.Error(),
 			ann.sub + "|ann@example.com|desk.sign_in||127.0.0.1|ok|reviewer",
 			ann.sub + "|ann@example.com|review.view|" + vs + "|127.0.0.1|ok|",
 			ann.sub + "|ann@example.com|review.decide|" + vs + "|127.0.0.1|ok|approve",
 			ann.sub + "|ann@example.com|review.view|" + vs + "|127.0.0.1|ok|",
+			bob.sub + "|bob@example.com|desk.sign_in||127.0.0.1|ok|reviewer",
+			bob.sub + "|bob@example.com|review.view|" + vs + "|127.0.0.1|ok|",
+			bob.sub + "|bob@example.com|review.decide|" + vs + "|127.0.0.1|ok|approve",
+			bob.sub + "|bob@example.com|review.view|" + vs + "|127.0.0.1|ok|",
 		}
 		if strings.Join(rows, "\n") != strings.Join(want, "\n") {
 			t.Errorf("audit log:\n%s\nwant\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
 		}
-		// The machine's approval counted as its key, not as the subject its
-		// body named: four eyes saw two principals.
+		// A machine approves no high-risk review, whatever subject its body
+		// named: four eyes saw two people.
 		st, _ := s.state(vs)
-		if st.Review == nil || len(st.Review.Approvals) != 2 || st.Review.Approvals[0].Subject != bk || st.Review.Approvals[1].Subject != ann.sub {
-			t.Errorf("approvals %+v; want the key's, then ann's", st.Review)
+		if st.Review == nil || len(st.Review.Approvals) != 2 || st.Review.Approvals[0].Subject != ann.sub || st.Review.Approvals[1].Subject != bob.sub {
+			t.Errorf("approvals %+v; want ann's, then bob's", st.Review)
 		}
 	})
 }

@@ -387,3 +387,24 @@ func TestACreatedSessionKeepsTheRegistrationOfTheRequestThatMadeIt(t *testing.T)
 		}
 	})
 }
+
+// A failed attempt freezes the expected values too: the user submitted, even
+// when Stripe delivered the failure before the processing that came first
+// (which the workflow then takes as stale, so no processing ever shows).
+func TestAFailedAttemptFreezesTheExpectedValues(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		c := store.Contact{SessionID: "vs_failed_first", Email: "ada@example.com", FirstName: "Ada"}
+		if err := s.UpsertContact(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RecordTransition(ctx, store.Transition{SessionID: c.SessionID, Key: "evt_f", Seq: 1, To: "requires_input",
+			Attempts: 1, LastErrorCode: "document_expired", Escalation: "none"}); err != nil {
+			t.Fatal(err)
+		}
+		c.Email, c.FirstName = "mallory@evil.example", "Mallory"
+		if err := s.UpsertContact(ctx, c); !errors.Is(err, store.ErrFrozen) {
+			t.Errorf("change after a failed attempt: %v; want ErrFrozen", err)
+		}
+	})
+}

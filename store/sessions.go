@@ -339,17 +339,19 @@ WHERE (sessions.run_ordinal = excluded.run_ordinal AND sessions.seq < excluded.s
 }
 
 // freezeExpected sets the session's frozen marker, once, when the
-// transition shows the user has started verifying (a status other than
-// new, created or requires_input, which a session only reaches by leaving
-// them) or a comparison runs: from then on UpsertContact refuses to change
-// the email and the expected values. Called in RecordTransition's
-// transaction, after the session's row is written; the marker is never
-// cleared, and a late or out-of-order transition sets it as well as a
-// newer one.
+// transition shows the user has started verifying: a status other than
+// new, created or requires_input (which a session only reaches by leaving
+// them), a comparison under way, or a failed attempt counted (a
+// requires_input with an error is the answer to a submission, even when
+// Stripe delivered it before the processing it followed, which is then
+// stale and never shows). From then on UpsertContact refuses to change the
+// email and the expected values. Called in RecordTransition's transaction,
+// after the session's row is written; the marker is never cleared, and a
+// late or out-of-order transition sets it as well as a newer one.
 func freezeExpected(ctx context.Context, tx *sql.Tx, t Transition, at time.Time) error {
 	switch t.To {
 	case "", "new", "created", "requires_input":
-		if !t.Comparing {
+		if !t.Comparing && t.Attempts == 0 && t.LastErrorCode == "" {
 			return nil
 		}
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -39,23 +38,27 @@ INSERT INTO decision_vouchers (id, session_id, subject, decision, created_at) VA
 	return nil
 }
 
-// DecisionVouched reports whether a voucher of that id vouches for exactly
-// this decision (session, subject, decision), was made after notBefore (the
-// review's opening: a voucher of an earlier review of the session does not
-// carry over) and is younger than VoucherTTL. Asking again gives the same
-// answer: a retried check, or a voucher copied from history for the same
-// decision, gains nothing.
-func (s *Store) DecisionVouched(ctx context.Context, v DecisionVoucher, notBefore time.Time) (bool, error) {
-	var created time.Time
-	err := s.db.QueryRowContext(ctx, `
-SELECT created_at FROM decision_vouchers WHERE id = $1 AND session_id = $2 AND subject = $3 AND decision = $4`,
-		v.ID, v.SessionID, clean(v.Subject), clean(v.Decision)).Scan(&created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+// RedeemDecisionVoucher reports whether a voucher of that id vouches for
+// exactly this decision (session, subject, decision) of the review opened
+// at reviewOpenedAt: made after the review opened, younger than VoucherTTL,
+// and taken for no other review. The first answer binds the voucher to the
+// review; asking again for the same review gives the same answer (a
+// retried check), and for another review false (a voucher copied from
+// history cannot decide a later review of the session).
+func (s *Store) RedeemDecisionVoucher(ctx context.Context, v DecisionVoucher, reviewOpenedAt time.Time) (bool, error) {
+	opened := reviewOpenedAt.UTC()
+	res, err := s.db.ExecContext(ctx, `
+UPDATE decision_vouchers SET redeemed_for = $5
+WHERE id = $1 AND session_id = $2 AND subject = $3 AND decision = $4
+  AND (redeemed_for IS NULL OR redeemed_for = $5) AND created_at >= $6 AND created_at > $7`,
+		v.ID, v.SessionID, clean(v.Subject), clean(v.Decision), opened.Format(time.RFC3339Nano),
+		opened.Add(-clockSkew), now().Add(-VoucherTTL))
 	if err != nil {
-		return false, fmt.Errorf("store: decision voucher: %w", classify(err))
+		return false, fmt.Errorf("store: redeem decision voucher: %w", classify(err))
 	}
-	created = created.UTC()
-	return !created.Before(notBefore.Add(-clockSkew)) && now().Sub(created) < VoucherTTL, nil
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("store: redeem decision voucher: %w", classify(err))
+	}
+	return n == 1, nil
 }

@@ -40,6 +40,9 @@ const (
 type Outputs struct {
 	FirstName, LastName string
 	DOB                 string // YYYY-MM-DD, empty when Stripe has none
+	// Status is the session's status at Stripe: only a verified session's
+	// outputs are the user's.
+	Status string
 }
 
 // Client calls the VerificationSession endpoints.
@@ -70,7 +73,7 @@ func (c *Client) VerifiedOutputs(ctx context.Context, sessionID string) (Outputs
 	if err != nil {
 		return Outputs{}, err
 	}
-	var o Outputs
+	o := Outputs{Status: string(vs.Status)}
 	if v := vs.VerifiedOutputs; v != nil {
 		o.FirstName, o.LastName = v.FirstName, v.LastName
 		if d := v.DOB; d != nil && d.Year > 0 {

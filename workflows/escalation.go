@@ -156,6 +156,9 @@ var (
 	// ErrSameApprover: four eyes; the subject approved this review already
 	// and a different person must give the next approval.
 	ErrSameApprover = errors.New("you approved this review already: it needs another person's approval")
+	// ErrPeopleOnly: four eyes are two people's; a machine's credential (an
+	// API key, ADMIN_TOKEN) approves no high-risk review.
+	ErrPeopleOnly = errors.New("a high-risk review is approved by people signed in at the review desk, not by an API key or ADMIN_TOKEN")
 	// ErrUnvouched: a decision that neither the admin API nor the review
 	// desk vouched for (sent to Temporal directly, or its voucher does not
 	// match): it names nobody authenticated.
@@ -228,11 +231,20 @@ func (w *verification) validateDecision(d ReviewDecision) error {
 		return refuse(ErrNoReviewOpen)
 	case w.restored && d.Decision == DecisionApprove && w.st.Review.approvedBy(d.subject()):
 		return refuse(ErrSameApprover)
+	case w.restored && d.Decision == DecisionApprove && w.st.Review.needs() > 1 && !IsPerson(d.Subject):
+		return refuse(ErrPeopleOnly)
 	case w.restored && w.st.Review.vouched() && (d.Voucher == "" || d.Subject == ""):
 		return refuse(ErrUnvouched)
 	}
 	return nil
 }
+
+// SubjectPersonPrefix starts the subject of a person signed in with the
+// company's OpenID Provider.
+const SubjectPersonPrefix = "oidc:"
+
+// IsPerson reports whether subject is a person's (not a machine's key).
+func IsPerson(subject string) bool { return strings.HasPrefix(subject, SubjectPersonPrefix) }
 
 // vouched reports whether the review takes only vouched decisions: one
 // opened on workflow v3.
@@ -271,6 +283,8 @@ func (w *verification) applyDecision(ctx workflow.Context, d ReviewDecision) err
 		return refuse(ErrNoReviewOpen)
 	case d.Decision == DecisionApprove && r.approvedBy(d.subject()):
 		return refuse(ErrSameApprover)
+	case d.Decision == DecisionApprove && r.needs() > 1 && !IsPerson(d.Subject):
+		return refuse(ErrPeopleOnly)
 	case r.vouched() && !w.checkVoucher(ctx, d):
 		return refuse(ErrUnvouched)
 	}

@@ -10,7 +10,10 @@ CREATE TABLE decision_vouchers (
     session_id TEXT NOT NULL,
     subject    TEXT NOT NULL,    -- oidc:<sub>, key:<id>, token:admin
     decision   TEXT NOT NULL,    -- approve or reject
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    -- The review it was taken for (its opening time, as the workflow has
+    -- it): a voucher decides one review, never a later one of the session.
+    redeemed_for TEXT
 );
 
 -- +goose Down
