@@ -116,7 +116,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusGone, msgExpired)
 		return
 	}
-	if h.Limiter != nil && !h.Limiter.Allow(id) {
+	if h.Limiter != nil && !h.Limiter.Allow(r.Context(), id) {
 		h.Log.Warn("retry link refused: rate limited", "session_id", id)
 		w.Header().Set("Retry-After", "120")
 		page(w, http.StatusTooManyRequests, msgLimited)
@@ -218,17 +218,35 @@ func page(w http.ResponseWriter, code int, msg string) {
 	pageTmpl.Execute(w, msg)
 }
 
-// Limiter is a token bucket per session: Burst clicks at once, refilled at
-// Burst per Per. It lives in memory, per process: behind several webhook
-// replicas each allows its own budget.
+// Limiter limits clicks per session: Burst clicks per Per.
+//
+// With a Counter (the store, shared by every replica on the database) it
+// counts clicks in fixed windows of Per, a bucket per session: Burst clicks
+// per window across all replicas (a burst that straddles two windows may
+// get up to twice Burst, the price of a fixed window). Without one, or
+// while the Counter fails, it is a token bucket in this process's memory:
+// Burst clicks at once, refilled at Burst per Per; behind several replicas
+// each then allows its own budget.
 type Limiter struct {
-	Burst int
-	Per   time.Duration
-	Now   func() time.Time
+	Burst   int
+	Per     time.Duration
+	Now     func() time.Time
+	Counter Counter // nil: in memory only
+	Log     *slog.Logger
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
+	failing bool // the Counter's last call failed (logged once per outage)
 }
+
+// Counter counts events in fixed windows shared by every replica
+// (store.Store's Hit).
+type Counter interface {
+	Hit(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error)
+}
+
+// CounterBucket is the Counter's bucket for a session's clicks.
+func CounterBucket(sessionID string) string { return "retrylink:" + sessionID }
 
 type bucket struct {
 	tokens float64
@@ -240,8 +258,31 @@ func NewLimiter(burst int, per time.Duration) *Limiter {
 	return &Limiter{Burst: burst, Per: per, Now: time.Now}
 }
 
-// Allow takes a token from the session's bucket.
-func (l *Limiter) Allow(sessionID string) bool {
+// Allow counts a click of the session's and says whether it is within the
+// budget.
+func (l *Limiter) Allow(ctx context.Context, sessionID string) bool {
+	if l.Counter != nil {
+		n, err := l.Counter.Hit(ctx, CounterBucket(sessionID), l.Per, l.Now())
+		l.mu.Lock()
+		was := l.failing
+		l.failing = err != nil
+		l.mu.Unlock()
+		if err == nil {
+			if was && l.Log != nil {
+				l.Log.Info("retry-link limit shared through the database again")
+			}
+			return n <= l.Burst
+		}
+		if !was && l.Log != nil {
+			l.Log.Warn("retry-link limit: the database does not count; each replica limits on its own until it does (logged once per outage)",
+				"error", err)
+		}
+	}
+	return l.allowHere(sessionID)
+}
+
+// allowHere takes a token from the session's bucket in memory.
+func (l *Limiter) allowHere(sessionID string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.Now()

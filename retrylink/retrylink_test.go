@@ -11,12 +11,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"identityverification/retrylink"
+	"identityverification/store"
+	"identityverification/store/storetest"
 	"identityverification/workflows"
 )
 
@@ -265,5 +268,84 @@ func TestTheThankYouPage(t *testing.T) {
 	if w.Code != http.StatusOK || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") ||
 		!strings.Contains(w.Body.String(), "will email you") {
 		t.Errorf("%d %q:\n%s", w.Code, w.Header().Get("Content-Type"), w.Body)
+	}
+}
+
+// Behind a balancer, each click may reach another replica: handlers
+// counting in one database share the session's budget, five clicks per
+// ten-minute window in all, not five each.
+func TestHandlersOnOneStoreShareTheBudget(t *testing.T) {
+	for _, db := range storetest.Databases(t) {
+		t.Run(db.Name, func(t *testing.T) {
+			ctx := context.Background()
+			st, err := store.Open(ctx, db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			now := t0.Add(time.Minute) // inside one window
+			links := retrylink.New(base, "secret").WithClock(clock(&now))
+			stripe := &fakeStripe{url: "https://verify.stripe.com/start/abc"}
+			replica := func() *retrylink.Handler {
+				lim := retrylink.NewLimiter(5, 10*time.Minute)
+				lim.Now, lim.Counter = clock(&now), st
+				return &retrylink.Handler{Links: links, States: fakeStates{st: open(1)}, Sessions: stripe, Limiter: lim,
+					Timeout: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			}
+			replicas := []*retrylink.Handler{replica(), replica()}
+			get := func(h *retrylink.Handler, sessionID string) int {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, strings.TrimPrefix(links.URL(sessionID, false, 1), base), nil))
+				return w.Code
+			}
+			var codes []int
+			for i := range 8 { // round robin
+				codes = append(codes, get(replicas[i%2], "vs_shared"))
+			}
+			if want := []int{303, 303, 303, 303, 303, 429, 429, 429}; !slices.Equal(codes, want) {
+				t.Errorf("clicks across two replicas answered %v; want %v", codes, want)
+			}
+			if n := stripe.calls.Load(); n != 5 {
+				t.Errorf("%d calls to Stripe; want 5", n)
+			}
+			if n, err := st.Hits(ctx, retrylink.CounterBucket("vs_shared"), 10*time.Minute, now); err != nil || n != 8 {
+				t.Errorf("the database counted %d, %v; want 8", n, err)
+			}
+			if c := get(replicas[1], "vs_other"); c != 303 {
+				t.Errorf("another session: %d", c)
+			}
+			now = now.Add(10 * time.Minute) // the next window
+			if c := get(replicas[1], "vs_shared"); c != 303 {
+				t.Errorf("in the next window: %d", c)
+			}
+		})
+	}
+}
+
+// failingCounter is a database that does not answer.
+type failingCounter struct{}
+
+func (failingCounter) Hit(context.Context, string, time.Duration, time.Time) (int, error) {
+	return 0, errors.New("connection refused")
+}
+
+// While the database fails, each replica still limits on its own.
+func TestLimiterFallsBackToMemoryWhenTheCounterFails(t *testing.T) {
+	now := t0
+	lim := retrylink.NewLimiter(5, 10*time.Minute)
+	lim.Now, lim.Counter = clock(&now), failingCounter{}
+	var logs strings.Builder
+	lim.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	allowed := 0
+	for range 8 {
+		if lim.Allow(context.Background(), "vs_a") {
+			allowed++
+		}
+	}
+	if allowed != 5 {
+		t.Errorf("%d of 8 clicks allowed; want 5", allowed)
+	}
+	if n := strings.Count(logs.String(), "does not count"); n != 1 {
+		t.Errorf("the outage logged %d times; want once:\n%s", n, logs.String())
 	}
 }

@@ -189,11 +189,50 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 	h := &webhook.Handler{Temporal: c, Ready: ready, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
 		Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
+	// The retry-link limit is counted in the database, shared by every
+	// replica. The webhook does not wait for the database: until it is
+	// open (or while it fails) each replica limits in its own memory.
+	counter := &openingCounter{}
+	limiter := retrylink.NewLimiter(5, 10*time.Minute)
+	limiter.Counter, limiter.Log = counter, wlog
 	retry := &retrylink.Handler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
 		States: retrylink.TemporalStates{Client: c}, Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
-		Limiter: retrylink.NewLimiter(5, 10*time.Minute), Timeout: 10 * time.Second, Log: wlog}
+		Limiter: limiter, Timeout: 10 * time.Second, Log: wlog}
+	sctx, stop := context.WithCancel(ctx)
+	opened := make(chan *store.Store, 1)
+	go func() {
+		st, err := store.OpenRetrying(sctx, cfg.DatabaseURL, wlog)
+		if err != nil {
+			if sctx.Err() == nil {
+				wlog.Error("retry-link limit: the database cannot be opened; each replica limits on its own", "error", err)
+			}
+			opened <- nil
+			return
+		}
+		counter.st.Store(st)
+		opened <- st
+	}()
 	wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
-	return webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, ready), cfg.ShutdownGrace, wlog)
+	err := webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, ready), cfg.ShutdownGrace, wlog)
+	stop()
+	if st := <-opened; st != nil {
+		st.Close() // after Serve: its requests have ended, or outlived the grace
+	}
+	return err
+}
+
+// openingCounter counts through the store once it is open; before, every
+// hit fails (the limiter then counts in memory).
+type openingCounter struct{ st atomic.Pointer[store.Store] }
+
+var errStoreNotOpen = errors.New("service: database not open yet")
+
+func (o *openingCounter) Hit(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error) {
+	st := o.st.Load()
+	if st == nil {
+		return 0, errStoreNotOpen
+	}
+	return st.Hit(ctx, bucket, window, at)
 }
 
 // runAdmin serves, on ln (or cfg.AdminAddr) until ctx is done, the admin

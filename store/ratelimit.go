@@ -8,7 +8,7 @@ import (
 
 // Fixed-window counters, shared by every process on the database: sign-in
 // failures per source and per account, failed bearer authentications per
-// source (and, later, retry-link clicks per session).
+// source, retry-link clicks per session.
 
 // Hit counts one event in bucket's current window (now truncated to
 // window) and returns the window's count after it.
