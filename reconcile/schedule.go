@@ -39,9 +39,11 @@ const (
 
 // EnsureSchedule makes the namespace's schedule run every interval: it
 // creates the schedule, or updates one whose interval or policy differ, or,
-// with every 0 (off), deletes it. Every worker calls it at start, so the
-// schedule follows the configuration of the workers last started; each
-// worker runs what the schedule starts. It returns what it did.
+// with every 0 (off), deletes it. The worker replica that holds the
+// cluster jobs' lease (worker.ClusterJobsLease) calls it when it takes the
+// lease, so the schedule follows the configuration of the worker that took
+// it last (after a rolling deploy, a new one's); every worker runs what the
+// schedule starts. It returns what it did.
 func EnsureSchedule(ctx context.Context, c client.ScheduleClient, every time.Duration) (string, error) {
 	h := c.GetHandle(ctx, ScheduleID)
 	if every <= 0 {

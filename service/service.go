@@ -142,11 +142,7 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 		log.Info("ops listener off (OPS_ADDR=off): no metrics; health only on the webhook's listener, where this process runs it")
 	}
 	if roles.Worker {
-		run("worker", func() error { return worker.Run(ctx, cfg, c, log.With("component", "worker")) })
-		g.Go(func() error {
-			worker.WatchIssues(ctx, c, cfg.Temporal.Namespace, reg, log.With("component", "worker"))
-			return nil
-		})
+		run("worker", func() error { return worker.Run(ctx, cfg, c, reg, log.With("component", "worker")) })
 	}
 	if roles.Webhook {
 		run("webhook", func() error {

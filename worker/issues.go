@@ -26,13 +26,16 @@ var issuesInterval = time.Minute
 // waiting and why, for alerts. A code whose count fails has no series
 // until a count succeeds again, so that an alert does not hold on to a
 // stale value; the failure is logged once per outage, and its end too. It
-// returns when ctx is done.
+// returns when ctx is done, and takes the gauge out of reg then: a replica
+// that no longer counts (worker.Lease: another replica does) exports no
+// stale series.
 func WatchIssues(ctx context.Context, c client.Client, namespace string, reg prometheus.Registerer, log *slog.Logger) {
 	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "identity_sessions_with_issue",
 		Help: "Running sessions showing ops an issue (effects waiting: email_delayed, database_unavailable, stripe_unavailable; or for good: email_refused, email_failed, database_rejected), counted from visibility once a minute.",
 	}, []string{"code"})
 	reg.MustRegister(gauge)
+	defer reg.Unregister(gauge)
 	t := time.NewTicker(issuesInterval)
 	defer t.Stop()
 	failing := false // since the last round that counted every code

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -68,6 +69,12 @@ func TestWatchIssuesDropsFailedCountsAndLogsOncePerOutage(t *testing.T) {
 	}
 	cancel()
 	<-stopped
+	// Stopped (a replica that lost the cluster jobs' lease), it exports
+	// no series, and may count again later on the same registry (at the
+	// end).
+	if n, _ := testutil.GatherAndCount(reg, "identity_sessions_with_issue"); n != 0 {
+		t.Errorf("%d series after WatchIssues returned; want none", n)
+	}
 	n := len(IssueCodes)
 	if want := []int{0, 0, 0, n, n - 1, n - 1}; !slices.Equal(c.series, want) {
 		t.Errorf("series at each round's start %v; want %v", c.series, want)
@@ -78,4 +85,7 @@ func TestWatchIssuesDropsFailedCountsAndLogsOncePerOutage(t *testing.T) {
 	if got := strings.Count(logs.String(), "counting sessions with an issue again"); got != 1 {
 		t.Errorf("%d recoveries logged; want 1:\n%s", got, logs.String())
 	}
+	done, stop := context.WithCancel(context.Background())
+	stop()
+	WatchIssues(done, c, "default", reg, slog.New(slog.NewTextHandler(io.Discard, nil))) // registers again: no panic
 }

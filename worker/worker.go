@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
@@ -64,7 +65,11 @@ func NewActivities(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 // started during an outage, or whose start an outage cut short, starts
 // when it ends. Missing search attributes, or an error no wait can mend,
 // stop it.
-func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logger) error {
+//
+// The jobs that run once per cluster (the missed-events schedule's upsert
+// and the open-issues gauge, registered on reg) run in the one worker
+// replica that holds the ClusterJobsLease in the database.
+func Run(ctx context.Context, cfg config.Config, c client.Client, reg prometheus.Registerer, log *slog.Logger) error {
 	log = log.With("temporal", cfg.Temporal.HostPort)
 	err := untilReachable(ctx, log, "checking the search attributes", func() error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -117,8 +122,11 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, log *slog.Logg
 		return fmt.Errorf("worker: start: %w", err)
 	}
 	log.Info("worker polling", "task_queue", workflows.TaskQueue, "namespace", cfg.Temporal.Namespace, "database", st.Dialect())
-	go keepSchedule(ctx, c, cfg.Reconcile.Every, log)
-	<-ctx.Done()
+	lease := &Lease{Leases: st, Name: ClusterJobsLease, Holder: NewHolder(), TTL: LeaseTTL, Renew: LeaseRenew, Log: log}
+	lease.Run(ctx, func(ctx context.Context) { // until ctx is done
+		go keepSchedule(ctx, c, cfg.Reconcile.Every, log)
+		WatchIssues(ctx, c, cfg.Temporal.Namespace, reg, log)
+	})
 	return nil
 }
 
