@@ -70,6 +70,34 @@ const TestDynamicConfig = "system.forceSearchAttributesCacheRefreshOnRead:\n  - 
 // runs the server).
 func StartTemporalServerWithDynamicConfig(ctx context.Context, root, cli, dir, pgURL string, port int, dynamicConfig string,
 	namespaces ...string) (*Server, error) {
+	db, err := setUpServerDatabases(ctx, root, pgURL)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{pg: pgURL, databases: db.databases()}
+	node, err := db.startNode(ctx, cli, dir, "temporal-server", port, dynamicConfig, namespaces)
+	if err != nil {
+		s.dropDatabases()
+		return nil, err
+	}
+	s.Temporal = node.Temporal
+	return s, nil
+}
+
+// serverDatabases are a fresh pair of databases (history and visibility)
+// with Temporal's schema, for one server or the nodes of a cluster.
+type serverDatabases struct {
+	server, cli                     string // the server's binary; the CLI
+	host, port, user, pass          string
+	persistence, visibility, pgURL string
+}
+
+func (d *serverDatabases) databases() []string { return []string{d.persistence, d.visibility} }
+
+// setUpServerDatabases makes the two databases on the PostgreSQL server at
+// pgURL and sets their schema up with the server's SQL tool, from the
+// schema files of the pinned module.
+func setUpServerDatabases(ctx context.Context, root, pgURL string) (*serverDatabases, error) {
 	server, sqlTool, err := ServerTools(ctx, root, os.Stderr)
 	if err != nil {
 		return nil, err
@@ -78,58 +106,159 @@ func StartTemporalServerWithDynamicConfig(ctx context.Context, root, cli, dir, p
 	if err != nil {
 		return nil, fmt.Errorf("devstack: PostgreSQL URL: %w", err)
 	}
-	user, pass := u.User.Username(), "postgres" // trust auth takes any password
-	if p, ok := u.User.Password(); ok {
-		pass = p
+	d := &serverDatabases{server: server, user: u.User.Username(), pass: "postgres", host: u.Hostname(), port: u.Port(), pgURL: pgURL}
+	if p, ok := u.User.Password(); ok { // trust auth takes any password
+		d.pass = p
 	}
-	host, pgPort := u.Hostname(), u.Port()
-	if pgPort == "" {
-		pgPort = "5432"
+	if d.port == "" {
+		d.port = "5432"
 	}
 	schemaRoot, err := moduleDir(ctx, filepath.Join(root, "tools", "temporalserver"), "go.temporal.io/server")
 	if err != nil {
 		return nil, err
 	}
 	suffix := testevent.RandomID(6)
-	s := &Server{pg: pgURL, databases: []string{"temporal_" + suffix, "temporal_visibility_" + suffix}}
+	d.persistence, d.visibility = "temporal_"+suffix, "temporal_visibility_"+suffix
 	for i, kind := range []string{"temporal", "visibility"} {
-		sqlArgs := []string{"--plugin", "postgres12", "--ep", host, "-p", pgPort, "-u", user, "--pw", pass, "--db", s.databases[i]}
+		name := d.databases()[i]
+		sqlArgs := []string{"--plugin", "postgres12", "--ep", d.host, "-p", d.port, "-u", d.user, "--pw", d.pass, "--db", name}
 		for _, step := range [][]string{{"create-database"}, {"setup-schema", "-v", "0.0"},
 			{"update-schema", "-d", filepath.Join(schemaRoot, "schema", "postgresql", "v12", kind, "versioned")}} {
 			out, err := exec.CommandContext(ctx, sqlTool, append(sqlArgs, step...)...).CombinedOutput()
 			if err != nil {
-				s.dropDatabases()
-				return nil, fmt.Errorf("devstack: %s %s: %v: %s", s.databases[i], step[0], err, lastLines(out))
+				(&Server{pg: pgURL, databases: d.databases()}).dropDatabases()
+				return nil, fmt.Errorf("devstack: %s %s: %v: %s", name, step[0], err, lastLines(out))
 			}
 		}
 	}
+	return d, nil
+}
+
+// serverNode is one server process on the databases, with every service,
+// its config in dir and its ports.
+type serverNode struct {
+	*Temporal
+	name, dir, logPath string
+}
+
+// startNode writes a config with the frontend on port and free ports for
+// the rest (membership ports below 32768: the server stores them in a
+// SMALLINT), starts the server and waits until it answers; it then creates
+// the namespaces and registers this service's search attributes on them
+// (once per cluster is enough: none for a further node).
+func (d *serverDatabases) startNode(ctx context.Context, cli, dir, name string, port int, dynamicConfig string,
+	namespaces []string) (*serverNode, error) {
 	ports := map[string]int{"Frontend": port}
-	for _, name := range []string{"FrontendHTTP", "FrontendMembership", "History", "HistoryMembership", "Matching",
+	var err error
+	for _, p := range []string{"FrontendHTTP", "FrontendMembership", "History", "HistoryMembership", "Matching",
 		"MatchingMembership", "Worker", "WorkerMembership", "Metrics", "Pprof"} {
-		if ports[name], err = FreePort(); err != nil { // below 32768: membership ports must fit a SMALLINT
-			s.dropDatabases()
+		if ports[p], err = FreePort(); err != nil { // below 32768
 			return nil, err
 		}
 	}
-	configDir := filepath.Join(dir, "temporal-server-config")
-	if err := writeServerConfig(configDir, serverConfig{Host: host, Port: pgPort, User: user, Password: pass,
-		Database: s.databases[0], Visibility: s.databases[1], Ports: ports, Dynamic: dynamicConfig}); err != nil {
-		s.dropDatabases()
+	configDir := filepath.Join(dir, name+"-config")
+	if err := writeServerConfig(configDir, serverConfig{Host: d.host, Port: d.port, User: d.user, Password: d.pass,
+		Database: d.persistence, Visibility: d.visibility, Ports: ports, Dynamic: dynamicConfig}); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, "temporal-server.log")
-	p, err := start("temporal-server", server, logPath, "--root", dir, "--config", filepath.Base(configDir), "--env", "server",
+	n := &serverNode{name: name, dir: dir, logPath: filepath.Join(dir, name+".log")}
+	n.Temporal = &Temporal{Address: fmt.Sprintf("127.0.0.1:%d", port)}
+	if err := n.start(ctx, d.server); err != nil {
+		return nil, err
+	}
+	if err := n.Temporal.waitAndRegister(ctx, cli, n.logPath, true, namespaces); err != nil {
+		n.Stop()
+		return nil, err
+	}
+	return n, nil
+}
+
+// start starts the node's process on its config (again, after a kill).
+func (n *serverNode) start(ctx context.Context, server string) error {
+	p, err := start(n.name, server, n.logPath, "--root", n.dir, "--config", n.name+"-config", "--env", "server",
 		"--allow-no-auth", "start")
 	if err != nil {
-		s.dropDatabases()
+		return err
+	}
+	n.Temporal.Process = p
+	return nil
+}
+
+// Cluster is a Temporal Server cluster on PostgreSQL: several server
+// processes on one pair of databases, each running every service (frontend,
+// history, matching, worker) on ports of its own on 127.0.0.1, finding each
+// other through the database's membership table. Stop drops the databases.
+type Cluster struct {
+	Nodes []*Temporal // each node's process and frontend address
+	db    *serverDatabases
+	nodes []*serverNode
+	cli   string
+}
+
+// StartTemporalCluster starts a cluster of n nodes, one after the other
+// (each waits until it answers), as StartTemporalServer starts one, and
+// then creates the namespaces and registers the search attributes.
+func StartTemporalCluster(ctx context.Context, root, cli, dir, pgURL string, n int, namespaces ...string) (*Cluster, error) {
+	db, err := setUpServerDatabases(ctx, root, pgURL)
+	if err != nil {
 		return nil, err
 	}
-	s.Temporal = &Temporal{Process: p, Address: fmt.Sprintf("127.0.0.1:%d", port)}
-	if err := s.Temporal.waitAndRegister(ctx, cli, logPath, true, namespaces); err != nil {
-		s.Stop()
-		return nil, err
+	c := &Cluster{db: db, cli: cli}
+	for i := range n {
+		port, err := FreePort()
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		var ns []string
+		if i == n-1 { // once every node has joined
+			ns = namespaces
+		}
+		node, err := db.startNode(ctx, cli, dir, fmt.Sprintf("temporal-node-%d", i+1), port, TestDynamicConfig, ns)
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.nodes = append(c.nodes, node)
+		c.Nodes = append(c.Nodes, node.Temporal)
 	}
-	return s, nil
+	return c, nil
+}
+
+// Addresses are the nodes' frontend addresses (host:port).
+func (c *Cluster) Addresses() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.Address)
+	}
+	return out
+}
+
+// Kill kills node i (SIGKILL, as a crash would) and waits until it is gone.
+func (c *Cluster) Kill(i int) { c.nodes[i].Kill() }
+
+// Restart starts node i again on its config and ports (after Kill or
+// Stop) and waits until it answers.
+func (c *Cluster) Restart(ctx context.Context, i int) error {
+	n := c.nodes[i]
+	select {
+	case <-n.Exited():
+	default:
+		return fmt.Errorf("devstack: %s still runs", n.name)
+	}
+	if err := n.start(ctx, c.db.server); err != nil {
+		return err
+	}
+	c.Nodes[i] = n.Temporal
+	return n.Temporal.waitAndRegister(ctx, c.cli, n.logPath, false, nil)
+}
+
+// Stop stops every node and drops the databases.
+func (c *Cluster) Stop() {
+	for _, n := range c.nodes {
+		n.Stop()
+	}
+	(&Server{pg: c.db.pgURL, databases: c.db.databases()}).dropDatabases()
 }
 
 // Stop stops the server and drops its databases.

@@ -7,6 +7,7 @@ package service
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -150,7 +151,9 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 		})
 	}
 	if roles.Admin {
-		run("admin listener", func() error { return runAdmin(ctx, cfg, roles.AdminListener, c, log.With("component", "admin")) })
+		run("admin listener", func() error {
+			return runAdmin(ctx, cfg, roles.AdminListener, c, ready, log.With("component", "admin"))
+		})
 	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -233,10 +236,12 @@ func (o *openingCounter) Hit(ctx context.Context, bucket string, window time.Dur
 
 // runAdmin serves, on ln (or cfg.AdminAddr) until ctx is done, the admin
 // API (ADMIN_TOKEN and API keys), the review desk when OIDC_ISSUER is set
-// and the codec server (for the Temporal UI and CLI) when CODEC_TOKEN is.
-func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, log *slog.Logger) error {
+// and the codec server (for the Temporal UI and CLI) when CODEC_TOKEN is,
+// with /livez and /readyz for load balancers (ready: the database is open
+// and Temporal answers).
+func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, ready *webhook.Readiness, log *slog.Logger) error {
 	mux := http.NewServeMux()
-	routes := []string{"/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews", "/admin/audit"}
+	routes := []string{"/admin/sessions", "/admin/sessions/{vs_id}", "/admin/reviews", "/admin/audit", "/livez", "/readyz"}
 	// The admin API and the review desk need the database; the codec server
 	// does not. The listener serves at once; until the store is open
 	// (store.OpenRetrying waits while the database is down; an error no
@@ -260,6 +265,19 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 		http.Error(w, "starting; try again shortly", http.StatusServiceUnavailable)
 	})
 	mux.Handle("/admin/", waiting)
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { health(w, http.StatusOK, "ok", "") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		switch {
+		case opened.Load() == nil:
+			health(w, http.StatusServiceUnavailable, "unavailable", "database_not_open")
+		case !ready.Ready(ctx):
+			health(w, http.StatusServiceUnavailable, "unavailable", "temporal_unreachable")
+		default:
+			health(w, http.StatusOK, "ok", "")
+		}
+	})
 	if cfg.OIDC.Enabled() {
 		mux.Handle(desk.Prefix, waiting)
 		routes = append(routes, desk.Prefix)
@@ -304,6 +322,17 @@ func runAdmin(ctx context.Context, cfg config.Config, ln net.Listener, c client.
 		st.Close() // after Serve: its requests have ended, or outlived the grace
 	}
 	return err
+}
+
+// health answers a health check as the other listeners do.
+func health(w http.ResponseWriter, code int, status, reason string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	body := map[string]string{"status": status}
+	if reason != "" {
+		body["error"] = reason
+	}
+	json.NewEncoder(w).Encode(body)
 }
 
 // adminRoutes are the admin API and the review desk on an open store.
