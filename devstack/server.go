@@ -87,8 +87,8 @@ func StartTemporalServerWithDynamicConfig(ctx context.Context, root, cli, dir, p
 // serverDatabases are a fresh pair of databases (history and visibility)
 // with Temporal's schema, for one server or the nodes of a cluster.
 type serverDatabases struct {
-	server, cli                     string // the server's binary; the CLI
-	host, port, user, pass          string
+	server, cli                    string // the server's binary; the CLI
+	host, port, user, pass         string
 	persistence, visibility, pgURL string
 }
 
