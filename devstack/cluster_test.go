@@ -107,8 +107,8 @@ func TestTemporalClusterBehindHAProxy(t *testing.T) {
 			return err
 		}
 		for _, k := range []string{"webhook/webhook-1", "admin/admin-1", "temporal/temporal-1", "temporal/temporal-2"} {
-			if s[k] != "UP" {
-				return fmt.Errorf("%s %q (%v)", k, s[k], s)
+			if s[k].Status != "UP" {
+				return fmt.Errorf("%s %v (%v)", k, s[k], s)
 			}
 		}
 		return nil
@@ -126,8 +126,8 @@ func TestTemporalClusterBehindHAProxy(t *testing.T) {
 	mu.Unlock()
 	until("HAProxy takes a replica that is not ready out", func() error {
 		s, _ := h.Servers(ctx)
-		if s["webhook/webhook-1"] != "DOWN" {
-			return fmt.Errorf("%q", s["webhook/webhook-1"])
+		if s["webhook/webhook-1"].Status != "DOWN" {
+			return fmt.Errorf("%v", s["webhook/webhook-1"])
 		}
 		return nil
 	})

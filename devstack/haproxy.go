@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -87,10 +88,19 @@ func StartHAProxy(ctx context.Context, bin, dir string, c HAProxyConfig) (*HAPro
 	return h, nil
 }
 
-// Servers returns each backend server's state as the stats page has it,
-// keyed "backend/server" ("webhook/webhook-1"): UP, DOWN, "UP 1/2" (going
-// down), MAINT...
-func (h *HAProxy) Servers(ctx context.Context) (map[string]string, error) {
+// ServerState is a backend server as HAProxy's stats page shows it.
+type ServerState struct {
+	// Status is UP, DOWN, "UP 1/2" (going down), "DOWN 1/2" (coming up),
+	// MAINT...
+	Status string
+	// Sessions is how many connections (HTTP: requests, each on its own
+	// connection to the server) HAProxy has passed to it so far.
+	Sessions int
+}
+
+// Servers returns each backend server's state, keyed "backend/server"
+// ("webhook/webhook-1").
+func (h *HAProxy) Servers(ctx context.Context) (map[string]ServerState, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.StatsURL+";csv", nil)
 	if err != nil {
 		return nil, err
@@ -117,13 +127,14 @@ func (h *HAProxy) Servers(ctx context.Context) (map[string]string, error) {
 	for i, name := range rows[0] {
 		col[name] = i
 	}
-	out := map[string]string{}
+	out := map[string]ServerState{}
 	for _, row := range rows[1:] {
 		sv := row[col["svname"]]
 		if sv == "FRONTEND" || sv == "BACKEND" {
 			continue
 		}
-		out[row[col["pxname"]]+"/"+sv] = row[col["status"]]
+		n, _ := strconv.Atoi(row[col["stot"]])
+		out[row[col["pxname"]]+"/"+sv] = ServerState{Status: row[col["status"]], Sessions: n}
 	}
 	return out, nil
 }
