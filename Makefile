@@ -13,7 +13,7 @@ SERVER_TOOLS := $(BIN)/temporal-server $(BIN)/temporal-sql-tool
 # large ones (Temporal's) goes to it, and nobody debugs them here.
 TOOL_BUILD := build -ldflags='-s -w'
 
-.PHONY: dev test test-unit test-e2e test-e2e-faults tools test-tools lint fuzz bench load load-server load-memory faults replay-live topology clean
+.PHONY: dev test test-unit test-e2e test-e2e-faults tools test-tools lint fuzz bench load load-server load-memory faults replay-live topology scale clean
 
 dev: tools
 	$(GO) run ./cmd/devstack
@@ -131,6 +131,18 @@ topology: tools
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable} \
 	$(GO) test -count=1 -v -run 'TestProductionTopology' -timeout 30m ./e2e/ | grep -v -e '^{' -e '^=== '
 	$(GO) test -count=1 ./deploy/
+
+# Scale-out (e2e/scale_test.go), its long version: a two-node Temporal
+# cluster on the local PostgreSQL, HAProxy in front of two webhook and two
+# admin replicas and of the cluster, three workers; a larger storm-shaped
+# load with every fault (worker SIGKILL, a webhook replica stopped, a rolling
+# deploy after the replay gate, a Temporal node killed and brought back),
+# the exact balance, then the throughput through the balancer with 1 and
+# with 3 workers. `make test` runs the short version when TEST_DATABASE_URL
+# is set (CI does). Needs HAProxy (apt-get install -y haproxy).
+scale: tools
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable} SCALE_LONG=1 \
+	$(GO) test -count=1 -v -run 'TestScaleOut' -timeout 40m ./e2e/ | grep -v -e '^{' -e '^=== ' -e ' events ok$$'
 
 clean:
 	rm -rf $(BIN)

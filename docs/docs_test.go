@@ -241,6 +241,8 @@ var commands = map[string]runner{
 	"make faults": {tests: []string{"e2e.TestFaultStorm", "e2e.TestFaultWorkerKilled", "e2e.TestFaultSMTPDown",
 		"e2e.TestFaultTemporalDown", "e2e.TestFaultDatabaseDown", "e2e.TestFaultStripeFailing", "e2e.TestFaultAbuse"},
 		how: "the target runs these tests with FAULTS=full; make test (CI) runs them at their short size"},
+	"make scale": {tests: []string{"e2e.TestScaleOut"},
+		how: "the target runs this test with SCALE_LONG=1; make test (CI, with TEST_DATABASE_URL) runs its short version"},
 	"RECORD_HISTORIES=1 RECORD_ONLY=new_path go test -run TestRecordHistories ./workflows/": {
 		tests: []string{"workflows.TestReplayRecordedHistories"},
 		notRun: "it records histories into workflows/testdata, a change to review and commit, so CI runs TestRecordHistories " +
