@@ -147,7 +147,12 @@ func Run(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) 
 	}
 	if roles.Webhook {
 		run("webhook", func() error {
-			return runWebhook(ctx, cfg, roles.Listener, c, reg, ready, log.With("component", "webhook"))
+			// The retry-link limit is shared through PostgreSQL; a
+			// webhook-only process on SQLite (one machine, one process:
+			// the default) limits in memory rather than make a database
+			// file of its own.
+			shared := roles.Worker || roles.Admin || store.IsPostgres(cfg.DatabaseURL)
+			return runWebhook(ctx, cfg, roles.Listener, c, reg, ready, shared, log.With("component", "webhook"))
 		})
 	}
 	if roles.Admin {
@@ -178,7 +183,7 @@ func runOps(ctx context.Context, cfg config.Config, ln net.Listener, h http.Hand
 // until ctx is done, with /livez and /readyz for load balancers; metrics
 // are on the ops listener only.
 func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c client.Client, reg *prometheus.Registry,
-	ready *webhook.Readiness, wlog *slog.Logger) error {
+	ready *webhook.Readiness, sharedLimit bool, wlog *slog.Logger) error {
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
@@ -188,29 +193,26 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 	h := &webhook.Handler{Temporal: c, Ready: ready, Secrets: cfg.WebhookSecrets, Tolerance: cfg.WebhookTolerance,
 		MaxBody: cfg.WebhookMaxBody, SignalTimeout: cfg.SignalTimeout, Policy: cfg.Policy,
 		Metrics: webhook.NewMetrics(reg), Log: wlog, Now: time.Now}
-	// The retry-link limit is counted in the database, shared by every
-	// replica. The webhook does not wait for the database: until it is
-	// open (or while it fails) each replica limits in its own memory.
+	// With sharedLimit the retry-link limit is counted in the database,
+	// shared by every replica. The webhook does not wait for the database:
+	// until it is open (or while it fails) each replica limits in its own
+	// memory.
 	counter := &openingCounter{}
 	limiter := retrylink.NewLimiter(5, 10*time.Minute)
-	limiter.Counter, limiter.Log = counter, wlog
+	limiter.Log = wlog
+	if sharedLimit {
+		limiter.Counter = counter
+	}
 	retry := &retrylink.Handler{Links: retrylink.New(cfg.PublicBaseURL, cfg.RetryLinkSecret),
 		States: retrylink.TemporalStates{Client: c}, Sessions: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase),
 		Limiter: limiter, Timeout: 10 * time.Second, Log: wlog}
 	sctx, stop := context.WithCancel(ctx)
 	opened := make(chan *store.Store, 1)
-	go func() {
-		st, err := store.OpenRetrying(sctx, cfg.DatabaseURL, wlog)
-		if err != nil {
-			if sctx.Err() == nil {
-				wlog.Error("retry-link limit: the database cannot be opened; each replica limits on its own", "error", err)
-			}
-			opened <- nil
-			return
-		}
-		counter.st.Store(st)
-		opened <- st
-	}()
+	if !sharedLimit {
+		opened <- nil
+	} else {
+		go openCounter(sctx, cfg, counter, opened, wlog)
+	}
 	wlog.Info("webhook listening", "addr", ln.Addr().String(), "route", webhook.Route)
 	err := webhook.Serve(ctx, ln, webhook.NewRouter(h, retry, ready), cfg.ShutdownGrace, wlog)
 	stop()
@@ -218,6 +220,22 @@ func runWebhook(ctx context.Context, cfg config.Config, ln net.Listener, c clien
 		st.Close() // after Serve: its requests have ended, or outlived the grace
 	}
 	return err
+}
+
+// openCounter opens the store for the retry-link limit, waiting while the
+// database is down, and hands it to counter and to opened (nil when it
+// cannot be opened).
+func openCounter(ctx context.Context, cfg config.Config, counter *openingCounter, opened chan<- *store.Store, wlog *slog.Logger) {
+	st, err := store.OpenRetrying(ctx, cfg.DatabaseURL, wlog)
+	if err != nil {
+		if ctx.Err() == nil {
+			wlog.Error("retry-link limit: the database cannot be opened; each replica limits on its own", "error", err)
+		}
+		opened <- nil
+		return
+	}
+	counter.st.Store(st)
+	opened <- st
 }
 
 // openingCounter counts through the store once it is open; before, every

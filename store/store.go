@@ -82,7 +82,7 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	var s Store
 	var err error
 	switch {
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+	case IsPostgres(databaseURL):
 		s.dialect = goose.DialectPostgres
 		s.db, err = sql.Open("pgx", databaseURL)
 		if err == nil {
@@ -115,6 +115,12 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// IsPostgres says whether databaseURL names PostgreSQL (postgres:// or
+// postgresql://): a database every replica can share.
+func IsPostgres(databaseURL string) bool {
+	return strings.HasPrefix(databaseURL, "postgres://") || strings.HasPrefix(databaseURL, "postgresql://")
 }
 
 // sqliteDSN turns a SQLite DATABASE_URL into a modernc DSN with a busy
