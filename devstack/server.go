@@ -87,7 +87,7 @@ func StartTemporalServerWithDynamicConfig(ctx context.Context, root, cli, dir, p
 // serverDatabases are a fresh pair of databases (history and visibility)
 // with Temporal's schema, for one server or the nodes of a cluster.
 type serverDatabases struct {
-	server, cli                    string // the server's binary; the CLI
+	server                         string // the server's binary
 	host, port, user, pass         string
 	persistence, visibility, pgURL string
 }
