@@ -636,10 +636,34 @@ func (sc *scale) checkClusterJobs(t *testing.T) {
 
 // throughput measures the verified sessions per second through the
 // balancer with one worker (the other two stopped) and with three, on the
-// same cluster, and logs both.
+// same cluster, and logs both with the CPU each kind of process used
+// meanwhile and how busy the machine was (what bounds the rate).
 func (sc *scale) throughput(t *testing.T) {
 	t.Helper()
-	run := func(workers int) loadgen.Result {
+	type usage struct {
+		cpu  map[string]time.Duration // by kind of process
+		busy float64                  // the machine's busy share, all cores
+	}
+	measure := func(workers int) (loadgen.Result, usage) {
+		kinds := map[string][]*devstack.Process{"temporal": {sc.cluster.Nodes[0].Process, sc.cluster.Nodes[1].Process}}
+		for _, r := range append(append(append([]*replica{}, sc.webhooks...), sc.admins...), sc.workers[:workers]...) {
+			kinds[r.role] = append(kinds[r.role], r.p)
+		}
+		cpu := func() map[string]time.Duration {
+			out := map[string]time.Duration{}
+			for kind, ps := range kinds {
+				for _, p := range ps {
+					d, err := p.CPUTime()
+					if err != nil {
+						t.Fatal(err)
+					}
+					out[kind] += d
+				}
+			}
+			return out
+		}
+		before := cpu()
+		busyBefore, totalBefore := machineCPU(t)
 		res, err := loadgen.Run(context.Background(), loadgen.Config{WebhookURL: sc.webhookURL, Secret: secret,
 			Sessions: 300, Concurrency: 32, DB: sc.store.DB(), Settle: 10 * time.Minute, Register: sc.contactFor,
 			Prefix: fmt.Sprintf("vs_scale_tp%d_%s_", workers, testevent.RandomID(6))})
@@ -649,25 +673,57 @@ func (sc *scale) throughput(t *testing.T) {
 		if res.Void != "" || res.Failed != 0 {
 			t.Errorf("throughput with %d workers: void %q, failed %d", workers, res.Void, res.Failed)
 		}
-		return res
+		after := cpu()
+		busyAfter, totalAfter := machineCPU(t)
+		u := usage{cpu: map[string]time.Duration{}, busy: (busyAfter - busyBefore) / (totalAfter - totalBefore)}
+		for k := range after {
+			u.cpu[k] = after[k] - before[k]
+		}
+		return res, u
 	}
 	for _, w := range sc.workers[1:] {
 		w.p.Stop()
 		<-w.p.Exited()
 	}
-	one := run(1)
+	one, oneCPU := measure(1)
 	for _, w := range sc.workers[1:] {
 		w.start(t, sc.bin)
 		w.waitReady(t)
 	}
-	three := run(3)
+	three, threeCPU := measure(3)
 	for _, r := range []struct {
 		n   int
 		res loadgen.Result
-	}{{1, one}, {3, three}} {
-		t.Logf("throughput through the balancer with %d worker(s): %d sessions, ack %.0f events/s (p50 %s, p99 %s), %.1f verified sessions/s end to end (p50 %s)",
-			r.n, r.res.Persisted, r.res.AckPerSecond(), r.res.Ack.P50, r.res.Ack.P99, r.res.SessionsPerSecond(), r.res.EndToEnd.P50)
+		u   usage
+	}{{1, one, oneCPU}, {3, three, threeCPU}} {
+		perSession := func(kind string) string {
+			return (r.u.cpu[kind] / time.Duration(max(r.res.Persisted, 1))).Round(100 * time.Microsecond).String()
+		}
+		t.Logf("throughput through the balancer with %d worker(s): %d sessions, ack %.0f events/s (p50 %s, p99 %s), %.1f verified sessions/s end to end (p50 %s); CPU per session: Temporal nodes %s, workers %s, webhooks %s; the machine %.0f %% busy",
+			r.n, r.res.Persisted, r.res.AckPerSecond(), r.res.Ack.P50.Round(time.Millisecond), r.res.Ack.P99.Round(time.Millisecond),
+			r.res.SessionsPerSecond(), r.res.EndToEnd.P50.Round(time.Millisecond), perSession("temporal"), perSession("worker"),
+			perSession("webhook"), 100*r.u.busy)
 	}
+}
+
+// machineCPU reads the machine's CPU time, busy and in all, in ticks of
+// all cores (/proc/stat: everything but idle and iowait is busy).
+func machineCPU(t *testing.T) (busy, total float64) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		var v float64
+		fmt.Sscan(f, &v)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
 }
 
 // scrape GETs a process's metrics.
