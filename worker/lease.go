@@ -38,8 +38,8 @@ type Lease struct {
 	Holder string // this replica; NewHolder makes one
 	TTL    time.Duration
 	Renew  time.Duration
-	Now    func() time.Time
-	Log    *slog.Logger
+	Now    func() time.Time // nil: time.Now
+	Log    *slog.Logger     // nil: no log
 }
 
 // NewHolder names this replica for a lease: host, pid and a random part
@@ -58,9 +58,12 @@ func NewHolder() string {
 // as far as their clocks agree. It waits for job to return before trying
 // again, and releases the lease when ctx is done.
 func (l *Lease) Run(ctx context.Context, job func(ctx context.Context)) {
-	now := l.Now
+	now, log := l.Now, l.Log
 	if now == nil {
 		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	var (
 		cancel  context.CancelFunc
@@ -75,7 +78,7 @@ func (l *Lease) Run(ctx context.Context, job func(ctx context.Context)) {
 		cancel()
 		wg.Wait()
 		cancel = nil
-		l.Log.Info("cluster jobs stopped here", "lease", l.Name, "why", why)
+		log.Info("cluster jobs stopped here", "lease", l.Name, "why", why)
 	}
 	defer func() {
 		stop("shutting down")
@@ -96,7 +99,7 @@ func (l *Lease) Run(ctx context.Context, job func(ctx context.Context)) {
 		case err != nil:
 			if !failing {
 				failing = true
-				l.Log.Warn("could not renew or take the cluster jobs' lease (logged once per outage)", "lease", l.Name, "error", err)
+				log.Warn("could not renew or take the cluster jobs' lease (logged once per outage)", "lease", l.Name, "error", err)
 			}
 			// Stop while the term still holds if the next try comes too
 			// late to renew it: another replica may take it at expiry.
@@ -111,7 +114,7 @@ func (l *Lease) Run(ctx context.Context, job func(ctx context.Context)) {
 				cancel = jcancel
 				wg.Add(1)
 				go func() { defer wg.Done(); job(jctx) }()
-				l.Log.Info("cluster jobs run here", "lease", l.Name, "holder", l.Holder)
+				log.Info("cluster jobs run here", "lease", l.Name, "holder", l.Holder)
 			}
 		default:
 			failing = false
