@@ -389,8 +389,9 @@ type Message struct {
 	MessageID string
 	Subject   string
 	To        []struct{ Address string }
-	Text      string // filled by Messages
-	HTML      string // filled by Messages
+	Created   time.Time // when Mailpit received it
+	Text      string    // filled by Messages
+	HTML      string    // filled by Messages
 }
 
 // Messages returns the messages Mailpit holds for a recipient, oldest first,

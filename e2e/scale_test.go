@@ -214,6 +214,8 @@ func TestScaleOut(t *testing.T) {
 		}
 	}
 	var faults []string
+	var timeline []string // when each worker went away, for a duplicate's story
+	mark := func(what string) { timeline = append(timeline, time.Now().UTC().Format("15:04:05.000")+" "+what) }
 
 	// Desk sign-ins and decisions through the balancer: the sign-in starts
 	// on one admin replica and its callback lands on another; the review
@@ -248,6 +250,7 @@ func TestScaleOut(t *testing.T) {
 	w := sc.workers[0]
 	pid := w.p.Pid()
 	w.p.Kill()
+	mark(w.name + " SIGKILLed")
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Fatalf("worker %d still exists after SIGKILL: %v", pid, err)
 	}
@@ -278,8 +281,10 @@ func TestScaleOut(t *testing.T) {
 	}
 	for _, w := range sc.workers {
 		old := w.p
+		mark(w.name + " stopping (SIGTERM)")
 		old.Stop()
 		<-old.Exited()
+		mark(w.name + " stopped")
 		w.start(t, fresh)
 		w.waitReady(t)
 	}
@@ -288,6 +293,7 @@ func TestScaleOut(t *testing.T) {
 	// Fault 4: kill a Temporal node; the other serves alone (a session goes
 	// through end to end meanwhile); then bring it back.
 	sc.cluster.Kill(0)
+	mark("Temporal node 1 SIGKILLed")
 	portClosed(t, sc.cluster.Addresses()[0])
 	sc.waitServer(t, "temporal/temporal-1", "DOWN")
 	vsAlone := "vs_scale_alone_" + testevent.RandomID(10)
@@ -326,7 +332,8 @@ func TestScaleOut(t *testing.T) {
 	for id, n := range b.emailCopies {
 		copies += n
 		if !atRisk[id] {
-			t.Errorf("email %s arrived %d times, though the ledger held it when the worker was killed", id, n+1)
+			t.Errorf("email %s arrived %d times, though the ledger held it when the worker was killed; its copies arrived %v; faults at %q",
+				id, n+1, sc.arrivals(id), timeline)
 		}
 	}
 	b.extra = fmt.Sprintf("faults: %s; 5xx redelivered %d; sessions created through the admin API %d; desk sign-ins %d, decisions %d; retry-link clicks %v (per webhook replica %v)",
@@ -533,6 +540,26 @@ func (sc *scale) register(ctx context.Context, sessionID string) error {
 
 // sendThrough sends an event through the balancer, expecting 200.
 func (sc *scale) sendThrough(o testevent.Options) { sc.stack.send(o) }
+
+// arrivals are the times Mailpit received the copies of an email.
+func (sc *scale) arrivals(messageID string) []string {
+	ctx := context.Background()
+	tally, err := components.mailpit.Tally(ctx)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	msgs, err := components.mailpit.Messages(ctx, tally.To[messageID])
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, m := range msgs {
+		if m.MessageID == messageID {
+			out = append(out, m.Created.UTC().Format("15:04:05.000"))
+		}
+	}
+	return out
+}
 
 // servers reads HAProxy's view of its backend servers.
 func (sc *scale) servers(t *testing.T) map[string]devstack.ServerState {

@@ -104,7 +104,14 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, reg prometheus
 		// had started nothing, so it is dropped, not stopped. (This holds
 		// for the workflow and activity workers here; with sessions, Nexus
 		// or plugins, check the SDK's AggregatedWorker.start again.)
-		w = sdkworker.New(c, workflows.TaskQueue, Options(cfg.Worker))
+		opts := Options(cfg.Worker)
+		// A graceful stop (a deploy, a scale-down) lets the tasks under
+		// way finish, up to SHUTDOWN_GRACE: with the SDK's default (no
+		// wait) an activity's context ended at once, and an email already
+		// accepted by SMTP but not yet in the ledger went out again on the
+		// retry.
+		opts.WorkerStopTimeout = cfg.ShutdownGrace
+		w = sdkworker.New(c, workflows.TaskQueue, opts)
 		Register(w, acts)
 		reconcile.Register(w, &reconcile.Activities{Events: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase), Store: st,
 			Temporal: c, Policy: cfg.Policy, Overlap: cfg.Reconcile.Overlap})
