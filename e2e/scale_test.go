@@ -82,7 +82,10 @@ func (r *replica) waitReady(t *testing.T) {
 // the webhook and admin replicas and of the cluster's frontends, workers.
 type scale struct {
 	*stack
-	bin      string // the binary the replicas start on
+	bin string // the binary the replicas start on
+	// mail is this run's Mailpit: it refuses every recipient outside
+	// example.com (an issue the gauge must count).
+	mail     *devstack.Mailpit
 	cluster  *devstack.Cluster
 	haproxy  *devstack.HAProxy
 	webhooks []*replica
@@ -155,7 +158,7 @@ func TestScaleOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc.sendThrough(testevent.Options{Type: "requires_input", SessionID: vsLink, ErrorCode: "document_expired"})
-	link := retryLink(t, waitMails(t, toLink, 1)[0])
+	link := retryLink(t, sc.waitMail(t, toLink))
 	if !strings.HasPrefix(link, sc.haproxy.WebhookURL+"/verify/retry/") {
 		t.Fatalf("the retry link %s does not go through the balancer %s", link, sc.haproxy.WebhookURL)
 	}
@@ -187,6 +190,16 @@ func TestScaleOut(t *testing.T) {
 		sc.sendThrough(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "under_supported_age"})
 		reviews = append(reviews, vs)
 	}
+
+	// A session whose user's address the mail server refuses for good:
+	// it waits for the user with the issue email_refused, which the
+	// issues gauge must count at the end.
+	vsRefused := "vs_scale_refused_" + testevent.RandomID(10)
+	if code := sc.adminCall(http.MethodPut, "/admin/sessions/"+vsRefused, map[string]string{"email": "user@refused.example"},
+		nil, nil); code/100 != 2 {
+		t.Fatalf("register %s: %d", vsRefused, code)
+	}
+	sc.sendThrough(testevent.Options{Type: "requires_input", SessionID: vsRefused, ErrorCode: "document_expired"})
 
 	// The load, through the balancer, registered through the admin API:
 	// every event delivered twice, signed afresh, shuffled (the storm),
@@ -257,7 +270,7 @@ func TestScaleOut(t *testing.T) {
 	faults = append(faults, "worker SIGKILL "+running())
 	atRisk := map[string]bool{}        // sent, not yet recorded when it died: these alone may arrive twice
 	time.Sleep(500 * time.Millisecond) // what was on the wire lands
-	for id := range s.unrecordedEmails(prefix) {
+	for id := range sc.unrecordedEmails(prefix) {
 		atRisk[id] = true
 	}
 	w.start(t, sc.bin)
@@ -326,7 +339,7 @@ func TestScaleOut(t *testing.T) {
 		r := <-loadDone
 		res = &r
 	}
-	b := s.count("scale-out", components.mailpit, *res, s.settle(res.Plan, 3*time.Minute))
+	b := s.count("scale-out", sc.mail, *res, s.settle(res.Plan, 3*time.Minute))
 	b.faults = len(faults)
 	copies := 0
 	for id, n := range b.emailCopies {
@@ -341,6 +354,7 @@ func TestScaleOut(t *testing.T) {
 	t.Log(b)
 	if b.lost != 0 || b.stuck != 0 || b.recorded != b.events || b.delivered != b.emails || b.duplicates != copies {
 		t.Errorf("the balance is not exact: %s", b)
+		sc.explainMail(t, res.Plan)
 	}
 	if signIns != 2 || decisions != 2 {
 		t.Errorf("desk: %d sign-ins and %d decisions worked; want 2 and 2", signIns, decisions)
@@ -418,13 +432,27 @@ func startScale(t *testing.T, pg string) *scale {
 		t.Fatal(err)
 	}
 	t.Cleanup(dex.Stop)
+	smtpPort, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiPort, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.mail, err = devstack.StartMailpit(ctx, components.bins["mailpit"], t.TempDir(), smtpPort, apiPort,
+		"--smtp-allowed-recipients", `@example\.com$`, "--max", "0") // keep every message: the balance counts them
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sc.mail.Stop)
 	links := startSessionProxy(t) // a session's URL for the retry links
 	dbURL := storetest.FreshPostgresSchema(t, pg)
 	base := config.Map{
 		"TEMPORAL_ADDRESS":      sc.haproxy.TemporalAddress,
 		"TEMPORAL_NAMESPACE":    ns,
 		"DATABASE_URL":          dbURL,
-		"SMTP_URL":              "smtp://" + components.mailpit.SMTPAddr,
+		"SMTP_URL":              "smtp://" + sc.mail.SMTPAddr,
 		"EMAIL_FROM":            "identity@example.com",
 		"OPS_EMAIL":             "ops-scale@example.com",
 		"STRIPE_API_BASE":       components.stripe.URL,
@@ -544,11 +572,11 @@ func (sc *scale) sendThrough(o testevent.Options) { sc.stack.send(o) }
 // arrivals are the times Mailpit received the copies of an email.
 func (sc *scale) arrivals(messageID string) []string {
 	ctx := context.Background()
-	tally, err := components.mailpit.Tally(ctx)
+	tally, err := sc.mail.Tally(ctx)
 	if err != nil {
 		return []string{err.Error()}
 	}
-	msgs, err := components.mailpit.Messages(ctx, tally.To[messageID])
+	msgs, err := sc.mail.Messages(ctx, tally.To[messageID])
 	if err != nil {
 		return []string{err.Error()}
 	}
@@ -556,6 +584,94 @@ func (sc *scale) arrivals(messageID string) []string {
 	for _, m := range msgs {
 		if m.MessageID == messageID {
 			out = append(out, m.Created.UTC().Format("15:04:05.000"))
+		}
+	}
+	return out
+}
+
+// explainMail logs, for each session whose user got other emails than
+// its ledger holds, the messages (subject, Message-ID, arrival) and the
+// ledger's rows (kind, key, status), and the session's history of events.
+func (sc *scale) explainMail(t *testing.T, plan []loadgen.Session) {
+	t.Helper()
+	ctx := context.Background()
+	for _, ses := range plan {
+		msgs, err := sc.mail.Messages(ctx, strings.ToLower(ses.ID)+"@example.com")
+		if err != nil {
+			t.Log(err)
+			return
+		}
+		emails, err := sc.store.Emails(ctx, ses.ID)
+		if err != nil {
+			t.Log(err)
+			return
+		}
+		keys := map[string]bool{}
+		for _, e := range emails {
+			keys[messageID(e.Key)] = true
+		}
+		odd := len(msgs) != len(emails)
+		for _, m := range msgs {
+			odd = odd || !keys[m.MessageID]
+		}
+		if !odd {
+			continue
+		}
+		var lines []string
+		for _, m := range msgs {
+			lines = append(lines, fmt.Sprintf("mail %s %q %s (in the ledger: %v)", m.Created.UTC().Format("15:04:05.000"), m.Subject, m.MessageID, keys[m.MessageID]))
+		}
+		for _, e := range emails {
+			lines = append(lines, fmt.Sprintf("ledger %s %s %s %s", e.Kind, e.Key, e.Status, messageID(e.Key)))
+		}
+		t.Logf("%s (%s, events %v):\n%s", ses.ID, ses.Kind, ses.EventIDs, strings.Join(lines, "\n"))
+	}
+}
+
+// waitMail waits for the first email to a recipient in this run's Mailpit.
+func (sc *scale) waitMail(t *testing.T, to string) devstack.Message {
+	t.Helper()
+	var got []devstack.Message
+	eventually(t, "an email to "+to, func() (err error) {
+		if got, err = sc.mail.Messages(context.Background(), to); err == nil && len(got) == 0 {
+			err = errNotYet
+		}
+		return err
+	})
+	return got[0]
+}
+
+// unrecordedEmails are the Message-IDs in this run's Mailpit, to the
+// users of sessions with the prefix, whose email the ledger does not say
+// was sent (the fault suite's stack.unrecordedEmails, on this Mailpit).
+func (sc *scale) unrecordedEmails(prefix string) map[string]bool {
+	sc.t.Helper()
+	ctx := context.Background()
+	rows, err := sc.store.DB().QueryContext(ctx, `SELECT idempotency_key FROM emails WHERE session_id >= $1 AND session_id < $2 AND status = 'sent'`,
+		prefix, prefix+"~")
+	if err != nil {
+		sc.t.Fatal(err)
+	}
+	defer rows.Close()
+	recorded := map[string]bool{}
+	for rows.Next() {
+		var key string
+		if err := rows.Scan(&key); err != nil {
+			sc.t.Fatal(err)
+		}
+		recorded[messageID(key)] = true
+	}
+	if err := rows.Err(); err != nil {
+		sc.t.Fatal(err)
+	}
+	tally, err := sc.mail.Tally(ctx)
+	if err != nil {
+		sc.t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for id := range tally.ByMessageID {
+		if !recorded[id] && strings.HasPrefix(tally.To[id], strings.ToLower(prefix)) {
+			out[id] = true
 		}
 	}
 	return out
@@ -621,6 +737,7 @@ func (sc *scale) checkClusterJobs(t *testing.T) {
 	// The gauge counts once a minute: wait (bounded) until the holder's
 	// figures are the visibility count's, while no other worker exports any.
 	deadline := time.Now().Add(3 * time.Minute)
+	var gauge string // the holder's series
 	for {
 		err := func() error {
 			for _, w := range sc.workers {
@@ -635,11 +752,15 @@ func (sc *scale) checkClusterJobs(t *testing.T) {
 				if w != holding {
 					continue
 				}
+				gauge = strings.Join(strings.Fields(grepLines(m, "identity_sessions_with_issue{")), " ")
 				for _, code := range worker.IssueCodes {
 					resp, err := sc.temporal.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{Namespace: sc.namespace,
 						Query: "ExecutionStatus = 'Running' AND " + workflows.SAIssues.GetName() + " = '" + code + "'"})
 					if err != nil {
 						return err
+					}
+					if code == workflows.IssueEmailRefused && resp.GetCount() == 0 {
+						return fmt.Errorf("visibility counts no session with %s yet", code)
 					}
 					line := fmt.Sprintf(`identity_sessions_with_issue{code=%q} %d`, code, resp.GetCount())
 					if !strings.Contains(m, line+"\n") {
@@ -650,7 +771,8 @@ func (sc *scale) checkClusterJobs(t *testing.T) {
 			return nil
 		}()
 		if err == nil {
-			t.Logf("cluster jobs: one reconcile schedule; the lease held by %s, whose issues gauge agrees with visibility; the other workers export none", holding.name)
+			t.Logf("cluster jobs: one reconcile schedule; the lease held by %s, whose issues gauge agrees with visibility (%s); the other workers export none",
+				holding.name, gauge)
 			return
 		}
 		if time.Now().After(deadline) {
