@@ -210,21 +210,27 @@ func TestScaleOut(t *testing.T) {
 	if scaleLong {
 		load.Sessions, load.Rate, load.Copies = 200, 8, 3
 	}
-	wait := s.runLoad(load)
-	loadDone := make(chan loadgen.Result, 1)
-	go func() { loadDone <- wait() }()
-	var res *loadgen.Result
+	load.WebhookURL, load.Secret = s.webhookURL, secret
+	type outcome struct {
+		res loadgen.Result
+		err error
+	}
+	loadDone := make(chan outcome, 1)
+	go func() {
+		r, err := loadgen.Run(context.Background(), load)
+		loadDone <- outcome{r, err}
+	}()
+	var done *outcome
 	running := func() string { // whether the load still ran when a fault was proven
-		if res != nil {
-			return "after the load"
+		if done == nil {
+			select {
+			case o := <-loadDone:
+				done = &o
+			default:
+				return "during the load"
+			}
 		}
-		select {
-		case r := <-loadDone:
-			res = &r
-			return "after the load"
-		default:
-			return "during the load"
-		}
+		return "after the load"
 	}
 	var faults []string
 	var timeline []string // when each worker went away, for a duplicate's story
@@ -236,6 +242,7 @@ func TestScaleOut(t *testing.T) {
 	for _, vs := range reviews {
 		s.waitRow(vs, workflows.StatusInReview)
 	}
+	before = sc.servers(t)
 	signIns, decisions := 0, 0
 	for i, email := range []string{"ann@example.com", "bob@example.com"} {
 		p := s.signIn(t, email)
@@ -245,6 +252,12 @@ func TestScaleOut(t *testing.T) {
 			continue
 		}
 		decisions++
+	}
+	after = sc.servers(t)
+	deskPerReplica := []int{after["admin/admin-1"].Sessions - before["admin/admin-1"].Sessions,
+		after["admin/admin-2"].Sessions - before["admin/admin-2"].Sessions}
+	if deskPerReplica[0] == 0 || deskPerReplica[1] == 0 {
+		t.Errorf("the desk's requests went to the admin replicas %v times; want both", deskPerReplica)
 	}
 	for _, vs := range reviews {
 		s.waitRow(vs, workflows.StatusVerified)
@@ -335,9 +348,17 @@ func TestScaleOut(t *testing.T) {
 	sc.waitServer(t, "webhook/webhook-2", "UP")
 
 	// The balance.
-	if res == nil {
-		r := <-loadDone
-		res = &r
+	if done == nil {
+		o := <-loadDone
+		done = &o
+	}
+	if done.err != nil {
+		t.Fatal(done.err)
+	}
+	res := &done.res
+	if res.Void != "" || res.Failed != 0 || res.Accepted != res.Sent {
+		t.Errorf("the load did not balance at the webhook: sent %d, accepted %d, refused %d, failed %d %v: %s",
+			res.Sent, res.Accepted, res.Refused, res.Failed, res.Errors, res.Void)
 	}
 	b := s.count("scale-out", sc.mail, *res, s.settle(res.Plan, 3*time.Minute))
 	b.faults = len(faults)
@@ -349,8 +370,8 @@ func TestScaleOut(t *testing.T) {
 				id, n+1, sc.arrivals(id), timeline)
 		}
 	}
-	b.extra = fmt.Sprintf("faults: %s; 5xx redelivered %d; sessions created through the admin API %d; desk sign-ins %d, decisions %d; retry-link clicks %v (per webhook replica %v)",
-		strings.Join(faults, ", "), res.Redelivered, len(created), signIns, decisions, codes, perReplica)
+	b.extra = fmt.Sprintf("faults: %s; 5xx redelivered %d; sessions created through the admin API %d; desk sign-ins %d, decisions %d (requests per admin replica %v); retry-link clicks %v (per webhook replica %v)",
+		strings.Join(faults, ", "), res.Redelivered, len(created), signIns, decisions, deskPerReplica, codes, perReplica)
 	t.Log(b)
 	if b.lost != 0 || b.stuck != 0 || b.recorded != b.events || b.delivered != b.emails || b.duplicates != copies {
 		t.Errorf("the balance is not exact: %s", b)
