@@ -162,6 +162,13 @@ func TestScaleOut(t *testing.T) {
 	if !strings.HasPrefix(link, sc.haproxy.WebhookURL+"/verify/retry/") {
 		t.Fatalf("the retry link %s does not go through the balancer %s", link, sc.haproxy.WebhookURL)
 	}
+	// The limit counts in fixed 10-minute windows: the clicks go in one
+	// (a burst across two may have twice the budget, as documented).
+	const window = 10 * time.Minute
+	if next := time.Now().Truncate(window).Add(window); time.Until(next) < time.Minute {
+		time.Sleep(time.Until(next) + time.Second)
+	}
+	clicked := time.Now().Truncate(window)
 	before = sc.servers(t)
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	codes := map[int]int{}
@@ -172,6 +179,9 @@ func TestScaleOut(t *testing.T) {
 		}
 		resp.Body.Close()
 		codes[resp.StatusCode]++
+	}
+	if !time.Now().Truncate(window).Equal(clicked) {
+		t.Fatalf("ten clicks took over a minute and crossed into another window of the limit")
 	}
 	after = sc.servers(t)
 	perReplica := []int{after["webhook/webhook-1"].Sessions - before["webhook/webhook-1"].Sessions,
