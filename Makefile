@@ -45,13 +45,16 @@ tools:
 test-tools:
 	@$(MAKE) --no-print-directory -j8 --output-sync=target $(TOOLS) $(SERVER_TOOLS)
 
-$(BIN)/temporal-server: tools/temporalserver/go.mod tools/temporalserver/go.sum
-	cd tools/temporalserver && $(GO) $(TOOL_BUILD) -o ../../$@ go.temporal.io/server/cmd/server
-$(BIN)/temporal-sql-tool: tools/temporalserver/go.mod tools/temporalserver/go.sum
-	cd tools/temporalserver && $(GO) $(TOOL_BUILD) -o ../../$@ go.temporal.io/server/cmd/tools/sql
-
+# The Temporal CLI (its dev server) and Temporal Server with its SQL tool
+# are pinned in one module, tools/temporal, so they share one build list:
+# the server's packages, most of a cold build, compile once for the CLI and
+# come from the build cache for the server, which is built after it.
 $(BIN)/temporal: tools/temporal/go.mod tools/temporal/go.sum
-	cd tools/temporal && $(GO) $(TOOL_BUILD) -o ../../$(BIN)/ tool
+	cd tools/temporal && $(GO) $(TOOL_BUILD) -o ../../$@ github.com/temporalio/cli/cmd/temporal
+$(BIN)/temporal-server: $(BIN)/temporal
+	cd tools/temporal && $(GO) $(TOOL_BUILD) -o ../../$@ go.temporal.io/server/cmd/server
+$(BIN)/temporal-sql-tool: $(BIN)/temporal
+	cd tools/temporal && $(GO) $(TOOL_BUILD) -o ../../$@ go.temporal.io/server/cmd/tools/sql
 $(BIN)/mailpit: tools/mailpit/go.mod tools/mailpit/go.sum
 	cd tools/mailpit && $(GO) $(TOOL_BUILD) -o ../../$(BIN)/ tool
 $(BIN)/stripe-mock: tools/stripemock/go.mod tools/stripemock/go.sum
@@ -94,7 +97,7 @@ load-memory: tools
 	LOAD_OPEN_SESSIONS=$${LOAD_OPEN_SESSIONS:-10000} $(GO) test -count=1 -v -run TestWorkerMemoryPerOpenSessions -timeout 60m ./e2e/ | grep -v '^=== '
 
 # The same closed-model run on Temporal Server 1.29.1 on the local PostgreSQL
-# (tools/temporalserver, built on first use), for SQLite and PostgreSQL.
+# (pinned in tools/temporal, built on first use), for SQLite and PostgreSQL.
 load-server: tools
 	E2E_TEMPORAL=server TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable} \
 	LOAD_TARGETS=1 LOAD_SESSIONS=$${LOAD_SESSIONS:-300} LOAD_ACK_EVENTS=$${LOAD_ACK_EVENTS:-300} \
@@ -124,7 +127,7 @@ replay-live:
 
 # The production topology of docker-compose.yml, natively (no Docker engine
 # needed): Temporal Server 1.29.1 on the local PostgreSQL (built from
-# tools/temporalserver on first use), the worker and the webhook as processes
+# tools/temporal on first use), the worker and the webhook as processes
 # with the compose file's environment. `make test` runs it too when
 # TEST_DATABASE_URL is set (CI does).
 topology: tools

@@ -251,6 +251,53 @@ func TestARefusedRecipientIsRecordedAndNotRetried(t *testing.T) {
 	})
 }
 
+// givingUp is a Mailer whose caller gives up the moment the SMTP server
+// has accepted the message (a local activity's timeout, a workflow task
+// failing under it).
+type givingUp struct {
+	activities.Mailer
+	cancel context.CancelFunc
+}
+
+func (g givingUp) Send(ctx context.Context, m email.Message) error {
+	err := g.Mailer.Send(ctx, m)
+	g.cancel()
+	return err
+}
+
+// An email the SMTP server accepted is in the ledger even when its caller
+// gave up meanwhile: no retry of its key sends it again, and a run that no
+// longer owes it (a stale email dropped) leaves no message nobody recorded.
+func TestAnAcceptedEmailIsRecordedAfterItsCallerGaveUp(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, e *env) {
+		vs := unique("vs_gaveup")
+		to := unique("grace") + "@example.com"
+		e.register(store.Contact{SessionID: vs, Email: to})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		acts := *e.acts
+		acts.Mailer = givingUp{Mailer: e.acts.Mailer, cancel: cancel}
+		req := activities.EmailRequest{SessionID: vs, Kind: email.KindVerified}
+		if _, err := acts.SendEmail(ctx, req); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		if ctx.Err() == nil {
+			t.Fatal("the caller did not give up: the test proves nothing")
+		}
+		rec, err := e.store.Email(context.Background(), req.Key())
+		if err != nil || rec.Status != store.EmailSent {
+			t.Fatalf("ledger = %+v, %v; want sent", rec, err)
+		}
+		if res, err := e.sendEmail(req); err != nil || res.Status != store.EmailSent { // the retry
+			t.Fatalf("retry: %+v, %v", res, err)
+		}
+		msgs, err := mailpit.Messages(context.Background(), to)
+		if err != nil || len(msgs) != 1 {
+			t.Errorf("%d messages in Mailpit (%v); want exactly 1", len(msgs), err)
+		}
+	})
+}
+
 func TestATransientSMTPFailureIsRetryable(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, e *env) {
 		port, _ := devstack.FreePort() // nothing listens there

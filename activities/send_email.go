@@ -134,9 +134,20 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res Email
 	if err != nil {
 		return EmailResult{}, err // transient: the retry policy tries again
 	}
+	// The server accepted the message: its ledger row is written even when
+	// the caller gave up meanwhile (a local activity's timeout, a workflow
+	// task that failed under it). Without the row, a run that no longer owes
+	// this email (a stale failure email dropped) leaves a message nobody
+	// recorded, and a retry of the same key sends it again.
 	ledger.Status = store.EmailSent
-	return EmailResult{Status: store.EmailSent}, storeError(a.Store.RecordEmail(ctx, ledger))
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordAfterSendTimeout)
+	defer cancel()
+	return EmailResult{Status: store.EmailSent}, storeError(a.Store.RecordEmail(rctx, ledger))
 }
+
+// recordAfterSendTimeout bounds the ledger write after the SMTP server
+// accepted a message, once its caller may have given up.
+const recordAfterSendTimeout = 30 * time.Second
 
 // withRetryLink are the kinds whose email carries a retry link.
 var withRetryLink = map[email.Kind]bool{email.KindFailed: true, email.KindAlternateOffered: true,

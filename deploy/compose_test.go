@@ -838,7 +838,7 @@ func TestImagesArePinnedToTheTestedVersions(t *testing.T) {
 		}
 		tags[repo] = tag
 	}
-	server := toolVersion(t, "temporalserver", "go.temporal.io/server")
+	server := toolVersion(t, "temporal", "go.temporal.io/server")
 	for repo, want := range map[string]string{
 		"temporalio/server":  server,
 		"temporalio/ui":      toolVersion(t, "temporal", "github.com/temporalio/ui-server/v2"),

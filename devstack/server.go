@@ -19,10 +19,10 @@ import (
 )
 
 // ServerTools returns the Temporal Server and its SQL schema tool, pinned in
-// tools/temporalserver (the server the pinned CLI embeds), building them into
-// ROOT/.bin when missing (minutes cold).
+// tools/temporal beside the CLI (the server the pinned CLI embeds), building
+// them into ROOT/.bin when missing (minutes cold).
 func ServerTools(ctx context.Context, root string, log io.Writer) (server, sqlTool string, err error) {
-	dir := filepath.Join(root, "tools", "temporalserver")
+	dir := filepath.Join(root, "tools", "temporal")
 	for _, b := range []struct{ out, pkg string }{
 		{"temporal-server", "go.temporal.io/server/cmd/server"},
 		{"temporal-sql-tool", "go.temporal.io/server/cmd/tools/sql"},
@@ -31,7 +31,7 @@ func ServerTools(ctx context.Context, root string, log io.Writer) (server, sqlTo
 		if _, err := os.Stat(bin); err == nil {
 			continue
 		}
-		fmt.Fprintf(log, "building %s (pinned in tools/temporalserver; first time only)...\n", b.out)
+		fmt.Fprintf(log, "building %s (pinned in tools/temporal; first time only)...\n", b.out)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, b.pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = dir, log, log
 		if err := cmd.Run(); err != nil {
@@ -113,7 +113,7 @@ func setUpServerDatabases(ctx context.Context, root, pgURL string) (*serverDatab
 	if d.port == "" {
 		d.port = "5432"
 	}
-	schemaRoot, err := moduleDir(ctx, filepath.Join(root, "tools", "temporalserver"), "go.temporal.io/server")
+	schemaRoot, err := moduleDir(ctx, filepath.Join(root, "tools", "temporal"), "go.temporal.io/server")
 	if err != nil {
 		return nil, err
 	}

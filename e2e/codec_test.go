@@ -36,8 +36,9 @@ const (
 )
 
 // With PAYLOAD_ENCRYPTION_KEYS set, Temporal holds no payload in the
-// clear: a session that failed once, was verified, went to review (its
-// outputs differ from the registration) and was rejected through the admin
+// clear: a session that failed once, was verified (compared after a
+// Stripe outage), went to review (its outputs differ from the
+// registration) and was rejected through the admin
 // API leaves a history whose every payload (workflow input, signals,
 // activity inputs and results, local activity markers, summaries, the
 // update and its outcome) is encrypted with the key, read raw from the
@@ -55,8 +56,9 @@ func TestCodecEncryptsEveryPayloadInHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stripe := newFailingStripe(t, components.stripe.URL)
 	s := startStack(t, storetest.Databases(t)[0], config.Map{"PAYLOAD_ENCRYPTION_KEYS": key.Entry(),
-		"CODEC_TOKEN": codecToken, "CODEC_CORS_ORIGINS": uiOrigin})
+		"CODEC_TOKEN": codecToken, "CODEC_CORS_ORIGINS": uiOrigin, "STRIPE_API_BASE": stripe.url})
 
 	vs := "vs_codec_" + testevent.RandomID(12)
 	reg := map[string]string{"email": "codec-" + testevent.RandomID(8) + "@example.com", "first_name": "Ada",
@@ -66,8 +68,16 @@ func TestCodecEncryptsEveryPayloadInHistory(t *testing.T) {
 	}
 	s.send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "document_expired"})
 	s.waitRow(vs, workflows.StatusRequiresInput)
-	// stripe-mock's verified outputs are empty: the names differ, a review opens.
+	// stripe-mock's verified outputs are empty: the names differ, a review
+	// opens. Stripe fails at first: the comparison, a local activity first,
+	// goes on as an activity (its input and result in the history) that
+	// retries until Stripe answers.
+	stripe.failing.Store(true)
 	s.send(testevent.Options{Type: "verified", SessionID: vs})
+	s.waitState(vs, "the Stripe outage shown", func(st workflows.State) bool {
+		return slices.ContainsFunc(st.Issues, func(is workflows.Issue) bool { return is.Code == workflows.IssueStripeUnavailable })
+	})
+	stripe.failing.Store(false)
 	var st workflows.State
 	eventually(t, "the review to open (the admin API's query, through the codec)", func() error {
 		s.admin(http.MethodGet, "/admin/sessions/"+vs, adminToken, nil, &st)

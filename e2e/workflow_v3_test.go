@@ -80,10 +80,36 @@ func TestAResetRunsTransitionsWin(t *testing.T) {
 		ctx := context.Background()
 		vs, to := s.newSession(store.Contact{})
 		now := time.Now()
-		s.send(testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "document_expired", Created: now.Add(-6 * time.Minute)})
+		first := testevent.Options{Type: "requires_input", SessionID: vs, ErrorCode: "document_expired",
+			Created: now.Add(-6 * time.Minute), EventID: "evt_" + testevent.RandomID(24)}
+		s.send(first)
 		waitMails(t, to, 1)
-		// The email's outcome applied: a workflow task after the first.
 		s.waitState(vs, "the failure email recorded", func(st workflows.State) bool { return st.RetryLink != nil })
+		// The first workflow task restored the session from the database,
+		// applied the failure and sent its email (one step). Stripe
+		// delivers the event again: a second task, which changes nothing,
+		// is the reset point below.
+		s.send(first)
+		eventually(t, "a workflow task completed after the redelivery", func() error {
+			signals, completedAfter := 0, false
+			it := s.temporal.GetWorkflowHistory(ctx, workflows.WorkflowID(vs), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+			for it.HasNext() {
+				e, err := it.Next()
+				if err != nil {
+					return err
+				}
+				switch e.GetEventType() {
+				case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+					signals++
+				case enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+					completedAfter = completedAfter || signals == 2
+				}
+			}
+			if !completedAfter {
+				return errNotYet
+			}
+			return nil
+		})
 		// Three more failures the reset will undo: the undone run's seq
 		// then stays above what the reset run writes next.
 		for i := range 3 {
@@ -99,9 +125,10 @@ func TestAResetRunsTransitionsWin(t *testing.T) {
 			return err
 		})
 
-		// Reset to the last workflow task before the second failure came.
-		// (Not to the first task: the reset run would read the database
-		// again to restore, and find what it means to undo.)
+		// Reset to the last workflow task before the second failure came
+		// (the redelivery's). Not to the first task: the reset run would
+		// read the database again to restore, and find what it means to
+		// undo.
 		desc, err := s.temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(vs), "")
 		if err != nil {
 			t.Fatal(err)
@@ -109,7 +136,7 @@ func TestAResetRunsTransitionsWin(t *testing.T) {
 		var resetTo int64
 		signals := 0
 		it := s.temporal.GetWorkflowHistory(ctx, workflows.WorkflowID(vs), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-		for it.HasNext() && signals < 2 {
+		for it.HasNext() && signals < 3 {
 			e, err := it.Next()
 			if err != nil {
 				t.Fatal(err)

@@ -62,13 +62,19 @@ type Result struct {
 	// Event is the id of the history event at which the SDK found the
 	// code no longer matches, when Err names it; 0 otherwise.
 	Event int64
+	// Task is, when Event is unknown, the WorkflowTaskCompleted event of
+	// the workflow task whose commands no longer match, when Err names it
+	// (a mismatched marker is described by its task, not its position).
+	Task int64
 }
 
 // OK says whether the history replayed.
 func (r Result) OK() bool { return r.Err == nil }
 
 // Line is the result on one line: `<workflow id> <run id> <n> events ok`
-// or `... FAIL <code> at event <n>: <short error>`. The error is shortened
+// or `... FAIL <code> at event <n>: <short error>` (`in the task completed
+// at event <n>` when the SDK names only the workflow task whose commands no
+// longer match, as for a local activity's marker). The error is shortened
 // to what names the mismatch; event attributes (which may hold payloads)
 // are left out.
 func (r Result) Line() string {
@@ -82,6 +88,8 @@ func (r Result) Line() string {
 	}
 	if r.Event > 0 {
 		fail += fmt.Sprintf(" at event %d", r.Event)
+	} else if r.Task > 0 {
+		fail += fmt.Sprintf(" in the task completed at event %d", r.Task)
 	}
 	return fail + ": " + shortError(r.Err.Error())
 }
@@ -101,6 +109,9 @@ func History(r worker.WorkflowReplayer, workflowID, runID string, h *historypb.H
 		res.Code, res.Event = parseError(err.Error())
 		if res.Event == 0 {
 			res.Event = mismatchedEvent(err.Error(), h)
+		}
+		if res.Event == 0 {
+			res.Task = mismatchedTask(err.Error())
 		}
 	}
 	return res
@@ -122,6 +133,18 @@ func mismatchedEvent(text string, h *historypb.History) int64 {
 		}
 	}
 	return 0
+}
+
+// mismatchedTask is the WorkflowTaskCompleted event a mismatch error's
+// history event names (a marker's WorkflowTaskCompletedEventId); 0 when it
+// names none.
+func mismatchedTask(text string) int64 {
+	m := taskRe.FindStringSubmatch(text)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
 }
 
 // File replays a history saved as JSON (the format of
@@ -172,6 +195,8 @@ var (
 	// (TimerId:10, ...)`) without its id; its activity or timer id leads
 	// to it in the history.
 	mismatchRe = regexp.MustCompile(`history event is (ActivityTaskScheduled|TimerStarted): \((?:ActivityId|TimerId):([^,)]+)`)
+	// A mismatched marker names the task that recorded it.
+	taskRe = regexp.MustCompile(`history event is \w+: \(.*?WorkflowTaskCompletedEventId:(\d+)`)
 	// Event and command descriptions (`TimerStarted: (attributes)`) are
 	// cut to their type.
 	attrsRe = regexp.MustCompile(`(?s)(\w+): \(.*?\)(, replay command is|$)`)

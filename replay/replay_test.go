@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -94,6 +95,23 @@ func TestParseAndShortenTheSDKsErrors(t *testing.T) {
 				t.Errorf("shortError = %q; want %q", got, c.short)
 			}
 		})
+	}
+}
+
+// A mismatched marker (a local activity's, the first command of a
+// one-step verification) is named by the task that recorded it.
+func TestAMismatchedMarkerNamesItsTask(t *testing.T) {
+	text := `[TMPRL1100] nondeterministic workflow: history event is MarkerRecorded: (MarkerName:LocalActivity, Details:map[data:payloads:{data:"secret"}], WorkflowTaskCompletedEventId:5), replay command is StartTimer: (TimerId:5, StartToFireTimeout:(Seconds:1, Nanos:0))`
+	if got := mismatchedTask(text); got != 5 {
+		t.Fatalf("mismatchedTask = %d; want 5", got)
+	}
+	if got := mismatchedTask("[TMPRL1100] During replay, a matching Timer command was expected in history event position 10"); got != 0 {
+		t.Errorf("mismatchedTask of a positioned error = %d; want 0", got)
+	}
+	r := Result{WorkflowID: "wf", RunID: "run", Events: 13, Err: errors.New(text), Code: "TMPRL1100", Task: 5}
+	want := "wf run 13 events FAIL TMPRL1100 in the task completed at event 5: nondeterministic workflow: history event is MarkerRecorded, replay command is StartTimer"
+	if r.Line() != want {
+		t.Errorf("Line = %q; want %q", r.Line(), want)
 	}
 }
 

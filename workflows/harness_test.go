@@ -19,6 +19,7 @@ import (
 	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"identityverification/activities"
@@ -120,6 +121,12 @@ func (h *harness) reset() {
 	var s testsuite.WorkflowTestSuite
 	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(testLogOut(), nil))))
 	h.env = s.NewTestWorkflowEnvironment()
+	// The SDK's deadlock detector fails a workflow task whose code has not
+	// yielded for a second of wall time. make test runs these tests beside
+	// the end-to-end suites on two cores, where a goroutine can wait that
+	// long for a core; the code blocks on nothing (workflowcheck checks),
+	// so the detector gets the headroom a loaded machine needs.
+	h.env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: 15 * time.Second})
 	h.env.SetStartTime(t0)
 	h.env.RegisterWorkflowWithOptions(workflows.Verification, workflow.RegisterOptions{Name: workflows.WorkflowName})
 	if h.legacy {
