@@ -75,7 +75,7 @@ func StartTemporalServerWithDynamicConfig(ctx context.Context, root, cli, dir, p
 		return nil, err
 	}
 	s := &Server{pg: pgURL, databases: db.databases()}
-	node, err := db.startNode(ctx, cli, dir, "temporal-server", port, dynamicConfig, namespaces)
+	node, err := db.startNode(ctx, cli, dir, "temporal-server", port, dynamicConfig, serverPools, namespaces)
 	if err != nil {
 		s.dropDatabases()
 		return nil, err
@@ -146,7 +146,7 @@ type serverNode struct {
 // SMALLINT), starts the server and waits until it answers; it then creates
 // the namespaces and registers this service's search attributes on them
 // (once per cluster is enough: none for a further node).
-func (d *serverDatabases) startNode(ctx context.Context, cli, dir, name string, port int, dynamicConfig string,
+func (d *serverDatabases) startNode(ctx context.Context, cli, dir, name string, port int, dynamicConfig string, pools connPools,
 	namespaces []string) (*serverNode, error) {
 	ports := map[string]int{"Frontend": port}
 	var err error
@@ -158,7 +158,7 @@ func (d *serverDatabases) startNode(ctx context.Context, cli, dir, name string, 
 	}
 	configDir := filepath.Join(dir, name+"-config")
 	if err := writeServerConfig(configDir, serverConfig{Host: d.host, Port: d.port, User: d.user, Password: d.pass,
-		Database: d.persistence, Visibility: d.visibility, Ports: ports, Dynamic: dynamicConfig}); err != nil {
+		Database: d.persistence, Visibility: d.visibility, Ports: ports, Dynamic: dynamicConfig, Pools: pools}); err != nil {
 		return nil, err
 	}
 	n := &serverNode{name: name, dir: dir, logPath: filepath.Join(dir, name+".log")}
@@ -214,7 +214,7 @@ func StartTemporalCluster(ctx context.Context, root, cli, dir, pgURL string, n i
 		if i == n-1 { // once every node has joined
 			ns = namespaces
 		}
-		node, err := db.startNode(ctx, cli, dir, fmt.Sprintf("temporal-node-%d", i+1), port, TestDynamicConfig, ns)
+		node, err := db.startNode(ctx, cli, dir, fmt.Sprintf("temporal-node-%d", i+1), port, TestDynamicConfig, clusterNodePools, ns)
 		if err != nil {
 			c.Stop()
 			return nil, err
@@ -305,7 +305,23 @@ type serverConfig struct {
 	Host, Port, User, Password, Database, Visibility string
 	Ports                                            map[string]int
 	Dynamic                                          string // the dynamic config's YAML
+	Pools                                            connPools
 }
+
+// connPools size a server's connection pools to PostgreSQL. Each service
+// of a server process (frontend, history, matching, worker) has pools of
+// its own, of these sizes.
+type connPools struct{ Max, Idle, VisibilityMax, VisibilityIdle int }
+
+var (
+	// serverPools are one server's (the recipe's sizes).
+	serverPools = connPools{Max: 20, Idle: 20, VisibilityMax: 2, VisibilityIdle: 2}
+	// clusterNodePools are each cluster node's: smaller, so that two nodes
+	// and the service's replicas stay well within a PostgreSQL's default
+	// 100 connections beside the other tests on it (two nodes with
+	// serverPools took 80 and more, and the server refused clients).
+	clusterNodePools = connPools{Max: 5, Idle: 2, VisibilityMax: 2, VisibilityIdle: 1}
+)
 
 // writeServerConfig writes the server's config (the recipe's
 // development-postgres12.yaml with this run's databases and ports) and its
@@ -349,8 +365,8 @@ persistence:
         connectProtocol: tcp
         user: "{{.User}}"
         password: "{{.Password}}"
-        maxConns: 20
-        maxIdleConns: 20
+        maxConns: {{.Pools.Max}}
+        maxIdleConns: {{.Pools.Idle}}
         maxConnLifetime: 1h
     postgres-visibility:
       sql:
@@ -360,8 +376,8 @@ persistence:
         connectProtocol: tcp
         user: "{{.User}}"
         password: "{{.Password}}"
-        maxConns: 2
-        maxIdleConns: 2
+        maxConns: {{.Pools.VisibilityMax}}
+        maxIdleConns: {{.Pools.VisibilityIdle}}
         maxConnLifetime: 1h
 global:
   membership:
