@@ -106,10 +106,10 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, reg prometheus
 		// or plugins, check the SDK's AggregatedWorker.start again.)
 		opts := Options(cfg.Worker)
 		// A graceful stop (a deploy, a scale-down) lets the tasks under
-		// way finish, up to SHUTDOWN_GRACE: with the SDK's default (no
-		// wait) an activity's context ended at once, and an email already
-		// accepted by SMTP but not yet in the ledger went out again on the
-		// retry.
+		// way finish, up to SHUTDOWN_GRACE. With the SDK's default (no
+		// wait) every activity under way was cancelled at once and ran
+		// again elsewhere after its timeout; an email cut after the SMTP
+		// server took it, before its answer came back, went out twice.
 		opts.WorkerStopTimeout = cfg.ShutdownGrace
 		w = sdkworker.New(c, workflows.TaskQueue, opts)
 		Register(w, acts)
