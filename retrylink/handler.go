@@ -245,6 +245,10 @@ type Counter interface {
 	Hit(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error)
 }
 
+// counterTries is how many times a click is counted in the database before
+// the limiter falls back to this process's memory.
+const counterTries = 3
+
 // CounterBucket is the Counter's bucket for a session's clicks.
 func CounterBucket(sessionID string) string { return "retrylink:" + sessionID }
 
@@ -263,6 +267,12 @@ func NewLimiter(burst int, per time.Duration) *Limiter {
 func (l *Limiter) Allow(ctx context.Context, sessionID string) bool {
 	if l.Counter != nil {
 		n, err := l.Counter.Hit(ctx, CounterBucket(sessionID), l.Per, l.Now())
+		for try := 1; err != nil && try < counterTries && ctx.Err() == nil; try++ {
+			// A blip (a connection refused by a busy server) is not an
+			// outage: ask again before limiting in this process alone.
+			time.Sleep(time.Duration(try) * 50 * time.Millisecond)
+			n, err = l.Counter.Hit(ctx, CounterBucket(sessionID), l.Per, l.Now())
+		}
 		l.mu.Lock()
 		was := l.failing
 		l.failing = err != nil
