@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -159,6 +160,9 @@ func untilReachable(ctx context.Context, log *slog.Logger, doing string, fn func
 // unavailable, timed out) or is overloaded, rather than refused the
 // request. A TEMPORAL_ADDRESS that names no server looks the same: the
 // worker waits, logging the address, and /readyz says temporal_unreachable.
+// So does an address where a gRPC server that is not Temporal's frontend
+// answers ("unknown service": a frontend still starting, or the port taken
+// by another process while Temporal was away).
 func Unreachable(err error) bool {
 	var unavailable *serviceerror.Unavailable
 	var deadline *serviceerror.DeadlineExceeded
@@ -167,10 +171,16 @@ func Unreachable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
+	var unimplemented *serviceerror.Unimplemented
+	if errors.As(err, &unimplemented) && strings.Contains(unimplemented.Error(), "unknown service") {
+		return true
+	}
 	if st, ok := status.FromError(err); ok {
 		switch st.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 			return true
+		case codes.Unimplemented:
+			return strings.Contains(st.Message(), "unknown service")
 		}
 	}
 	return false

@@ -27,6 +27,11 @@ func TestUnreachableIsAboutTemporalNotAnswering(t *testing.T) {
 		{serviceerror.NewPermissionDenied("no", ""), false},
 		{fmt.Errorf("%w on namespace %q", ErrSearchAttributesMissing, "identity"), false},
 		{errors.New("failed to get executable checksum"), false},
+		// Something else on the port (a frontend starting, or another
+		// server while Temporal was away): wait, as for no server.
+		{fmt.Errorf("failed reaching server: %w", serviceerror.NewUnimplemented("unknown service temporal.api.workflowservice.v1.WorkflowService")), true},
+		{status.Error(codes.Unimplemented, "unknown service temporal.api.workflowservice.v1.WorkflowService"), true},
+		{serviceerror.NewUnimplemented("method not supported by this server version"), false},
 	} {
 		if got := Unreachable(c.err); got != c.want {
 			t.Errorf("Unreachable(%v) = %v, want %v", c.err, got, c.want)
