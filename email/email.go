@@ -191,7 +191,18 @@ func (s *Sender) Send(ctx context.Context, m Message) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+	conn, err := c.DialToSMTPClientWithContext(ctx)
+	if err == nil {
+		err = c.SendWithSMTPClient(conn, msg)
+		// Once the server accepted the message (DATA answered), a QUIT
+		// that fails does not unsend it: reporting it would make the
+		// caller send the message again. The connection is closed either
+		// way.
+		if qerr := c.CloseWithSMTPClient(conn); qerr != nil {
+			_ = conn.Close()
+		}
+	}
+	if err != nil {
 		var se *mail.SendError
 		if errors.As(err, &se) {
 			// se.Error() lists the recipients: report codes only.

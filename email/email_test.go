@@ -1,7 +1,11 @@
 package email_test
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -66,5 +70,68 @@ func TestSMTPURLs(t *testing.T) {
 		if _, err := email.NewSender(good, "identity@example.com"); err != nil {
 			t.Errorf("SMTP_URL %q: %v", good, err)
 		}
+	}
+}
+
+// A server that accepted the message and then fails the QUIT (it drops the
+// connection) has the message: Send reports it sent, so that the caller
+// does not send it again.
+func TestAQuitThatFailsAfterTheServerAcceptedIsASend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan bool, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		say := func(s string) { fmt.Fprintf(conn, "%s\r\n", s) }
+		say("220 stub ESMTP")
+		inData := false
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			switch cmd := strings.ToUpper(strings.SplitN(line, " ", 2)[0]); {
+			case inData:
+				if line == "." {
+					inData = false
+					accepted <- true
+					say("250 2.0.0 queued")
+				}
+			case cmd == "EHLO" || cmd == "HELO":
+				say("250 stub")
+			case cmd == "DATA":
+				inData = true
+				say("354 go on")
+			case cmd == "QUIT":
+				return // dropped: no 221
+			default:
+				say("250 2.0.0 ok")
+			}
+		}
+	}()
+	s, err := email.NewSender("smtp://"+ln.Addr().String(), "identity@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := email.Render(email.KindVerified, email.Data{SessionID: "vs_quit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(context.Background(), email.Message{To: "user@example.com", Rendered: r}); err != nil {
+		t.Errorf("Send = %v; want nil: the server accepted the message", err)
+	}
+	select {
+	case <-accepted:
+	default:
+		t.Fatal("the stub accepted no message: the test proves nothing")
 	}
 }
