@@ -162,6 +162,18 @@ func TestScaleOut(t *testing.T) {
 	if !strings.HasPrefix(link, sc.haproxy.WebhookURL+"/verify/retry/") {
 		t.Fatalf("the retry link %s does not go through the balancer %s", link, sc.haproxy.WebhookURL)
 	}
+	// Each webhook replica opens its database in the background (it never
+	// waits for it) and limits in its own memory until then: the clicks
+	// come once both count in the database.
+	for _, r := range sc.webhooks {
+		eventually(t, r.name+" counting retry-link clicks in the database", func() error {
+			b, err := os.ReadFile(r.log)
+			if err != nil || !bytes.Contains(b, []byte("retry-link limit counted in the database")) {
+				return errNotYet
+			}
+			return nil
+		})
+	}
 	// The limit counts in fixed 10-minute windows: the clicks go in one
 	// (a burst across two may have twice the budget, as documented).
 	const window = 10 * time.Minute

@@ -245,9 +245,8 @@ type Counter interface {
 	Hit(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error)
 }
 
-// counterTries is how many times a click is counted in the database before
-// the limiter falls back to this process's memory.
-const counterTries = 3
+// counterTimeout bounds counting a click in the database.
+const counterTimeout = time.Second
 
 // CounterBucket is the Counter's bucket for a session's clicks.
 func CounterBucket(sessionID string) string { return "retrylink:" + sessionID }
@@ -266,12 +265,13 @@ func NewLimiter(burst int, per time.Duration) *Limiter {
 // budget.
 func (l *Limiter) Allow(ctx context.Context, sessionID string) bool {
 	if l.Counter != nil {
-		n, err := l.Counter.Hit(ctx, CounterBucket(sessionID), l.Per, l.Now())
-		for try := 1; err != nil && try < counterTries && ctx.Err() == nil; try++ {
-			// A blip (a connection refused by a busy server) is not an
-			// outage: ask again before limiting in this process alone.
-			time.Sleep(time.Duration(try) * 50 * time.Millisecond)
-			n, err = l.Counter.Hit(ctx, CounterBucket(sessionID), l.Per, l.Now())
+		// A database that hangs must not hang the user's click: past
+		// counterTimeout the click is limited in this process's memory.
+		hctx, cancel := context.WithTimeout(ctx, counterTimeout)
+		n, err := l.Counter.Hit(hctx, CounterBucket(sessionID), l.Per, l.Now())
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return false // the user went away: nothing to answer, no outage to log
 		}
 		l.mu.Lock()
 		was := l.failing

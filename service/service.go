@@ -235,6 +235,7 @@ func openCounter(ctx context.Context, cfg config.Config, counter *openingCounter
 		return
 	}
 	counter.st.Store(st)
+	wlog.Info("retry-link limit counted in the database, shared by every replica")
 	opened <- st
 }
 

@@ -26,7 +26,7 @@ RETURNING hits`, clean(bucket), start).Scan(&n)
 	// hit is counted whatever becomes of that: a failed cleanup is left to
 	// the next hit, not reported as a failed count (a caller would count
 	// the hit again elsewhere).
-	s.db.ExecContext(ctx, `DELETE FROM rate_limits WHERE window_start < $1`, start.Add(-24*time.Hour))
+	_, _ = s.db.ExecContext(ctx, `DELETE FROM rate_limits WHERE window_start < $1`, start.Add(-24*time.Hour))
 	return n, nil
 }
 
