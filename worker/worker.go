@@ -160,9 +160,11 @@ func untilReachable(ctx context.Context, log *slog.Logger, doing string, fn func
 // unavailable, timed out) or is overloaded, rather than refused the
 // request. A TEMPORAL_ADDRESS that names no server looks the same: the
 // worker waits, logging the address, and /readyz says temporal_unreachable.
-// So does an address where a gRPC server that is not Temporal's frontend
-// answers ("unknown service": a frontend still starting, or the port taken
-// by another process while Temporal was away).
+// So does an address where a gRPC server without Temporal's WorkflowService
+// answers ("unknown service ...WorkflowService": a frontend still starting,
+// or the port taken by another process while Temporal was away, or a
+// TEMPORAL_ADDRESS naming another Temporal service's port): the worker
+// waits and its log names the error, which says so.
 func Unreachable(err error) bool {
 	var unavailable *serviceerror.Unavailable
 	var deadline *serviceerror.DeadlineExceeded
@@ -172,7 +174,7 @@ func Unreachable(err error) bool {
 		return true
 	}
 	var unimplemented *serviceerror.Unimplemented
-	if errors.As(err, &unimplemented) && strings.Contains(unimplemented.Error(), "unknown service") {
+	if errors.As(err, &unimplemented) && strings.Contains(unimplemented.Error(), noWorkflowService) {
 		return true
 	}
 	if st, ok := status.FromError(err); ok {
@@ -180,11 +182,15 @@ func Unreachable(err error) bool {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 			return true
 		case codes.Unimplemented:
-			return strings.Contains(st.Message(), "unknown service")
+			return strings.Contains(st.Message(), noWorkflowService)
 		}
 	}
 	return false
 }
+
+// noWorkflowService is how a gRPC server without Temporal's WorkflowService
+// refuses its calls.
+const noWorkflowService = "unknown service temporal.api.workflowservice.v1.WorkflowService"
 
 // keepSchedule sets the missed-events schedule up as configured (package
 // reconcile), trying again with a growing pause while Temporal refuses:

@@ -32,6 +32,9 @@ func TestUnreachableIsAboutTemporalNotAnswering(t *testing.T) {
 		{fmt.Errorf("failed reaching server: %w", serviceerror.NewUnimplemented("unknown service temporal.api.workflowservice.v1.WorkflowService")), true},
 		{status.Error(codes.Unimplemented, "unknown service temporal.api.workflowservice.v1.WorkflowService"), true},
 		{serviceerror.NewUnimplemented("method not supported by this server version"), false},
+		// A proxy that serves no OperatorService: the search-attribute
+		// check carries on without it, it is no reason to wait.
+		{status.Error(codes.Unimplemented, "unknown service temporal.api.operatorservice.v1.OperatorService"), false},
 	} {
 		if got := Unreachable(c.err); got != c.want {
 			t.Errorf("Unreachable(%v) = %v, want %v", c.err, got, c.want)
