@@ -195,8 +195,8 @@ var (
 	// (TimerId:10, ...)`) without its id; its activity or timer id leads
 	// to it in the history.
 	mismatchRe = regexp.MustCompile(`history event is (ActivityTaskScheduled|TimerStarted): \((?:ActivityId|TimerId):([^,)]+)`)
-	// A mismatched marker names the task that recorded it.
-	taskRe = regexp.MustCompile(`history event is \w+: \(.*?WorkflowTaskCompletedEventId:(\d+)`)
+	// A mismatched or missing marker names the task that recorded it.
+	taskRe = regexp.MustCompile(`(?:history event is|missing replay command for) \w+: \(.*?WorkflowTaskCompletedEventId:(\d+)`)
 	// Event and command descriptions (`TimerStarted: (attributes)`) are
 	// cut to their type.
 	attrsRe = regexp.MustCompile(`(?s)(\w+): \(.*?\)(, replay command is|$)`)

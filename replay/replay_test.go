@@ -105,6 +105,10 @@ func TestAMismatchedMarkerNamesItsTask(t *testing.T) {
 	if got := mismatchedTask(text); got != 5 {
 		t.Fatalf("mismatchedTask = %d; want 5", got)
 	}
+	// A local activity the new code no longer calls.
+	if got := mismatchedTask(`[TMPRL1100] nondeterministic workflow: missing replay command for MarkerRecorded: (MarkerName:LocalActivity, Details:map[data:payloads:{data:"secret"}], WorkflowTaskCompletedEventId:9)`); got != 9 {
+		t.Errorf("mismatchedTask of a missing marker = %d; want 9", got)
+	}
 	if got := mismatchedTask("[TMPRL1100] During replay, a matching Timer command was expected in history event position 10"); got != 0 {
 		t.Errorf("mismatchedTask of a positioned error = %d; want 0", got)
 	}
