@@ -519,6 +519,7 @@ func startScale(t *testing.T, pg string) *scale {
 		case "webhook":
 			m["LISTEN_ADDR"] = r.addr
 			m["STRIPE_API_BASE"] = links.URL // retry links fetch a session's URL
+			m["LOG_LEVEL"] = "info"          // its limit's database counting, which the clicks wait for
 		case "admin":
 			m["ADMIN_ADDR"] = r.addr
 			for k, v := range map[string]string{"OIDC_ISSUER": dex.Issuer, "OIDC_CLIENT_ID": dex.ClientID,
