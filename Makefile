@@ -91,10 +91,12 @@ load: tools
 	$(GO) test -count=1 -v -run TestPerformanceTargets -timeout 40m ./e2e/ | grep -v '^=== '
 	LOAD_ACK_EVENTS=$${LOAD_ACK_EVENTS:-300} $(GO) test -count=1 -v -run TestWebhookAckOverhead -timeout 30m ./e2e/ | grep -v '^=== '
 
-# What open sessions cost the worker's memory, per 1000, up to 10k; set
-# WORKER_STICKY_CACHE_SIZE below that to see the cache bound it.
+# What open sessions (timers armed) cost the worker: its memory and the
+# time from a new session's start to its first timer, as they pile up to
+# 100,000 (LOAD_OPEN_SESSIONS; about an hour here); set
+# WORKER_STICKY_CACHE_SIZE below that to see the cache bound the memory.
 load-memory: tools
-	LOAD_OPEN_SESSIONS=$${LOAD_OPEN_SESSIONS:-10000} $(GO) test -count=1 -v -run TestWorkerMemoryPerOpenSessions -timeout 60m ./e2e/ | grep -v '^=== '
+	LOAD_OPEN_SESSIONS=$${LOAD_OPEN_SESSIONS:-100000} $(GO) test -count=1 -v -run TestWorkerMemoryPerOpenSessions -timeout 180m ./e2e/ | grep -v '^=== '
 
 # The same closed-model run on Temporal Server 1.29.1 on the local PostgreSQL
 # (pinned in tools/temporal, built on first use), for SQLite and PostgreSQL.

@@ -95,7 +95,6 @@ func TestPerformanceTargets(t *testing.T) {
 
 		var b strings.Builder
 		ratio := func(a, b float64) float64 { return 100 * a / b }
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		row := func(what, target, measured string, met bool) {
 			mark := "met"
 			if !met {

@@ -90,7 +90,7 @@ func Bare(ctx context.Context, c client.Client, n int, rate float64, concurrency
 		closedModel(ctx, each, concurrency, send)
 	}
 	res.Elapsed = time.Since(start)
-	res.Ack = summarize(acks)
+	res.Ack = Summarize(acks)
 	if firstErr != nil {
 		return res, fmt.Errorf("loadgen: bare SignalWithStart: %w", firstErr)
 	}
