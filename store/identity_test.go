@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pressly/goose/v3"
 
 	"identityverification/store"
 )
@@ -346,6 +349,36 @@ func TestFixedWindowCountersAreShared(t *testing.T) {
 		}
 		if n, _ := s.Hits(ctx, "signin:source:10.0.0.2", 15*time.Minute, at); n != 0 {
 			t.Errorf("another bucket: %d; want 0", n)
+		}
+	})
+}
+
+// Windows more than a day old go with the next hit, found by the
+// window_start index (migration 00010), which rolls back and reapplies.
+func TestOldWindowsGoWithTheNextHit(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		at := time.Date(2026, 12, 1, 10, 7, 0, 0, time.UTC)
+		p, err := goose.NewProvider(goose.Dialect(s.Dialect()), s.DB(), os.DirFS("migrations"), store.GoMigrations(s.Dialect()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.DownTo(ctx, 9)
+		if err != nil || len(res) != 1 || res[0].Source.Version != 10 {
+			t.Fatalf("down to 00009: %v, %v; want 00010 alone rolled back", res, err)
+		}
+		if n, err := s.Migrate(ctx); err != nil || n != 1 {
+			t.Fatalf("migrate: %d, %v; want 00010 applied again", n, err)
+		}
+		if _, err := s.Hit(ctx, "retrylink:vs_old", 10*time.Minute, at); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Hit(ctx, "retrylink:vs_new", 10*time.Minute, at.Add(25*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		var rows int
+		if err := s.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM rate_limits WHERE bucket = 'retrylink:vs_old'`).Scan(&rows); err != nil || rows != 0 {
+			t.Errorf("a window 25 hours old: %d rows, %v; want it gone", rows, err)
 		}
 	})
 }
