@@ -245,6 +245,11 @@ type Counter interface {
 	Hit(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error)
 }
 
+// ErrCounterNotReady is what a Counter returns before its database is open
+// (a process starting): the click is limited in memory, and no outage is
+// logged.
+var ErrCounterNotReady = errors.New("retrylink: the counter's database is not open yet")
+
 // counterTimeout bounds counting a click in the database.
 const counterTimeout = time.Second
 
@@ -272,6 +277,9 @@ func (l *Limiter) Allow(ctx context.Context, sessionID string) bool {
 		cancel()
 		if err != nil && ctx.Err() != nil {
 			return false // the user went away: nothing to answer, no outage to log
+		}
+		if errors.Is(err, ErrCounterNotReady) {
+			return l.allowHere(sessionID) // starting: nothing has failed
 		}
 		l.mu.Lock()
 		was := l.failing

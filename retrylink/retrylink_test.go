@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -347,5 +348,34 @@ func TestLimiterFallsBackToMemoryWhenTheCounterFails(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "does not count"); n != 1 {
 		t.Errorf("the outage logged %d times; want once:\n%s", n, logs.String())
+	}
+}
+
+// notReadyCounter is a database this process has not opened yet.
+type notReadyCounter struct{}
+
+func (notReadyCounter) Hit(context.Context, string, time.Duration, time.Time) (int, error) {
+	return 0, fmt.Errorf("service: %w", retrylink.ErrCounterNotReady)
+}
+
+// Before the database is open, clicks are limited in memory and no outage
+// is logged: the process is starting, nothing has failed.
+func TestLimiterBeforeItsCounterIsReadyLogsNoOutage(t *testing.T) {
+	now := t0
+	lim := retrylink.NewLimiter(5, 10*time.Minute)
+	lim.Now, lim.Counter = clock(&now), notReadyCounter{}
+	var logs strings.Builder
+	lim.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	allowed := 0
+	for range 8 {
+		if lim.Allow(context.Background(), "vs_a") {
+			allowed++
+		}
+	}
+	if allowed != 5 {
+		t.Errorf("%d of 8 clicks allowed; want 5", allowed)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("logged while the database was not open yet:\n%s", logs.String())
 	}
 }

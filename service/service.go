@@ -243,12 +243,10 @@ func openCounter(ctx context.Context, cfg config.Config, counter *openingCounter
 // hit fails (the limiter then counts in memory).
 type openingCounter struct{ st atomic.Pointer[store.Store] }
 
-var errStoreNotOpen = errors.New("service: database not open yet")
-
 func (o *openingCounter) Hit(ctx context.Context, bucket string, window time.Duration, at time.Time) (int, error) {
 	st := o.st.Load()
 	if st == nil {
-		return 0, errStoreNotOpen
+		return 0, retrylink.ErrCounterNotReady
 	}
 	return st.Hit(ctx, bucket, window, at)
 }
