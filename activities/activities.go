@@ -26,7 +26,7 @@ type Store interface {
 	RecordProcessedEvent(ctx context.Context, sessionID, eventID, eventType string) error
 	Contact(ctx context.Context, sessionID string) (store.Contact, error)
 	Email(ctx context.Context, key string) (store.EmailRecord, error)
-	RecordEmail(ctx context.Context, r store.EmailRecord) error
+	RecordEmail(ctx context.Context, r store.EmailRecord) (store.EmailRecord, error)
 	OpenReview(ctx context.Context, c store.ReviewCase) error
 	DecideReview(ctx context.Context, c store.ReviewCase) error
 	Redact(ctx context.Context, sessionID string) error

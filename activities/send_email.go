@@ -78,9 +78,19 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res Email
 		return EmailResult{}, storeError(err)
 	}
 	ledger := store.EmailRecord{Key: key, SessionID: req.SessionID, Kind: string(req.Kind)}
+	// recorded is the outcome the ledger holds once ledger is written: its
+	// own, or that of another attempt at the same email that raced past
+	// the read above and recorded first.
+	recorded := func(ctx context.Context) (EmailResult, error) {
+		rec, err := a.Store.RecordEmail(ctx, ledger)
+		if err != nil {
+			return EmailResult{}, storeError(err)
+		}
+		return EmailResult{Status: rec.Status, Detail: rec.Detail}, nil
+	}
 	skip := func(detail string) (EmailResult, error) {
 		ledger.Status, ledger.Detail = store.EmailSkipped, detail
-		return EmailResult{Status: store.EmailSkipped, Detail: detail}, storeError(a.Store.RecordEmail(ctx, ledger))
+		return recorded(ctx)
 	}
 
 	// A warning that the session closes, sent after it closed (the email
@@ -126,8 +136,9 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res Email
 		MessageID: hex.EncodeToString(sum[:16]) + "@identity-verification"})
 	if errors.Is(err, email.ErrPermanent) {
 		ledger.Status, ledger.Detail = store.EmailRefused, err.Error()
-		if lerr := a.Store.RecordEmail(ctx, ledger); lerr != nil {
-			return EmailResult{}, storeError(lerr)
+		got, lerr := recorded(ctx)
+		if lerr != nil || got.Status != store.EmailRefused {
+			return got, lerr // another attempt's outcome stands
 		}
 		return EmailResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeEmailRefused, nil)
 	}
@@ -142,7 +153,7 @@ func (a *Activities) SendEmail(ctx context.Context, req EmailRequest) (res Email
 	ledger.Status = store.EmailSent
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordAfterSendTimeout)
 	defer cancel()
-	return EmailResult{Status: store.EmailSent}, storeError(a.Store.RecordEmail(rctx, ledger))
+	return recorded(rctx)
 }
 
 // recordAfterSendTimeout bounds the ledger write after the SMTP server

@@ -40,16 +40,27 @@ SELECT session_id, kind, status, detail FROM emails WHERE idempotency_key = $1`,
 	return r, nil
 }
 
-// RecordEmail adds an entry to the email ledger; the first entry for a key wins.
-func (s *Store) RecordEmail(ctx context.Context, r EmailRecord) error {
-	_, err := s.db.ExecContext(ctx, `
+// RecordEmail adds an entry to the email ledger; the first entry for a key
+// wins, and RecordEmail returns the entry the ledger holds: r, or the one
+// another attempt at the same email recorded first (two attempts that raced
+// past the ledger read report one outcome, the recorded one).
+func (s *Store) RecordEmail(ctx context.Context, r EmailRecord) (EmailRecord, error) {
+	r.Kind, r.Status, r.Detail = clean(r.Kind), clean(r.Status), clean(r.Detail)
+	res, err := s.db.ExecContext(ctx, `
 INSERT INTO emails (idempotency_key, session_id, kind, status, detail, recorded_at)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING`,
-		r.Key, r.SessionID, clean(r.Kind), clean(r.Status), clean(r.Detail), now())
+		r.Key, r.SessionID, r.Kind, r.Status, r.Detail, now())
 	if err != nil {
-		return fmt.Errorf("store: record email: %w", classify(err))
+		return EmailRecord{}, fmt.Errorf("store: record email: %w", classify(err))
 	}
-	return nil
+	if n, err := res.RowsAffected(); err == nil && n == 1 {
+		return r, nil
+	}
+	stored, err := s.Email(ctx, r.Key)
+	if err != nil {
+		return EmailRecord{}, fmt.Errorf("store: record email: %w", err)
+	}
+	return stored, nil
 }
 
 // Emails lists a session's ledger entries, for ops and tests.

@@ -195,8 +195,17 @@ func TestEmailLedgerFirstEntryWins(t *testing.T) {
 		if _, err := s.Email(ctx, "vs_e:verified:0"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("empty ledger: %v", err)
 		}
-		s.RecordEmail(ctx, store.EmailRecord{Key: "vs_e:verified:0", SessionID: "vs_e", Kind: "verified", Status: store.EmailSent})
-		s.RecordEmail(ctx, store.EmailRecord{Key: "vs_e:verified:0", SessionID: "vs_e", Kind: "verified", Status: store.EmailRefused})
+		first, err := s.RecordEmail(ctx, store.EmailRecord{Key: "vs_e:verified:0", SessionID: "vs_e", Kind: "verified", Status: store.EmailSent})
+		if err != nil || first.Status != store.EmailSent {
+			t.Fatalf("first entry: %+v, %v", first, err)
+		}
+		// A second attempt that raced past the ledger read is told what
+		// the ledger holds, not what it tried to record.
+		second, err := s.RecordEmail(ctx, store.EmailRecord{Key: "vs_e:verified:0", SessionID: "vs_e", Kind: "verified",
+			Status: store.EmailRefused, Detail: "550 no such user"})
+		if err != nil || second.Status != store.EmailSent || second.Detail != "" {
+			t.Errorf("second entry returned %+v, %v; want the first (sent)", second, err)
+		}
 		got, err := s.Email(ctx, "vs_e:verified:0")
 		if err != nil || got.Status != store.EmailSent {
 			t.Errorf("ledger = %+v, %v; want sent", got, err)
@@ -289,8 +298,9 @@ func TestTextFromOutsideIsStoredCleanedWhateverBytesItHolds(t *testing.T) {
 					FirstName: "Zo\uFFFD", LastName: "Lee", DOB: "1990-01-02"}},
 			{"an email ledger detail is cleaned",
 				func() error {
-					return s.RecordEmail(ctx, store.EmailRecord{Key: "vs_e:verified:0", SessionID: "vs_e", Kind: "verified",
+					_, err := s.RecordEmail(ctx, store.EmailRecord{Key: "vs_e:verified:0", SessionID: "vs_e", Kind: "verified",
 						Status: store.EmailRefused, Detail: "550 mailbox\x00 unavailable \xff"})
+					return err
 				},
 				func() (any, error) { return s.Email(ctx, "vs_e:verified:0") },
 				store.EmailRecord{Key: "vs_e:verified:0", SessionID: "vs_e", Kind: "verified", Status: store.EmailRefused,
