@@ -90,7 +90,14 @@ func (l *Lease) Run(ctx context.Context, job func(ctx context.Context)) {
 	defer t.Stop()
 	for {
 		at := now()
-		actx, done := context.WithTimeout(ctx, l.Renew)
+		// While the job runs, a renewal that hangs must not outlast the
+		// term: it is given until half a renewal before the term ends, so
+		// the job stops (below) before another replica may take the lease.
+		timeout := l.Renew
+		if cancel != nil {
+			timeout = max(min(timeout, until.Sub(at)-l.Renew/2), 0)
+		}
+		actx, done := context.WithTimeout(ctx, timeout)
 		held, err := l.Leases.AcquireLease(actx, l.Name, l.Holder, l.TTL, at)
 		done()
 		switch {

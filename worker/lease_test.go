@@ -125,3 +125,51 @@ func (d *deadAfter) ReleaseLease(ctx context.Context, name, holder string) error
 	}
 	return d.Leases.ReleaseLease(ctx, name, holder)
 }
+
+// hangingAfter answers the first take, refuses the next try at once, then
+// hangs every later one until its caller gives up: a database that went
+// away mid-term.
+type hangingAfter struct {
+	calls   atomic.Int32
+	firstAt atomic.Int64 // the first take's time, unix nanoseconds
+}
+
+func (h *hangingAfter) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, at time.Time) (bool, error) {
+	switch h.calls.Add(1) {
+	case 1:
+		h.firstAt.Store(at.UnixNano())
+		return true, nil
+	case 2:
+		return false, errors.New("connection refused")
+	}
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+func (h *hangingAfter) ReleaseLease(context.Context, string, string) error { return nil }
+
+// A renewal that hangs near the end of the term does not keep the job
+// running past it: the job stops before the term ends, when another
+// replica may take the lease.
+func TestAHangingRenewalStopsTheJobWithinItsTerm(t *testing.T) {
+	h := &hangingAfter{}
+	const renew, ttl = time.Second, 3 * time.Second
+	l := &Lease{Leases: h, Name: "test-jobs", Holder: "a", TTL: ttl, Renew: renew,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan time.Time, 1)
+	go l.Run(ctx, func(ctx context.Context) {
+		<-ctx.Done()
+		stopped <- time.Now()
+	})
+	select {
+	case at := <-stopped:
+		end := time.Unix(0, h.firstAt.Load()).Add(ttl)
+		if !at.Before(end) {
+			t.Errorf("the job stopped %s after its term ended; want before", at.Sub(end))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job never stopped while the database hung")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,8 +133,13 @@ func Run(ctx context.Context, cfg config.Config, c client.Client, reg prometheus
 	log.Info("worker polling", "task_queue", workflows.TaskQueue, "namespace", cfg.Temporal.Namespace, "database", st.Dialect())
 	lease := &Lease{Leases: st, Name: ClusterJobsLease, Holder: NewHolder(), TTL: LeaseTTL, Renew: LeaseRenew, Log: log}
 	lease.Run(ctx, func(ctx context.Context) { // until ctx is done
-		go keepSchedule(ctx, c, cfg.Reconcile.Every, log)
+		// Both end with the lease: the job returns once both have, so a
+		// replica that lost it runs neither.
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); keepSchedule(ctx, c, cfg.Reconcile.Every, log) }()
 		WatchIssues(ctx, c, cfg.Temporal.Namespace, reg, log)
+		wg.Wait()
 	})
 	return nil
 }
