@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,10 +70,10 @@ func TestPerformanceTargets(t *testing.T) {
 		// trivial worker (end to end, one signal per session), with what
 		// each part of the stack spent on the 2 cores meanwhile.
 		var mixed loadgen.Result
-		mixedCPU := cpuOfParts(t, func() { mixed = run("the mix", loadgen.Config{Sessions: sessions, Concurrency: 32}) })
+		mixedCPU, mixedWall := cpuOfParts(t, func() { mixed = run("the mix", loadgen.Config{Sessions: sessions, Concurrency: 32}) })
 		ack := bare("bare ack", mixed.Sent, 0, 32, false)
 		var floor loadgen.BareResult
-		floorParts := cpuOfParts(t, func() { floor = bare("bare end to end", sessions, 0, 32, true) })
+		floorParts, floorWall := cpuOfParts(t, func() { floor = bare("bare end to end", sessions, 0, 32, true) })
 
 		// 2. Verified sessions alone: the server's CPU per verified
 		// session against the floor's per session.
@@ -126,8 +127,14 @@ func TestPerformanceTargets(t *testing.T) {
 		fmt.Fprintf(&b, "\nThe webhook's overhead p50 with the sends spaced (%.1f events/s, each side with its worker running): %+.2f ms (%.2f vs %.2f); "+
 			"back to back (the sequential row) each acknowledgement shares the cores with the previous session's work.\n",
 			half, ms(open.Ack.P50-bareOpen.Ack.P50), ms(open.Ack.P50), ms(bareOpen.Ack.P50))
-		fmt.Fprintf(&b, "\nCPU per session of each part, the mix (%s) against the floor (%s): %s\n", mixed.Elapsed.Round(time.Millisecond),
-			floor.Completed.Round(time.Millisecond), compareParts(mixedCPU, floorParts, sessions))
+		busy := func(parts [5]time.Duration, wall time.Duration) float64 {
+			return 100 * float64(parts[4]) / float64(wall) / float64(runtime.NumCPU())
+		}
+		fmt.Fprintf(&b, "\nThe mix: acknowledged in %s, every session persisted in %s, the machine %.0f %% busy (%d cores); "+
+			"the floor: acknowledged in %s, completed in %s, the machine %.0f %% busy.\n",
+			mixed.Elapsed.Round(time.Millisecond), mixed.Completed.Round(time.Millisecond), busy(mixedCPU, mixedWall), runtime.NumCPU(),
+			floor.Elapsed.Round(time.Millisecond), floor.Completed.Round(time.Millisecond), busy(floorParts, floorWall))
+		fmt.Fprintf(&b, "CPU per session of each part, the mix against the floor: %s\n", compareParts(mixedCPU, floorParts, sessions))
 		t.Log(b.String())
 	})
 }
@@ -135,10 +142,11 @@ func TestPerformanceTargets(t *testing.T) {
 // parts are the processes of a load run whose CPU it reports: the Temporal
 // server, this process (the service's webhook and worker, and the load
 // tool), Mailpit and stripe-mock; and the whole machine's busy time (what
-// else ran on the cores: other users of a shared machine).
+// else ran on the cores: other users of a shared machine); and the wall
+// time it took.
 var partNames = []string{"temporal", "service+loadgen", "mailpit", "stripe-mock", "machine"}
 
-func cpuOfParts(t *testing.T, fn func()) [5]time.Duration {
+func cpuOfParts(t *testing.T, fn func()) ([5]time.Duration, time.Duration) {
 	t.Helper()
 	read := func() (out [5]time.Duration) {
 		var err error
@@ -155,13 +163,13 @@ func cpuOfParts(t *testing.T, fn func()) [5]time.Duration {
 		out[4] = machineBusy(t)
 		return out
 	}
-	before := read()
+	before, start := read(), time.Now()
 	fn()
-	after := read()
+	wall, after := time.Since(start), read()
 	for i := range after {
 		after[i] -= before[i]
 	}
-	return after
+	return after, wall
 }
 
 func compareParts(svc, floor [5]time.Duration, sessions int) string {
