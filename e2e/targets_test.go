@@ -142,10 +142,10 @@ func TestPerformanceTargets(t *testing.T) {
 // parts are the processes of a load run whose CPU it reports: the Temporal
 // server, this process (the service's webhook and worker, and the load
 // tool), Mailpit and stripe-mock; and the whole machine's busy time (what
-// else ran on the cores: other users of a shared machine); and the wall
-// time it took.
+// else ran on the cores: other users of a shared machine).
 var partNames = []string{"temporal", "service+loadgen", "mailpit", "stripe-mock", "machine"}
 
+// cpuOfParts is what each part spent while fn ran, and how long it ran.
 func cpuOfParts(t *testing.T, fn func()) ([5]time.Duration, time.Duration) {
 	t.Helper()
 	read := func() (out [5]time.Duration) {
