@@ -540,16 +540,25 @@ func waitPersisted(ctx context.Context, db *sql.DB, prefix string, sessions []Se
 		return scan(`SELECT session_id, status FROM sessions WHERE session_id >= $1 AND session_id < $2`, prefix, prefix+"~")
 	}
 	// readIDs reads the rows of ids, by primary key, a chunk at a time.
+	// Every chunk has the same size (padded with an id no session has), so
+	// the query's text never changes and a driver that prepares each new
+	// text (pgx) prepares it once, not on every poll.
+	const chunkSize = 100
+	marks := make([]string, chunkSize)
+	for i := range marks {
+		marks[i] = fmt.Sprintf("$%d", i+1)
+	}
+	byIDs := `SELECT session_id, status FROM sessions WHERE session_id IN (` + strings.Join(marks, ",") + `)`
 	readIDs := func(ids []any) ([]row, error) {
 		var out []row
 		for len(ids) > 0 {
-			chunk := ids[:min(len(ids), 500)]
-			ids = ids[len(chunk):]
-			marks := make([]string, len(chunk))
-			for i := range chunk {
-				marks[i] = fmt.Sprintf("$%d", i+1)
+			chunk := make([]any, chunkSize)
+			n := copy(chunk, ids)
+			ids = ids[n:]
+			for i := n; i < chunkSize; i++ {
+				chunk[i] = ""
 			}
-			rows, err := scan(`SELECT session_id, status FROM sessions WHERE session_id IN (`+strings.Join(marks, ",")+`)`, chunk...)
+			rows, err := scan(byIDs, chunk...)
 			if err != nil {
 				return nil, err
 			}

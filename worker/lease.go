@@ -93,6 +93,7 @@ func (l *Lease) Run(ctx context.Context, job func(ctx context.Context)) {
 		// While the job runs, a renewal that hangs must not outlast the
 		// term: it is given until half a renewal before the term ends, so
 		// the job stops (below) before another replica may take the lease.
+		// (This needs TTL well above 1.5 renewals: 30 s and 10 s here.)
 		timeout := l.Renew
 		if cancel != nil {
 			timeout = max(min(timeout, until.Sub(at)-l.Renew/2), 0)
